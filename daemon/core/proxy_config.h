@@ -1,0 +1,34 @@
+// Everything one tunnel session needs to run, whichever front end built it
+// (localproxy's command line, tunnelctl over the control socket, tunneld.toml).
+#pragma once
+
+#include <string>
+
+#include "endpoint.h"
+#include "session_machine.h"
+#include "settings.h"
+
+namespace tunnel {
+
+struct ProxyConfig {
+  Mode mode = Mode::source;
+  ServiceEndpoint endpoint;
+  std::string access_token;  // secret: never logged, never in argv of children
+  std::string client_token;  // secret; empty = generate once at start
+  // Source: where to listen (host = bind address). Destination: what to connect to.
+  HostPort local;
+  // Destination: local address to bind outgoing connections to (-b); empty = none.
+  std::string bind_address;
+  std::string capath;  // -c: extra hashed CA directory
+  std::string cafile;  // --cafile: extra CA bundle
+  bool verify_tls = true;  // -k turns it off
+  Settings settings;
+  std::string name;  // shown in logs and status; no secret
+};
+
+// A client token: 32 hex chars + dashes (UUIDv4 shape), from the OS CSPRNG.
+std::string generate_client_token();
+// 32..128 chars of [A-Za-z0-9-] (protocol.md section 2).
+bool is_valid_client_token(std::string_view token);
+
+}  // namespace tunnel

@@ -1,0 +1,79 @@
+// Record framing of the tunnel byte stream (protocol.md section 3):
+//   [u16 big-endian length N][N bytes: protobuf Message]
+// Records are not aligned with WebSocket frames, so decoding is incremental.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "tunnel.pb.h"
+
+namespace tunnel {
+
+using Message = com::amazonaws::iot::securedtunneling::Message;
+
+inline constexpr std::size_t kLengthPrefixSize = 2;
+inline constexpr std::size_t kMaxPayloadSize = 64512;  // 63 KiB: a record's payload field
+inline constexpr std::size_t kMaxRecordSize = 65535;   // u16 length, by construction
+inline constexpr std::size_t kMaxFrameSize = 131076;   // a WebSocket message payload
+
+enum class CodecError {
+  none,
+  record_too_large,   // the length prefix exceeds the configured record limit
+  malformed_message,  // the record body is not a valid protobuf Message
+  payload_too_large,  // payload field larger than the configured payload limit
+};
+
+// Human readable, one line, no secrets (records carry none).
+std::string_view to_string(CodecError e);
+
+// Incremental decoder. Holds at most one partial record (bounded by the record
+// limit); never allocates from a length it has not validated.
+class RecordDecoder {
+ public:
+  // Called once per complete, parsed record. Return false to stop decoding
+  // (the remaining bytes stay unconsumed and feed() returns CodecError::none).
+  using Sink = std::function<bool(Message&)>;
+
+  explicit RecordDecoder(std::size_t max_record_size = kMaxRecordSize,
+                         std::size_t max_payload_size = kMaxPayloadSize);
+
+  // Decodes as many records as `bytes` completes. On error the decoder stays
+  // failed: every later feed() returns the same error without reading.
+  CodecError feed(std::span<const std::uint8_t> bytes, const Sink& sink);
+  CodecError feed(std::string_view bytes, const Sink& sink) {
+    return feed(std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()), sink);
+  }
+
+  // Bytes of an incomplete record held back (0 at a record boundary).
+  std::size_t buffered() const { return partial_.size(); }
+  CodecError error() const { return error_; }
+  // Forget buffered bytes and any error (new WebSocket connection).
+  void reset();
+
+ private:
+  std::size_t max_record_;
+  std::size_t max_payload_;
+  std::string partial_;
+  CodecError error_ = CodecError::none;
+  bool stopped_ = false;
+};
+
+// Appends one record for `m` to `out`. Returns false (appending nothing) when
+// the serialized message would not fit a record.
+bool encode_record(const Message& m, std::string& out);
+
+// Appends a DATA record without building a Message (hot path: TCP -> tunnel).
+// `payload` must not exceed kMaxPayloadSize. Empty service_id / connection_id 0
+// mean "absent" and are not encoded (protocol.md section 3).
+void encode_data_record(std::int32_t stream_id, std::string_view payload, std::string& out,
+                        std::string_view service_id = {}, std::uint32_t connection_id = 0);
+
+// Upper bound of what encode_data_record appends for a payload of n bytes.
+constexpr std::size_t data_record_overhead() { return kLengthPrefixSize + 1 + 1 + 5 + 1 + 3 + 64 + 6; }
+
+}  // namespace tunnel
