@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Builds tunneld and runs every test, twice: a normal build in build/ and an
+# ASan+UBSan build in build-asan/ (the sanitizer CI job). Ends with one line
+# "N passed, N failed" (", N skipped" when some were skipped) counting every
+# meson test of both builds (a build that fails to compile counts as one
+# failure), and exits non-zero if anything failed.
+#
+#   scripts/run-tests.sh                    # both builds, all tests
+#   scripts/run-tests.sh --no-asan          # only build/
+#   scripts/run-tests.sh --asan-only        # only build-asan/
+#   scripts/run-tests.sh --suite unit       # other arguments go to `meson test`
+#   scripts/run-tests.sh integration-hostile
+#
+# Run scripts/setup-deps.sh first on a fresh machine.
+set -euo pipefail
+
+cd "$(dirname "$(readlink -f "$0")")/.."
+
+run_plain=1
+run_asan=1
+meson_test_args=()
+while (($#)); do
+  case "$1" in
+    --no-asan) run_asan=0 ;;
+    --asan-only) run_plain=0 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) meson_test_args+=("$1") ;;
+  esac
+  shift
+done
+
+for tool in meson ninja /usr/bin/python3; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "run-tests.sh: $tool not found; run scripts/setup-deps.sh first" >&2
+    exit 1
+  fi
+done
+
+build_failures=0
+ran_dirs=()
+summary_notes=()
+
+banner() { printf '\n=== %s ===\n' "$*"; }
+
+# build_and_test DIR [meson setup options...]
+build_and_test() {
+  local dir=$1; shift
+  banner "$dir: configure and compile"
+  if [[ ! -f "$dir/build.ninja" ]]; then
+    if ! meson setup "$dir" "$@"; then
+      build_failures=$((build_failures + 1))
+      summary_notes+=("$dir: meson setup failed")
+      return 0
+    fi
+  fi
+  if ! meson compile -C "$dir"; then
+    build_failures=$((build_failures + 1))
+    summary_notes+=("$dir: compile failed")
+    return 0
+  fi
+  banner "$dir: meson test"
+  rm -f "$dir/meson-logs/testlog.json"
+  local extra=()
+  if [[ "$dir" == *asan* ]]; then
+    # Sanitized binaries are 2-3x slower: stretch meson's timeouts and the
+    # harness's anti-hang waits (not its behavioural deadlines).
+    extra=(--timeout-multiplier 3)
+    export TUNNELD_TEST_TIMEOUT_SCALE=3
+  else
+    export TUNNELD_TEST_TIMEOUT_SCALE=1
+  fi
+  # A failing test must not stop the other build's run; the counts below decide.
+  meson test -C "$dir" --print-errorlogs \
+    "${extra[@]}" "${meson_test_args[@]}" || true
+  ran_dirs+=("$dir")
+}
+
+if ((run_plain)); then
+  build_and_test build
+fi
+if ((run_asan)); then
+  # halt/abort on the first report; leaks are errors too (LeakSanitizer).
+  export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1:print_summary=1}"
+  export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:abort_on_error=1:print_stacktrace=1:print_summary=1}"
+  build_and_test build-asan -Db_sanitize=address,undefined -Db_lundef=false
+fi
+
+banner "summary"
+/usr/bin/python3 - "$build_failures" "${ran_dirs[@]}" "${summary_notes[@]/#/NOTE:}" <<'PY'
+import json, os, sys
+
+build_failures = int(sys.argv[1])
+passed = failed = skipped = 0
+PASS = {"OK", "EXPECTEDFAIL"}
+SKIP = {"SKIP"}
+for arg in sys.argv[2:]:
+    if arg.startswith("NOTE:"):
+        print(f"FAIL  {arg[5:]}")
+        continue
+    log = os.path.join(arg, "meson-logs", "testlog.json")
+    if not os.path.exists(log):
+        print(f"FAIL  {arg}: no {log} (meson test did not run)")
+        failed += 1
+        continue
+    with open(log) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                t = json.loads(line)
+            except ValueError:
+                continue
+            result = t.get("result", "?")
+            name = t.get("name", "?")
+            dur = t.get("duration", 0) or 0
+            if result in PASS:
+                passed += 1
+                tag = "ok"
+            elif result in SKIP:
+                skipped += 1
+                tag = "skip"
+            else:
+                failed += 1
+                tag = "FAIL"
+            print(f"{tag:5} {arg}: {name} ({result}, {dur:.1f} s)")
+failed += build_failures
+line = f"{passed} passed, {failed} failed"
+if skipped:
+    line += f", {skipped} skipped"
+print(line)
+sys.exit(1 if failed else 0)
+PY
