@@ -1,0 +1,102 @@
+#include "logging.h"
+
+#include <libwebsockets.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <uv.h>  // libwebsockets.h wants uv.h first when built with libuv
+
+#include <mutex>
+
+namespace tunnel::logging {
+namespace {
+
+struct Registry {
+  std::mutex mu;
+  std::vector<spdlog::sink_ptr> sinks{std::make_shared<spdlog::sinks::stderr_sink_mt>()};
+  spdlog::level::level_enum level = spdlog::level::info;
+  std::vector<std::shared_ptr<spdlog::logger>> loggers;
+};
+
+Registry& registry() {
+  static Registry r;
+  return r;
+}
+
+constexpr const char* kPattern = "%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n] %v";
+
+void lws_emit(int level, const char* line) {
+  std::string text(line);
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  auto log = get("lws");
+  if (level & LLL_ERR) {
+    log->error("{}", text);
+  } else if (level & LLL_WARN) {
+    log->warn("{}", text);
+  } else {
+    log->debug("{}", text);
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<spdlog::logger> get(const std::string& subsystem) {
+  auto& r = registry();
+  std::lock_guard lock(r.mu);
+  for (auto& l : r.loggers) {
+    if (l->name() == subsystem) return l;
+  }
+  auto l = std::make_shared<spdlog::logger>(subsystem, r.sinks.begin(), r.sinks.end());
+  l->set_level(r.level);
+  l->set_pattern(kPattern);
+  r.loggers.push_back(l);
+  return l;
+}
+
+void set_sinks(std::vector<spdlog::sink_ptr> sinks) {
+  auto& r = registry();
+  std::lock_guard lock(r.mu);
+  r.sinks = std::move(sinks);
+  for (auto& l : r.loggers) {
+    l->sinks() = r.sinks;
+    l->set_pattern(kPattern);
+  }
+}
+
+spdlog::level::level_enum level_from_verbosity(int v) {
+  if (v <= 0) return spdlog::level::off;
+  switch (v) {
+    case 1:
+      return spdlog::level::critical;
+    case 2:
+      return spdlog::level::err;
+    case 3:
+      return spdlog::level::warn;
+    case 4:
+      return spdlog::level::info;
+    case 5:
+      return spdlog::level::debug;
+    default:
+      return spdlog::level::trace;
+  }
+}
+
+void set_level(spdlog::level::level_enum level) {
+  auto& r = registry();
+  std::lock_guard lock(r.mu);
+  r.level = level;
+  for (auto& l : r.loggers) l->set_level(level);
+}
+
+spdlog::level::level_enum level() {
+  auto& r = registry();
+  std::lock_guard lock(r.mu);
+  return r.level;
+}
+
+void route_lws_logs() {
+  // Never LLL_HEADER / LLL_PARSER / LLL_INFO: they dump request headers,
+  // which carry the access token.
+  int mask = LLL_ERR | LLL_WARN;
+  lws_set_log_level(mask, lws_emit);
+}
+
+}  // namespace tunnel::logging

@@ -1,0 +1,747 @@
+#include "proxy_session.h"
+
+#include <netdb.h>
+#include <openssl/x509.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "logging.h"
+
+namespace tunnel {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::uint64_t ms(int v) { return v > 0 ? static_cast<std::uint64_t>(v) : 1; }
+
+// Close codes after which the tunnel itself is over (protocol.md section 7).
+// Going away / restart / try later mean a service instance went down: retry.
+bool close_code_is_transient(int code) {
+  return code == 1001 || code == 1006 || code == 1011 || code == 1012 || code == 1013 ||
+         code == 1014;
+}
+
+std::string http_status_hint(int status) {
+  switch (status) {
+    case 400:
+      return "bad request (wrong endpoint or protocol?)";
+    case 401:
+      return "the access token is invalid or was already used";
+    case 403:
+      return "the access token is not valid for this mode or endpoint";
+    case 404:
+      return "not found (wrong endpoint?)";
+    case 410:
+      return "the tunnel is closed";
+    case 429:
+      return "too many requests";
+    default:
+      return "the service refused the connection";
+  }
+}
+
+template <typename F>
+void start_timer(uv_timer_t* t, std::uint64_t delay_ms, F f) {
+  static_assert(std::is_convertible_v<F, uv_timer_cb>);
+  uv_timer_start(t, f, delay_ms, 0);
+}
+
+}  // namespace
+
+std::string_view to_string(SessionState s) {
+  switch (s) {
+    case SessionState::idle:
+      return "idle";
+    case SessionState::connecting:
+      return "connecting";
+    case SessionState::connected:
+      return "connected";
+    case SessionState::backing_off:
+      return "reconnecting";
+    case SessionState::stopping:
+      return "stopping";
+    case SessionState::ended:
+      return "ended";
+  }
+  return "?";
+}
+
+ProxySession::ProxySession(WsContext& ws, ProxyConfig config, DoneFn done)
+    : ws_(ws),
+      config_(std::move(config)),
+      done_(std::move(done)),
+      log_(logging::get("session")),
+      machine_(config_.mode, *this,
+               static_cast<std::size_t>(std::clamp(config_.settings.message_max_payload_size, 1,
+                                                   static_cast<int>(kMaxPayloadSize)))),
+      decoder_(kMaxRecordSize, kMaxPayloadSize),
+      backoff_(static_cast<std::uint32_t>(std::max(1, config_.settings.ws_retry_delay_ms)),
+               static_cast<std::uint32_t>(std::max(config_.settings.ws_retry_delay_ms,
+                                                   config_.settings.ws_retry_max_delay_ms)),
+               std::random_device{}()) {
+  if (config_.client_token.empty()) config_.client_token = generate_client_token();
+  path_ = handshake_path(to_string(config_.mode));
+  out_.assign(LWS_PRE, '\0');
+  out_off_ = LWS_PRE;
+}
+
+ProxySession::~ProxySession() {
+  if (wsi_) lws_set_opaque_user_data(wsi_, nullptr);
+  if (conn_) conn_->close(false);
+}
+
+void ProxySession::start() {
+  if (state_ != SessionState::idle) return;
+  uv_loop_t* loop = ws_.loop();
+  for (uv_timer_t* t : {&ping_timer_, &retry_timer_, &connect_timer_, &accept_timer_}) {
+    uv_timer_init(loop, t);
+    t->data = this;
+    ++open_handles_;
+  }
+  stats_.started = Clock::now();
+  if (config_.mode == Mode::destination) {
+    stats_.local_address = config_.local.host + ":" + std::to_string(config_.local.port);
+  }
+  connect_ws();
+}
+
+// ---------------------------------------------------------------- WebSocket
+
+void ProxySession::connect_ws() {
+  if (finished_ || state_ == SessionState::stopping) return;
+  state_ = SessionState::connecting;
+  established_ = false;
+  link_kill_requested_ = false;
+  kill_reason_.clear();
+  peer_close_code_ = 0;
+  lws_vhost* vhost = nullptr;
+  try {
+    vhost = ws_.client_vhost(TlsTrust{config_.capath, config_.cafile});
+  } catch (const std::exception& e) {
+    finish({false, e.what(), 0});
+    return;
+  }
+  lws_client_connect_info ci{};
+  ci.context = ws_.context();
+  ci.vhost = vhost;
+  ci.address = config_.endpoint.host.c_str();
+  ci.port = config_.endpoint.port;
+  ci.host = config_.endpoint.host.c_str();
+  ci.origin = config_.endpoint.host.c_str();
+  ci.path = path_.c_str();
+  ci.protocol = config_.settings.ws_subprotocol.c_str();
+  ci.local_protocol_name = WsContext::protocol_name();
+  if (config_.endpoint.tls) {
+    ci.ssl_connection = LCCSCF_USE_SSL;
+    if (!config_.verify_tls) {
+      ci.ssl_connection |= LCCSCF_ALLOW_SELFSIGNED | LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
+                           LCCSCF_ALLOW_EXPIRED | LCCSCF_ALLOW_INSECURE;
+    }
+  }
+  ci.opaque_user_data = static_cast<WsLinkHandler*>(this);
+  ci.pwsi = &wsi_;
+  log_->debug("connecting to {}:{} as {}", config_.endpoint.host, config_.endpoint.port,
+              to_string(config_.mode));
+  link_active_ = true;
+  start_timer(&connect_timer_, ms(config_.settings.ws_connect_timeout_ms), [](uv_timer_t* t) {
+    auto* self = static_cast<ProxySession*>(t->data);
+    if (!self->established_) self->kill_link("timed out connecting to the service");
+  });
+  lws* w = lws_client_connect_via_info(&ci);
+  if (!w && link_active_) {
+    // lws failed before creating the connection and reported nothing.
+    on_link_gone("cannot start the connection to the service", 0);
+  }
+}
+
+int ProxySession::on_ws_event(lws* wsi, lws_callback_reasons reason, void* user, void* in,
+                              std::size_t len) {
+  switch (reason) {
+    case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
+      auto** p = static_cast<unsigned char**>(in);
+      unsigned char* end = *p + len;
+      const auto& at = config_.access_token;
+      const auto& ct = config_.client_token;
+      if (lws_add_http_header_by_name(wsi, reinterpret_cast<const unsigned char*>("access-token:"),
+                                      reinterpret_cast<const unsigned char*>(at.data()),
+                                      static_cast<int>(at.size()), p, end) ||
+          lws_add_http_header_by_name(wsi, reinterpret_cast<const unsigned char*>("client-token:"),
+                                      reinterpret_cast<const unsigned char*>(ct.data()),
+                                      static_cast<int>(ct.size()), p, end)) {
+        return -1;
+      }
+      return 0;
+    }
+    case LWS_CALLBACK_CLIENT_FILTER_PRE_ESTABLISH: {
+      // The response headers are only available until ESTABLISHED.
+      char buf[160];
+      int n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_PROTOCOL);
+      chosen_subprotocol_ = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+      n = lws_hdr_custom_copy(wsi, buf, sizeof buf, "channel-id:", 11);
+      stats_.channel_id = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+      return 0;
+    }
+    case LWS_CALLBACK_OPENSSL_PERFORM_SERVER_CERT_VERIFICATION: {
+      // len is OpenSSL's preverify_ok; user is the X509_STORE_CTX. Remember
+      // why verification failed so the user sees it; never override it.
+      if (len == 0 && user) {
+        auto* store = static_cast<X509_STORE_CTX*>(user);
+        tls_error_ = std::string("TLS certificate verification failed: ") +
+                     X509_verify_cert_error_string(X509_STORE_CTX_get_error(store));
+      }
+      return 0;
+    }
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+      wsi_ = wsi;
+      on_established(wsi);
+      return drop_in_callback_ ? -1 : 0;
+    case LWS_CALLBACK_CLIENT_RECEIVE:
+      on_receive(wsi, in, len);
+      if (drop_in_callback_) {
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, nullptr, 0);
+        return -1;
+      }
+      return 0;
+    case LWS_CALLBACK_CLIENT_RECEIVE_PONG:
+      if (awaiting_pong_) {
+        awaiting_pong_ = false;
+        stats_.last_rtt_us =
+            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - ping_sent_)
+                .count();
+      }
+      return 0;
+    case LWS_CALLBACK_CLIENT_WRITEABLE:
+      return on_writeable(wsi);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+      if (len >= 2) {
+        const auto* b = static_cast<const unsigned char*>(in);
+        peer_close_code_ = (b[0] << 8) | b[1];
+      } else {
+        peer_close_code_ = 1005;  // no status given
+      }
+      return 0;
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
+      const int status = lws_http_client_http_response(wsi);
+      std::string why =
+          in ? std::string(static_cast<const char*>(in), strnlen(static_cast<const char*>(in), 256))
+             : std::string("connection failed");
+      if (!tls_error_.empty()) {
+        why = tls_error_ + " (trust the service's CA with -c DIR or --cafile FILE)";
+        tls_error_.clear();
+      }
+      lws_set_opaque_user_data(wsi, nullptr);
+      on_link_gone(why, status);
+      return 0;
+    }
+    case LWS_CALLBACK_CLIENT_CLOSED:
+    case LWS_CALLBACK_WSI_DESTROY:
+      lws_set_opaque_user_data(wsi, nullptr);
+      on_link_gone("connection closed", 0);
+      return 0;
+    default:
+      return 0;
+  }
+}
+
+void ProxySession::on_established(lws* wsi) {
+  uv_timer_stop(&connect_timer_);
+  const std::string chosen = chosen_subprotocol_;
+  if (chosen != config_.settings.ws_subprotocol) {
+    // Speaking a version the service did not choose would corrupt the stream.
+    SessionOutcome o{false,
+                     "the service chose subprotocol '" + chosen + "', not the one offered ('" +
+                         config_.settings.ws_subprotocol + "')",
+                     0};
+    drop_in_callback_ = true;
+    finish(std::move(o));
+    return;
+  }
+  established_ = true;
+  state_ = SessionState::connected;
+  consecutive_failures_ = 0;
+  backoff_.reset();
+  if (stats_.connects++ > 0) ++stats_.reconnects;
+  stats_.connected_since = Clock::now();
+  stats_.subprotocol = chosen;
+  decoder_.reset();
+  out_.resize(LWS_PRE);
+  out_off_ = LWS_PRE;
+  message_bytes_ = 0;
+  rx_paused_ = false;
+  awaiting_pong_ = false;
+  ping_due_ = false;
+  log_->info("connected to {}:{} as {} (channel-id {}, protocol {})", config_.endpoint.host,
+             config_.endpoint.port, to_string(config_.mode),
+             stats_.channel_id.empty() ? "-" : stats_.channel_id, chosen);
+  machine_.on_link_up();
+  const auto period = ms(config_.settings.ws_ping_period_ms);
+  uv_timer_start(
+      &ping_timer_, [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->on_ping_tick(); },
+      period, period);
+  if (config_.mode == Mode::source) {
+    if (!listening_) {
+      start_listening();
+    } else {
+      schedule_accept();
+    }
+  }
+}
+
+void ProxySession::on_receive(lws* wsi, const void* in, std::size_t len) {
+  if (!lws_frame_is_binary(wsi)) {
+    protocol_error("text frame received (the protocol allows binary frames only)");
+    return;
+  }
+  message_bytes_ += len;
+  if (message_bytes_ > kMaxFrameSize) {
+    protocol_error("WebSocket message larger than " + std::to_string(kMaxFrameSize) + " bytes");
+    return;
+  }
+  if (lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0) message_bytes_ = 0;
+  in_receive_ = true;
+  const CodecError err =
+      decoder_.feed(std::string_view(static_cast<const char*>(in), len), [this](Message& m) {
+        machine_.on_record(m);
+        return !drop_in_callback_ && !finished_;
+      });
+  in_receive_ = false;
+  if (err != CodecError::none && !drop_in_callback_) {
+    protocol_error("bad record from the service: " + std::string(to_string(err)));
+  }
+}
+
+int ProxySession::on_writeable(lws* wsi) {
+  if (drop_in_callback_) return -1;
+  if (ping_due_) {
+    unsigned char ping[LWS_PRE + 8] = {};
+    ping_due_ = false;
+    awaiting_pong_ = true;
+    ping_sent_ = Clock::now();
+    if (lws_write(wsi, ping + LWS_PRE, 8, LWS_WRITE_PING) < 0) return -1;
+    lws_callback_on_writable(wsi);
+    return 0;
+  }
+  std::size_t avail = out_.size() - out_off_;
+  if (avail > 0) {
+    const std::size_t max_frame = static_cast<std::size_t>(
+        std::clamp(config_.settings.ws_max_frame_size, 1024, static_cast<int>(kMaxFrameSize)));
+    const std::size_t n = std::min(avail, max_frame);
+    // The LWS_PRE bytes before out_off_ are headroom or already sent: lws may
+    // write the frame header there, and masks the payload in place.
+    auto* p = reinterpret_cast<unsigned char*>(out_.data()) + out_off_;
+    if (lws_write(wsi, p, n, LWS_WRITE_BINARY) < static_cast<int>(n)) return -1;
+    out_off_ += n;
+    avail -= n;
+    if (avail == 0) {
+      out_.resize(LWS_PRE);
+      out_off_ = LWS_PRE;
+    } else if (out_off_ >= 65536 && out_off_ - LWS_PRE >= avail) {
+      out_.erase(LWS_PRE, out_off_ - LWS_PRE);
+      out_off_ = LWS_PRE;
+    }
+  }
+  const std::size_t low = static_cast<std::size_t>(config_.settings.ws_write_buffer_size) / 2;
+  if (local_paused_ && conn_ && avail <= low) {
+    local_paused_ = false;
+    conn_->resume_reading();
+  }
+  if (avail > 0 || ping_due_) {
+    lws_callback_on_writable(wsi);
+  } else if (close_requested_) {
+    static const char kBye[] = "local proxy stopping";
+    lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL,
+                     reinterpret_cast<unsigned char*>(const_cast<char*>(kBye)), sizeof kBye - 1);
+    return -1;
+  }
+  return 0;
+}
+
+void ProxySession::want_write() {
+  if (wsi_ && established_) lws_callback_on_writable(wsi_);
+}
+
+void ProxySession::kill_link(const std::string& why) {
+  if (!link_active_ || link_kill_requested_) return;
+  link_kill_requested_ = true;
+  kill_reason_ = why;
+  if (in_receive_ || !wsi_) {
+    drop_in_callback_ = true;
+    if (wsi_) lws_callback_on_writable(wsi_);
+    return;
+  }
+  lws_set_timeout(wsi_, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+}
+
+void ProxySession::on_link_gone(const std::string& why, int http_status) {
+  if (!link_active_) return;
+  link_active_ = false;
+  wsi_ = nullptr;
+  drop_in_callback_ = false;
+  const bool was_established = established_;
+  established_ = false;
+  uv_timer_stop(&ping_timer_);
+  uv_timer_stop(&connect_timer_);
+  machine_.on_link_down();
+  out_.resize(LWS_PRE);
+  out_off_ = LWS_PRE;
+  rx_paused_ = false;
+  local_paused_ = false;
+  if (finished_) {
+    close_handles();
+    return;
+  }
+  if (state_ == SessionState::stopping) {
+    finish({true, "stopped", 0});
+    return;
+  }
+  const std::string reason = link_kill_requested_ ? kill_reason_ : why;
+  if (http_status >= 400 && http_status < 500) {
+    finish({false,
+            "handshake rejected by the service: HTTP " + std::to_string(http_status) + " (" +
+                http_status_hint(http_status) + ")",
+            http_status});
+    return;
+  }
+  if (was_established && peer_close_code_ != 0 && !link_kill_requested_ &&
+      !close_code_is_transient(peer_close_code_)) {
+    finish({true,
+            "tunnel closed by the service (close code " + std::to_string(peer_close_code_) + ")",
+            0});
+    return;
+  }
+  stats_.last_error =
+      reason + (http_status > 0 ? " (HTTP " + std::to_string(http_status) + ")" : "");
+  if (was_established) {
+    log_->warn("lost the connection to the service: {}", stats_.last_error);
+  } else {
+    log_->warn("cannot connect to the service at {}:{}: {}", config_.endpoint.host,
+               config_.endpoint.port, stats_.last_error);
+  }
+  schedule_reconnect();
+}
+
+void ProxySession::schedule_reconnect() {
+  ++consecutive_failures_;
+  const int limit = config_.settings.ws_connect_retry_count;
+  if (limit >= 0 && consecutive_failures_ > limit) {
+    finish({false,
+            "giving up after " + std::to_string(consecutive_failures_) +
+                " failed connection attempt(s): " + stats_.last_error,
+            0});
+    return;
+  }
+  const std::uint32_t delay = backoff_.next_delay_ms();
+  state_ = SessionState::backing_off;
+  log_->info("reconnecting in {} ms", delay);
+  start_timer(&retry_timer_, delay,
+              [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->connect_ws(); });
+}
+
+void ProxySession::on_ping_tick() {
+  if (!established_) return;
+  if (awaiting_pong_) {
+    const auto waited =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - ping_sent_).count();
+    if (waited >= config_.settings.ws_pong_timeout_ms) {
+      log_->warn("no pong from the service for {} ms: the link is dead", waited);
+      kill_link("no pong within " + std::to_string(config_.settings.ws_pong_timeout_ms) + " ms");
+    }
+    return;
+  }
+  ping_due_ = true;
+  want_write();
+}
+
+void ProxySession::set_rx_paused(bool paused) {
+  if (rx_paused_ == paused) return;
+  rx_paused_ = paused;
+  if (wsi_ && established_) lws_rx_flow_control(wsi_, paused ? 0 : 1);
+}
+
+// ---------------------------------------------------------------- effects
+
+void ProxySession::send_record(const Message& m) {
+  if (!encode_record(m, out_)) {
+    log_->error("cannot encode a record of type {}", static_cast<int>(m.type()));
+    return;
+  }
+  want_write();
+}
+
+void ProxySession::send_data(std::int32_t stream_id, std::string_view chunk) {
+  encode_data_record(stream_id, chunk, out_, machine_.service_id());
+  stats_.bytes_to_service += chunk.size();
+  want_write();
+}
+
+void ProxySession::open_local(std::int32_t stream_id) {
+  ConnectOptions o;
+  o.target = config_.local;
+  o.bind_address = config_.bind_address;
+  const int count = config_.settings.tcp_connection_retry_count;
+  o.retry_count = count < 0 ? -1 : std::max(0, count - 1);  // count = attempts in all
+  o.retry_delay_ms = config_.settings.tcp_connection_retry_delay_ms;
+  log_->debug("stream {}: connecting to {}:{}", stream_id, o.target.host, o.target.port);
+  conn_ = LocalConnection::connect(ws_.loop(), o, stream_id, *this,
+                                   static_cast<std::size_t>(config_.settings.tcp_read_buffer_size));
+  conn_->set_low_watermark(static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit) / 2);
+}
+
+void ProxySession::write_local(std::int32_t stream_id, std::string&& bytes) {
+  if (!conn_ || conn_->stream_id() != stream_id) return;
+  stats_.bytes_from_service += bytes.size();
+  conn_->write(std::move(bytes));
+  if (conn_->pending_write_bytes() >
+      static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit)) {
+    set_rx_paused(true);
+  }
+}
+
+void ProxySession::close_local(std::int32_t stream_id, bool flush) {
+  if (!conn_ || conn_->stream_id() != stream_id) return;
+  log_->info("stream {}: closed by the tunnel{}", stream_id, flush ? "" : " (aborted)");
+  drop_local(flush);
+}
+
+void ProxySession::drop_local(bool flush) {
+  // Closing with flush lets the local peer read what the tunnel delivered.
+  if (conn_) conn_->close(flush);
+  conn_ = nullptr;
+  local_paused_ = false;
+  set_rx_paused(false);
+  schedule_accept();
+}
+
+void ProxySession::protocol_error(std::string reason) {
+  log_->error("protocol error: {}", reason);
+  stats_.last_error = "protocol error: " + reason;
+  if (!config_.settings.ws_reconnect_on_data_error) {
+    finish({false, "protocol error: " + reason, 0});
+    return;
+  }
+  kill_link("protocol error: " + reason);
+}
+
+void ProxySession::note(std::string_view what) { log_->debug("{}", what); }
+
+// ---------------------------------------------------------------- local side
+
+void ProxySession::on_local_connected(LocalConnection& c) {
+  if (&c != conn_) return;
+  log_->info("stream {}: connected to {}", c.stream_id(), c.peer());
+  machine_.on_local_connected(c.stream_id());
+}
+
+void ProxySession::on_local_connect_failed(LocalConnection& c, const std::string& reason) {
+  if (&c != conn_) return;
+  const std::int32_t id = c.stream_id();
+  log_->warn("stream {}: {}; resetting the stream", id, reason);
+  stats_.last_error = reason;
+  c.close(false);
+  conn_ = nullptr;
+  set_rx_paused(false);
+  machine_.on_local_connect_failed(id);
+}
+
+void ProxySession::on_local_read(LocalConnection& c, std::string_view bytes) {
+  if (&c != conn_) return;
+  machine_.on_local_data(c.stream_id(), bytes);
+  if (out_.size() - out_off_ >= static_cast<std::size_t>(config_.settings.ws_write_buffer_size)) {
+    local_paused_ = true;
+    c.pause_reading();
+  }
+}
+
+void ProxySession::on_local_closed(LocalConnection& c, const std::string& reason) {
+  if (&c != conn_) return;
+  const std::int32_t id = c.stream_id();
+  log_->info("stream {}: local connection ended ({})", id, reason);
+  conn_ = nullptr;
+  c.close(true);
+  local_paused_ = false;
+  set_rx_paused(false);
+  machine_.on_local_closed(id);
+  schedule_accept();
+}
+
+void ProxySession::on_local_drained(LocalConnection& c) {
+  if (&c != conn_) return;
+  if (rx_paused_ && c.pending_write_bytes() <=
+                        static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit) / 2) {
+    set_rx_paused(false);
+  }
+}
+
+void ProxySession::start_listening() { listen_attempt(); }
+
+void ProxySession::listen_attempt() {
+  if (finished_ || listening_ || listener_) return;
+  ++listen_attempts_;
+  std::string error;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  const std::string port = std::to_string(config_.local.port);
+  const std::string& host = config_.local.host;
+  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0 || !res) {
+    error = "cannot resolve listen address " + host + ": " + gai_strerror(rc);
+  } else {
+    listener_ = new uv_tcp_t;
+    uv_tcp_init(ws_.loop(), listener_);
+    listener_->data = this;
+    ++open_handles_;
+    rc = uv_tcp_bind(listener_, res->ai_addr, 0);
+    if (rc == 0) {
+      rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), 16, [](uv_stream_t* s, int status) {
+        auto* self = static_cast<ProxySession*>(s->data);
+        if (status < 0) {
+          self->log_->warn("accept failed: {}", uv_strerror(status));
+          return;
+        }
+        self->pending_accept_ = true;
+        self->try_accept();
+      });
+    }
+    if (rc != 0) {
+      error = "cannot listen on " + sockaddr_to_string(res->ai_addr) + ": " + uv_strerror(rc);
+      uv_close(reinterpret_cast<uv_handle_t*>(listener_), [](uv_handle_t* h) {
+        auto* self = static_cast<ProxySession*>(h->data);
+        delete reinterpret_cast<uv_tcp_t*>(h);
+        self->release_handle();
+      });
+      listener_ = nullptr;
+    }
+  }
+  if (res) freeaddrinfo(res);
+  if (!error.empty()) {
+    stats_.last_error = error;
+    const int count = config_.settings.tcp_connection_retry_count;
+    if (count >= 0 && listen_attempts_ >= std::max(1, count)) {
+      finish({false, error, 0});
+      return;
+    }
+    log_->warn("{}; retrying in {} ms", error, config_.settings.tcp_connection_retry_delay_ms);
+    start_timer(&retry_timer_, ms(config_.settings.tcp_connection_retry_delay_ms),
+                [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->listen_attempt(); });
+    return;
+  }
+  sockaddr_storage ss{};
+  int len = sizeof ss;
+  uv_tcp_getsockname(listener_, reinterpret_cast<sockaddr*>(&ss), &len);
+  const auto* sa = reinterpret_cast<const sockaddr*>(&ss);
+  listen_port_ =
+      ntohs(sa->sa_family == AF_INET6 ? reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port
+                                      : reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
+  listening_ = true;
+  stats_.local_address = sockaddr_to_string(sa);
+  log_->info("listening on {}", stats_.local_address);
+  if (on_listening_) on_listening_(listen_port_);
+}
+
+void ProxySession::schedule_accept() {
+  if (config_.mode != Mode::source || handles_closing_ || !pending_accept_) return;
+  start_timer(&accept_timer_, 0,
+              [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->try_accept(); });
+}
+
+void ProxySession::try_accept() {
+  if (!pending_accept_ || conn_ || !established_ || finished_ || state_ == SessionState::stopping ||
+      !listener_) {
+    return;
+  }
+  pending_accept_ = false;
+  LocalConnection* c =
+      LocalConnection::accept(reinterpret_cast<uv_stream_t*>(listener_), 0, *this,
+                              static_cast<std::size_t>(config_.settings.tcp_read_buffer_size));
+  if (!c) return;
+  conn_ = c;
+  c->set_low_watermark(static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit) / 2);
+  const std::int32_t id = machine_.on_local_accepted();
+  c->set_stream_id(id);
+  log_->info("stream {}: accepted {}", id, c->peer());
+}
+
+// ---------------------------------------------------------------- ending
+
+void ProxySession::stop() {
+  if (finished_ || state_ == SessionState::stopping) return;
+  if (state_ == SessionState::idle) {
+    finished_ = true;
+    outcome_ = {true, "stopped", 0};
+    return;
+  }
+  state_ = SessionState::stopping;
+  if (established_ && wsi_) {
+    if (auto id = machine_.active_stream()) {
+      if (conn_) conn_->close(false);
+      conn_ = nullptr;
+      machine_.on_local_closed(*id);  // STREAM_RESET to the peer
+    }
+    close_requested_ = true;
+    want_write();
+    start_timer(&connect_timer_, 2000, [](uv_timer_t* t) {
+      static_cast<ProxySession*>(t->data)->kill_link("the service did not acknowledge the close");
+    });
+    return;
+  }
+  if (link_active_) {
+    kill_link("stopping");
+    return;
+  }
+  finish({true, "stopped", 0});
+}
+
+void ProxySession::finish(SessionOutcome outcome) {
+  if (finished_) return;
+  finished_ = true;
+  outcome_ = std::move(outcome);
+  if (outcome_.ok) {
+    log_->info("session ended: {}", outcome_.reason);
+  } else {
+    log_->error("session failed: {}", outcome_.reason);
+  }
+  if (conn_) conn_->close(false);
+  conn_ = nullptr;
+  if (link_active_) {
+    kill_link(outcome_.reason);  // close_handles() follows in on_link_gone
+    return;
+  }
+  close_handles();
+}
+
+void ProxySession::release_handle() {
+  if (--open_handles_ == 0 && handles_closing_) {
+    auto done = std::move(done_);
+    state_ = SessionState::ended;
+    if (done) done(outcome_);  // may destroy *this: nothing after this
+  }
+}
+
+void ProxySession::close_handles() {
+  if (handles_closing_) return;
+  handles_closing_ = true;
+  state_ = SessionState::stopping;
+  auto on_closed = [](uv_handle_t* h) {
+    auto* self = static_cast<ProxySession*>(h->data);
+    if (reinterpret_cast<uv_tcp_t*>(h) == self->listener_) {
+      delete self->listener_;
+      self->listener_ = nullptr;
+    }
+    self->release_handle();
+  };
+  for (uv_timer_t* t : {&ping_timer_, &retry_timer_, &connect_timer_, &accept_timer_}) {
+    if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(t))) {
+      uv_close(reinterpret_cast<uv_handle_t*>(t), on_closed);
+    }
+  }
+  if (listener_ && !uv_is_closing(reinterpret_cast<uv_handle_t*>(listener_))) {
+    uv_close(reinterpret_cast<uv_handle_t*>(listener_), on_closed);
+  }
+}
+
+}  // namespace tunnel

@@ -1,0 +1,108 @@
+#include "ws_context.h"
+
+#include <openssl/ssl.h>
+
+#include <stdexcept>
+
+#include "logging.h"
+#include "record_codec.h"
+
+namespace tunnel {
+namespace {}  // namespace
+
+lws_protocols* WsContext::protocols() {
+  // rx_buffer_size: a whole maximal message per callback where possible.
+  static lws_protocols list[2] = {
+      {"tunnel-client", &WsContext::callback, 0, kMaxFrameSize, 0, nullptr, 0},
+      {nullptr, nullptr, 0, 0, 0, nullptr, 0},
+  };
+  return list;
+}
+
+const char* WsContext::protocol_name() { return "tunnel-client"; }
+
+int WsContext::callback(lws* wsi, lws_callback_reasons reason, void* user, void* in,
+                        std::size_t len) {
+  if (reason == LWS_CALLBACK_OPENSSL_LOAD_EXTRA_CLIENT_VERIFY_CERTS) {
+    // `user` is the SSL_CTX of the client vhost being created. Keep the system
+    // trust store and add the configured anchors; require TLS 1.2+.
+    auto* ctx = static_cast<SSL_CTX*>(user);
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_default_verify_paths(ctx);
+    lws_vhost* vh = wsi ? lws_get_vhost(wsi) : nullptr;
+    auto* entry = vh ? static_cast<VhostEntry*>(lws_vhost_user(vh)) : nullptr;
+    if (entry && (!entry->trust.cafile.empty() || !entry->trust.capath.empty())) {
+      const char* file = entry->trust.cafile.empty() ? nullptr : entry->trust.cafile.c_str();
+      const char* dir = entry->trust.capath.empty() ? nullptr : entry->trust.capath.c_str();
+      if (SSL_CTX_load_verify_locations(ctx, file, dir) != 1) {
+        logging::get("ws")->error("cannot load CA {}{}{}: check the path and permissions",
+                                  file ? file : "", file && dir ? " / " : "", dir ? dir : "");
+        return 1;
+      }
+    }
+    return 0;
+  }
+  auto* handler = wsi ? static_cast<WsLinkHandler*>(lws_get_opaque_user_data(wsi)) : nullptr;
+  if (handler) return handler->on_ws_event(wsi, reason, user, in, len);
+  return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+WsContext::WsContext(uv_loop_t* loop) : loop_(loop) {
+  logging::route_lws_logs();
+  lws_context_creation_info info{};
+  info.port = CONTEXT_PORT_NO_LISTEN;
+  info.protocols = protocols();
+  info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
+                 LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+  void* foreign_loops[1] = {loop};
+  info.foreign_loops = foreign_loops;
+  info.gid = -1;
+  info.uid = -1;
+  ctx_ = lws_create_context(&info);
+  if (!ctx_) {
+    throw std::runtime_error(
+        "cannot create the libwebsockets context (is the package libwebsockets-evlib-uv "
+        "installed?)");
+  }
+}
+
+lws_vhost* WsContext::client_vhost(const TlsTrust& trust) {
+  for (auto& e : vhosts_) {
+    if (e.trust == trust) return e.vhost;
+  }
+  auto& e = vhosts_.emplace_back();
+  e.trust = trust;
+  e.name = "client" + std::to_string(vhosts_.size());
+  lws_context_creation_info info{};
+  info.port = CONTEXT_PORT_NO_LISTEN;
+  info.vhost_name = e.name.c_str();
+  info.protocols = protocols();
+  // Needed on every vhost, else SSL_new fails (stack-notes).
+  info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+  info.user = &e;
+  e.vhost = lws_create_vhost(ctx_, &info);
+  if (!e.vhost) {
+    vhosts_.pop_back();
+    throw std::runtime_error(
+        "cannot set up TLS for the service connection (bad CA file or "
+        "directory?)");
+  }
+  return e.vhost;
+}
+
+void WsContext::begin_shutdown() {
+  if (shutting_down_ || !ctx_) return;
+  shutting_down_ = true;
+  lws_context_destroy(ctx_);
+}
+
+WsContext::~WsContext() {
+  if (ctx_) {
+    if (!shutting_down_) lws_context_destroy(ctx_);
+    // The second call frees the context once the loop has drained (stack-notes).
+    lws_context_destroy(ctx_);
+    ctx_ = nullptr;
+  }
+}
+
+}  // namespace tunnel

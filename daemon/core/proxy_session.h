@@ -1,0 +1,178 @@
+// One tunnel session: the V1 machine, its WebSocket link to the service and
+// its local TCP side, running on a libuv loop. localproxy hosts one; tunneld
+// hosts many on the same loop and WsContext.
+//
+// Flow control (bounded memory, both directions):
+//  - tunnel-bound: local reads stop while more than ws_write_buffer_size bytes
+//    of records wait for the WebSocket; they resume once it drains.
+//  - local-bound: the WebSocket is paused (lws_rx_flow_control) while more than
+//    tcp.write_buffer_limit bytes wait to be written to the local connection.
+#pragma once
+
+#include <uv.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+
+#include "backoff.h"
+#include "local_connection.h"
+#include "proxy_config.h"
+#include "record_codec.h"
+#include "session_machine.h"
+#include "ws_context.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace tunnel {
+
+enum class SessionState { idle, connecting, connected, backing_off, stopping, ended };
+std::string_view to_string(SessionState s);
+
+struct SessionOutcome {
+  bool ok = true;       // closed by the service or stopped on request
+  std::string reason;   // one line, no secrets
+  int http_status = 0;  // of a rejected handshake, else 0
+};
+
+struct SessionStats {
+  std::uint64_t bytes_to_service = 0;    // payload bytes read locally and sent
+  std::uint64_t bytes_from_service = 0;  // payload bytes received and written locally
+  std::uint64_t reconnects = 0;
+  std::uint64_t connects = 0;
+  std::int64_t last_rtt_us = -1;
+  std::string channel_id;
+  std::string subprotocol;
+  std::string last_error;
+  std::string local_address;  // source: listening address; destination: last target
+  std::chrono::steady_clock::time_point started;
+  std::chrono::steady_clock::time_point connected_since;
+};
+
+class ProxySession final : public WsLinkHandler,
+                           public SessionEffects,
+                           public LocalConnectionEvents {
+ public:
+  // Called once, from a libuv callback (never inside lws), when the session has
+  // ended and released every handle: the owner may destroy it there.
+  using DoneFn = std::function<void(const SessionOutcome&)>;
+  // Source: called once the listener is bound, with the real port.
+  using ListeningFn = std::function<void(std::uint16_t port)>;
+
+  ProxySession(WsContext& ws, ProxyConfig config, DoneFn done);
+  ~ProxySession() override;
+  ProxySession(const ProxySession&) = delete;
+  ProxySession& operator=(const ProxySession&) = delete;
+
+  void set_on_listening(ListeningFn fn) { on_listening_ = std::move(fn); }
+  // Sets the logger (tunneld passes one carrying the session's fields).
+  void set_logger(std::shared_ptr<spdlog::logger> log) { log_ = std::move(log); }
+
+  void start();
+  // Graceful stop: reset the active stream, close the WebSocket with 1000.
+  void stop();
+
+  SessionState state() const { return state_; }
+  const SessionStats& stats() const { return stats_; }
+  const ProxyConfig& config() const { return config_; }
+  std::uint16_t listen_port() const { return listen_port_; }
+  std::optional<std::int32_t> active_stream() const { return machine_.active_stream(); }
+
+ private:
+  // WsLinkHandler
+  int on_ws_event(lws* wsi, lws_callback_reasons reason, void* user, void* in,
+                  std::size_t len) override;
+  // SessionEffects
+  void send_record(const Message& m) override;
+  void send_data(std::int32_t stream_id, std::string_view chunk) override;
+  void open_local(std::int32_t stream_id) override;
+  void write_local(std::int32_t stream_id, std::string&& bytes) override;
+  void close_local(std::int32_t stream_id, bool flush) override;
+  void protocol_error(std::string reason) override;
+  void note(std::string_view what) override;
+  // LocalConnectionEvents
+  void on_local_connected(LocalConnection& c) override;
+  void on_local_connect_failed(LocalConnection& c, const std::string& reason) override;
+  void on_local_read(LocalConnection& c, std::string_view bytes) override;
+  void on_local_closed(LocalConnection& c, const std::string& reason) override;
+  void on_local_drained(LocalConnection& c) override;
+
+  void connect_ws();
+  void on_established(lws* wsi);
+  void on_receive(lws* wsi, const void* in, std::size_t len);
+  int on_writeable(lws* wsi);
+  void on_link_gone(const std::string& why, int http_status);
+  void schedule_reconnect();
+  void kill_link(const std::string& why);
+  void want_write();
+  void on_ping_tick();
+  void start_listening();
+  void listen_attempt();
+  void try_accept();
+  void drop_local(bool flush);
+  void finish(SessionOutcome outcome);
+  void close_handles();
+  void release_handle();
+  void set_rx_paused(bool paused);
+  void schedule_accept();
+
+  WsContext& ws_;
+  ProxyConfig config_;
+  DoneFn done_;
+  ListeningFn on_listening_;
+  std::shared_ptr<spdlog::logger> log_;
+  SessionMachine machine_;
+  RecordDecoder decoder_;
+  Backoff backoff_;
+  SessionState state_ = SessionState::idle;
+  SessionStats stats_;
+  SessionOutcome outcome_;
+
+  // WebSocket link
+  lws* wsi_ = nullptr;
+  std::string path_;
+  std::string host_header_;
+  bool established_ = false;
+  bool link_active_ = false;  // a wsi exists whose end we have not seen yet
+  bool link_kill_requested_ = false;
+  std::string kill_reason_;
+  std::string chosen_subprotocol_;
+  std::string tls_error_;
+  bool close_requested_ = false;  // graceful close once out_ is flushed
+  bool in_receive_ = false;
+  bool drop_in_callback_ = false;
+  int peer_close_code_ = 0;
+  int consecutive_failures_ = 0;
+  std::size_t message_bytes_ = 0;  // of the WebSocket message being received
+  std::string out_;                // encoded records waiting for the WebSocket
+  std::size_t out_off_ = 0;
+  std::string frame_;  // LWS_PRE + one frame being written
+  bool rx_paused_ = false;
+  bool ping_due_ = false;
+  bool awaiting_pong_ = false;
+  std::chrono::steady_clock::time_point ping_sent_;
+
+  // local side
+  LocalConnection* conn_ = nullptr;  // the active stream's connection (V1: one)
+  bool local_paused_ = false;
+  uv_tcp_t* listener_ = nullptr;  // heap: re-created per bind attempt
+  bool listening_ = false;
+  bool pending_accept_ = false;
+  int listen_attempts_ = 0;
+  std::uint16_t listen_port_ = 0;
+
+  uv_timer_t ping_timer_{};
+  uv_timer_t retry_timer_{};    // reconnect backoff, listen retry
+  uv_timer_t connect_timer_{};  // handshake deadline, stop deadline
+  uv_timer_t accept_timer_{};   // deferred accept (never re-enter the machine)
+  int open_handles_ = 0;
+  bool handles_closing_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace tunnel
