@@ -1,1 +1,61 @@
-int main() { return 0; }
+// tunnel-relay: the tunneling service side, for tests, benchmarks and demos.
+// See docs/relay.md. This file only turns the command line into a RelayConfig.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "relay.h"
+#include "relay_config.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"tunnel-relay: pairs the source and destination ends of secure tunnels"};
+  std::string listen;
+  std::string admin;
+  std::string subprotocols;
+  std::string level = "info";
+  std::vector<std::string> tunnels;
+  relay::RelayConfig config;
+
+  app.add_option("--listen", listen, "HOST:PORT for the WebSocket endpoint (port 0: any)")
+      ->required();
+  app.add_option("--tls-cert", config.tls_cert, "PEM certificate chain (wss)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", config.tls_key, "PEM private key (wss)")->check(CLI::ExistingFile);
+  app.add_option("--tunnel", tunnels, "SRC_TOKEN:DST_TOKEN[:svc1,svc2] (repeatable)")
+      ->allow_extra_args(false);
+  app.add_option("--admin", admin, "HOST:PORT (loopback) for the admin HTTP API");
+  app.add_option("--subprotocols", subprotocols,
+                 "accepted subprotocols, e.g. 1.0,2.0,3.0 (default: all three)");
+  app.add_option("-v,--verbosity", level, "trace|debug|info|warn|error|off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  app.set_version_flag("--version", std::string("tunnel-relay ") + TUNNELD_VERSION);
+  CLI11_PARSE(app, argc, argv);
+
+  const auto usage_error = [](const std::string& what, const std::string& why) {
+    std::fprintf(stderr, "tunnel-relay: %s: %s\n", what.c_str(), why.c_str());
+    return 2;
+  };
+  std::string error;
+  const auto listen_at = relay::parse_host_port(listen, error);
+  if (!listen_at) return usage_error("--listen " + listen, error);
+  config.listen = *listen_at;
+  if (!admin.empty()) {
+    config.admin = relay::parse_host_port(admin, error);
+    if (!config.admin) return usage_error("--admin " + admin, error);
+  }
+  for (const std::string& t : tunnels) {
+    auto spec = relay::parse_tunnel_spec(t, error);
+    // The value holds secrets: name the option, not its text.
+    if (!spec) return usage_error("--tunnel", error);
+    config.tunnels.push_back(std::move(*spec));
+  }
+  if (!subprotocols.empty()) {
+    auto list = relay::parse_subprotocols(subprotocols, error);
+    if (!list) return usage_error("--subprotocols", error);
+    config.subprotocols = std::move(*list);
+  }
+  if (!config.validate(error)) return usage_error("configuration", error);
+  relay::setup_logging(level);
+  return relay::run_relay(config);
+}

@@ -1,0 +1,125 @@
+#include "relay.h"
+
+#include <uv.h>
+// uv.h before libwebsockets.h (stack-notes.md)
+#include <libwebsockets.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "admin_api.h"
+#include "relay_server.h"
+
+namespace relay {
+namespace {
+
+void emit_lws_log(int level, const char* line) {
+  static const auto logger = spdlog::get("lws");
+  if (!logger) return;
+  std::string_view text(line);
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
+  if ((level & LLL_ERR) != 0)
+    logger->error("{}", text);
+  else if ((level & LLL_WARN) != 0)
+    logger->warn("{}", text);
+  else
+    logger->debug("{}", text);
+}
+
+// Owns the loop-level handles of one relay run.
+class RelayProcess {
+ public:
+  explicit RelayProcess(const RelayConfig& config) : config_(config), server_(&loop_, config) {
+    uv_loop_init(&loop_);
+  }
+
+  int run() {
+    std::string error;
+    HostPort admin_bound;
+    bool ok = server_.start(error);
+    if (ok && config_.admin) {
+      api_.emplace(server_, config_.default_lifetime, config_.max_lifetime);
+      admin_.emplace(&loop_, *api_);
+      ok = admin_->listen(*config_.admin, admin_bound, error);
+    }
+    int rc = 0;
+    if (!ok) {
+      spdlog::get("relay")->error("cannot start: {}", error);
+      rc = 1;
+      stop();
+    } else {
+      for (int signum : {SIGTERM, SIGINT}) {
+        auto* h = new uv_signal_t;
+        uv_signal_init(&loop_, h);
+        h->data = this;
+        uv_signal_start(h, &RelayProcess::on_signal, signum);
+        signals_.push_back(h);
+      }
+      nlohmann::ordered_json ready{{"event", "ready"}, {"listen", server_.bound().to_string()}};
+      if (admin_) ready["admin"] = admin_bound.to_string();
+      std::fputs((ready.dump() + "\n").c_str(), stdout);
+      std::fflush(stdout);
+    }
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    server_.finish();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop_) != 0) spdlog::get("relay")->warn("event loop not empty at exit");
+    return rc;
+  }
+
+ private:
+  static void on_signal(uv_signal_t* h, int signum) {
+    auto* self = static_cast<RelayProcess*>(h->data);
+    spdlog::get("relay")->info("{}: closing every connection (1001) and exiting",
+                               signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    self->stop();
+  }
+
+  void stop() {
+    for (uv_signal_t* h : signals_)
+      uv_close(reinterpret_cast<uv_handle_t*>(h),
+               [](uv_handle_t* x) { delete reinterpret_cast<uv_signal_t*>(x); });
+    signals_.clear();
+    if (admin_) admin_->close();
+    server_.shutdown([] {});
+  }
+
+  const RelayConfig& config_;
+  uv_loop_t loop_{};
+  RelayServer server_;
+  std::optional<AdminApi> api_;
+  std::optional<AdminServer> admin_;
+  std::vector<uv_signal_t*> signals_;  // owned; freed from their close callbacks
+};
+
+}  // namespace
+
+bool setup_logging(std::string_view level) {
+  const auto lvl = spdlog::level::from_str(std::string(level));
+  if (lvl == spdlog::level::off && level != "off") return false;
+  auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  for (const char* name : {"relay", "admin", "lws"}) {
+    spdlog::drop(name);
+    auto logger = std::make_shared<spdlog::logger>(name, sink);
+    logger->set_level(lvl);
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n] %v");
+    logger->flush_on(spdlog::level::trace);
+    spdlog::register_logger(logger);
+  }
+  int lws_levels = LLL_ERR | LLL_WARN;
+  if (lvl <= spdlog::level::debug) lws_levels |= LLL_NOTICE;
+  lws_set_log_level(lws_levels, &emit_lws_log);
+  return true;
+}
+
+int run_relay(const RelayConfig& config) {
+  RelayProcess process(config);
+  return process.run();
+}
+
+}  // namespace relay

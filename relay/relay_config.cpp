@@ -1,0 +1,193 @@
+#include "relay_config.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <charconv>
+
+namespace relay {
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+std::vector<std::string_view> split(std::string_view s, char sep) {
+  std::vector<std::string_view> out;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t pos = s.find(sep, start);
+    out.push_back(s.substr(start, pos == std::string_view::npos ? pos : pos - start));
+    if (pos == std::string_view::npos) break;
+    start = pos + 1;
+  }
+  return out;
+}
+
+bool is_ipv4(const std::string& host) {
+  in_addr a{};
+  return inet_pton(AF_INET, host.c_str(), &a) == 1;
+}
+
+bool is_ipv6(const std::string& host) {
+  in6_addr a{};
+  return inet_pton(AF_INET6, host.c_str(), &a) == 1;
+}
+
+}  // namespace
+
+bool HostPort::is_loopback() const {
+  in_addr a4{};
+  if (inet_pton(AF_INET, host.c_str(), &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+  in6_addr a6{};
+  if (inet_pton(AF_INET6, host.c_str(), &a6) == 1) {
+    if (IN6_IS_ADDR_LOOPBACK(&a6)) return true;
+    if (IN6_IS_ADDR_V4MAPPED(&a6)) return a6.s6_addr[12] == 127;
+  }
+  return false;
+}
+
+std::string HostPort::to_string() const {
+  const std::string p = std::to_string(port);
+  return host.find(':') != std::string::npos ? "[" + host + "]:" + p : host + ":" + p;
+}
+
+std::optional<HostPort> parse_host_port(std::string_view text, std::string& error) {
+  HostPort hp;
+  std::string_view port_text;
+  if (!text.empty() && text.front() == '[') {
+    const std::size_t close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      error = "expected [IPV6]:PORT";
+      return std::nullopt;
+    }
+    hp.host = std::string(text.substr(1, close - 1));
+    port_text = text.substr(close + 2);
+  } else {
+    const std::size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos || colon == 0) {
+      error = "expected HOST:PORT";
+      return std::nullopt;
+    }
+    hp.host = std::string(text.substr(0, colon));
+    port_text = text.substr(colon + 1);
+  }
+  if (hp.host == "localhost") hp.host = "127.0.0.1";
+  if (!is_ipv4(hp.host) && !is_ipv6(hp.host)) {
+    error = "host must be a numeric IPv4/IPv6 address or localhost";
+    return std::nullopt;
+  }
+  unsigned value = 0;
+  const auto [end, ec] =
+      std::from_chars(port_text.data(), port_text.data() + port_text.size(), value);
+  if (port_text.empty() || ec != std::errc() || end != port_text.data() + port_text.size() ||
+      value > 65535) {
+    error = "port must be a number in 0..65535";
+    return std::nullopt;
+  }
+  hp.port = static_cast<std::uint16_t>(value);
+  return hp;
+}
+
+bool valid_service_id(std::string_view id) {
+  if (id.empty() || id.size() > 127) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
+  });
+}
+
+bool valid_service_list(const std::vector<std::string>& services, std::string& error) {
+  if (services.size() > 3) {
+    error = "at most 3 services per tunnel";
+    return false;
+  }
+  for (std::size_t i = 0; i < services.size(); ++i) {
+    if (!valid_service_id(services[i])) {
+      error = "invalid service id (1..127 of A-Z a-z 0-9 _ . -)";
+      return false;
+    }
+    for (std::size_t j = 0; j < i; ++j) {
+      if (services[i] == services[j]) {
+        error = "duplicate service id '" + services[i] + "'";
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+std::optional<TunnelSpec> parse_tunnel_spec(std::string_view text, std::string& error) {
+  const auto parts = split(text, ':');
+  if (parts.size() < 2 || parts.size() > 3) {
+    error = "expected SRC_TOKEN:DST_TOKEN[:svc1,svc2]";
+    return std::nullopt;
+  }
+  TunnelSpec spec{std::string(parts[0]), std::string(parts[1]), {}};
+  if (spec.source_token.empty() || spec.destination_token.empty()) {
+    error = "access tokens must not be empty";
+    return std::nullopt;
+  }
+  if (spec.source_token == spec.destination_token) {
+    error = "source and destination tokens must differ";
+    return std::nullopt;
+  }
+  if (parts.size() == 3) {
+    for (std::string_view svc : split(parts[2], ',')) spec.services.emplace_back(trim(svc));
+    if (!valid_service_list(spec.services, error)) return std::nullopt;
+  }
+  return spec;
+}
+
+int subprotocol_version(std::string_view name) {
+  if (name == "aws.iot.securetunneling-1.0") return 1;
+  if (name == "aws.iot.securetunneling-2.0") return 2;
+  if (name == "aws.iot.securetunneling-3.0") return 3;
+  return 0;
+}
+
+std::vector<std::string> default_subprotocols() {
+  return {"aws.iot.securetunneling-1.0", "aws.iot.securetunneling-2.0",
+          "aws.iot.securetunneling-3.0"};
+}
+
+std::optional<std::vector<std::string>> parse_subprotocols(std::string_view text,
+                                                           std::string& error) {
+  std::vector<std::string> out;
+  for (std::string_view item : split(text, ',')) {
+    item = trim(item);
+    std::string name(item);
+    if (subprotocol_version(name) == 0) name = std::string(kSubprotocolPrefix) + name;
+    if (subprotocol_version(name) == 0) {
+      error = "unknown subprotocol '" + std::string(item) + "' (use 1.0, 2.0, 3.0)";
+      return std::nullopt;
+    }
+    if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(std::move(name));
+  }
+  return out;
+}
+
+bool RelayConfig::validate(std::string& error) const {
+  if (tls_cert.empty() != tls_key.empty()) {
+    error = "--tls-cert and --tls-key go together";
+    return false;
+  }
+  if (!tls() && !listen.is_loopback()) {
+    error = "plain ws (no --tls-cert/--tls-key) is only allowed on a loopback address";
+    return false;
+  }
+  if (admin && !admin->is_loopback()) {
+    error = "--admin must be a loopback address (the admin API has no authentication)";
+    return false;
+  }
+  if (subprotocols.empty()) {
+    error = "--subprotocols must name at least one subprotocol";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace relay
