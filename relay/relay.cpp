@@ -113,6 +113,7 @@ bool setup_logging(std::string_view level) {
   }
   int lws_levels = LLL_ERR | LLL_WARN;
   if (lvl <= spdlog::level::debug) lws_levels |= LLL_NOTICE;
+  if (lvl <= spdlog::level::trace) lws_levels |= LLL_INFO;
   lws_set_log_level(lws_levels, &emit_lws_log);
   return true;
 }

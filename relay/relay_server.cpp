@@ -26,7 +26,6 @@ std::shared_ptr<spdlog::logger> log() {
 constexpr std::size_t kRxBufferSize = 64 * 1024;
 // Chunks kept for reuse across all queues (8 MiB at most).
 constexpr std::size_t kPoolChunks = 64;
-constexpr int kCloseTimeoutSeconds = 5;
 constexpr std::uint64_t kShutdownGraceMs = 3000;
 
 void random_bytes(unsigned char* out, std::size_t n) {
@@ -179,8 +178,12 @@ bool RelayServer::start(std::string& error) {
   void* loops[] = {loop_};
   ci.foreign_loops = loops;
   ci.pt_serv_buf_size = kRxBufferSize + LWS_PRE;
-  // Room for a 4 KiB request with margin: the 431 check needs to see it.
-  ci.max_http_header_data = 16 * 1024;
+  // lws keeps header values (and unknown headers with their names) in this
+  // much space and drops a request that overflows it, without a status. The
+  // API shows only known headers, so the 431 check (approximate_request_bytes)
+  // cannot see unknown ones: this bound, a little above the 4 KiB rule, caps
+  // them instead.
+  ci.max_http_header_data = 5 * 1024;
   ci.max_http_header_pool = 64;
   ci.user = this;
   context_ = lws_create_context(&ci);
@@ -432,13 +435,7 @@ int RelayServer::on_receive(Connection& c, const std::uint8_t* data, std::size_t
 }
 
 int RelayServer::on_writeable(Connection& c) {
-  if (c.close_request) {
-    auto& [code, reason] = *c.close_request;
-    lws_close_reason(c.wsi, static_cast<lws_close_status>(code),
-                     reinterpret_cast<unsigned char*>(reason.data()), reason.size());
-    return -1;
-  }
-  if (c.link == nullptr) return 0;
+  if (c.close_request || c.link == nullptr) return 0;
   RecordQueue& q = c.link->queues[index_of(c.role)];
   const std::span<std::uint8_t> msg = q.front();
   if (msg.empty()) return 0;
@@ -463,6 +460,8 @@ void RelayServer::on_closed(lws* wsi) {
   if (c.link != nullptr)
     log()->info("tunnel {} {} disconnected: channel {}", c.tunnel_id, to_string(c.role),
                 c.channel_id);
+  else
+    log()->debug("channel {} closed", c.channel_id);
   detach(c);
   connections_.erase(it);
   if (shutting_down_ && connections_.empty() && shutdown_timer_ != nullptr && context_ != nullptr &&
@@ -494,14 +493,23 @@ void RelayServer::detach(Connection& c) {
 
 void RelayServer::request_close(Connection& c, int code, std::string reason) {
   if (c.close_request) return;
+  log()->debug("channel {}: closing with {} ({})", c.channel_id, code, reason);
   c.close_request = std::make_pair(code, std::move(reason));
   if (c.rx_paused) {
     // lws waits for the peer's close frame: let it read.
     lws_rx_flow_control(c.wsi, 1);
     c.rx_paused = false;
   }
-  lws_set_timeout(c.wsi, PENDING_TIMEOUT_USER_OK, kCloseTimeoutSeconds);
-  lws_callback_on_writable(c.wsi);
+  auto& [close_code, why] = *c.close_request;
+  lws_close_reason(c.wsi, static_cast<lws_close_status>(close_code),
+                   reinterpret_cast<unsigned char*>(why.data()), why.size());
+  // Not "return -1 from WRITEABLE": Debian's lws is a _DEBUG build, and on
+  // libuv its POLLOUT close path calls close twice ("uv repeat test"); the
+  // second call kills the socket before the close frame is sent. A single
+  // synchronous close takes the polite path: lws sends the close frame,
+  // waits for the peer's, and times out on its own. It may also free the
+  // wsi at once (CLOSED runs now): `c` must not be used after this call.
+  lws_set_timeout(c.wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
 }
 
 std::size_t RelayServer::queue_limit(const Link& l, Role receiver) const {
@@ -600,10 +608,16 @@ void RelayServer::shutdown(std::function<void()> done) {
   if (shutting_down_) return;
   shutting_down_ = true;
   shutdown_done_ = std::move(done);
+  // request_close() may free a connection at once: collect first.
+  std::vector<lws*> open;
   for (auto& [wsi, c] : connections_) {
     c->link = nullptr;
     c->splitter.reset();
-    request_close(*c, 1001, "relay shutting down");
+    open.push_back(wsi);
+  }
+  for (lws* wsi : open) {
+    const auto it = connections_.find(wsi);
+    if (it != connections_.end()) request_close(*it->second, 1001, "relay shutting down");
   }
   while (!links_.empty()) destroy_link(links_.begin()->first);
   shutdown_timer_ = new uv_timer_t;
