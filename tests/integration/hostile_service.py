@@ -11,8 +11,8 @@ well-behaved service that answers pings and stays quiet, so a test can tell
 Scenarios (SCENARIOS below): garbage records, a record without a type, an
 oversized length prefix with junk, an over-limit DATA payload on an active
 stream, a text frame, STREAM_START sent to a source, a frame over 131076 bytes,
-a wrong subprotocol in the 101, an HTTP 500 handshake, and a half-open peer
-that never answers pings.
+a wrong subprotocol in the 101, an HTTP 500 handshake, a half-open peer that
+never answers pings, and a handshake that is never answered.
 
 Used in-process by test_hostile.py; also runnable by hand:
     hostile_service.py --cert S.pem --key S.key --scenario text_frame
@@ -174,6 +174,9 @@ SCENARIOS = {
     "wrong_subprotocol": ("source", lambda: [], "error"),
     "http_500": ("source", lambda: [], "reconnect"),
     "half_open": ("source", lambda: [], "reconnect"),
+    # The upgrade request is read and never answered: SIGTERM must still stop
+    # the proxy at once (exit 0) while its handshake is pending.
+    "stalled_handshake": ("source", lambda: [], "sigterm"),
     "fragmented_records": ("source", _fragmented_records, "stay"),
 }
 
@@ -274,6 +277,7 @@ class HostileServer:
             self._threads.append(t)
 
     def _serve_safe(self, raw: socket.socket, idx: int):
+        conn = None
         try:
             raw.settimeout(5)
             conn = self.ctx.wrap_socket(raw, server_side=True)
@@ -283,8 +287,11 @@ class HostileServer:
         except (OSError, ssl.SSLError, ValueError) as e:
             self.event(f"conn {idx}: ended: {e!r}")
         finally:
-            with contextlib.suppress(OSError):
-                raw.close()
+            # wrap_socket takes over raw's descriptor: close the TLS socket.
+            for s in (conn, raw):
+                if s is not None:
+                    with contextlib.suppress(OSError):
+                        s.close()
 
     def _read_request(self, conn) -> bytes:
         buf = b""
@@ -320,6 +327,17 @@ class HostileServer:
             self.handshakes.append(hs)
             self._cond.notify_all()
         self.event(f"conn {idx}: handshake {target} ({scenario})")
+
+        if scenario == "stalled_handshake":
+            conn.settimeout(0.2)
+            while not self._stop.is_set():
+                try:
+                    if not conn.recv(4096):
+                        self.event(f"conn {idx}: peer closed during the stalled handshake")
+                        return
+                except socket.timeout:
+                    continue
+            return
 
         if scenario == "http_500":
             conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"

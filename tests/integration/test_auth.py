@@ -20,7 +20,7 @@ r = Runner("auth")
 FEW_RETRIES = {"websocket.connect_retry_count": 1, "websocket.retry_delay_ms": 100}
 
 
-def _expect_refused(p, limit: float, status_re=r"\b4\d\d\b"):
+def _expect_refused(p, limit: float, status_re=r"HTTP[ /]?4\d\d"):
     rc = p.wait_exit(limit)
     check(rc is not None, f"{p.name} still running {limit:.0f} s after a refused handshake")
     check(rc > 0, f"{p.name} exited {rc} on a refused handshake (want non-zero, no signal)")
