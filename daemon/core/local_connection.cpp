@@ -177,6 +177,11 @@ void LocalConnection::try_next_address() {
 
 void LocalConnection::attempt_failed(int status) {
   (void)status;
+  if (lingering_) {
+    lingering_ = false;
+    close(false);
+    return;
+  }
   const int retries = options_.retry_count;
   if (retries < 0 || attempts_ <= retries) {
     uv_timer_start(
@@ -204,6 +209,14 @@ void LocalConnection::on_connected() {
     peer_ = sockaddr_to_string(reinterpret_cast<sockaddr*>(&ss));
   }
   flush_queue();
+  if (lingering_) {
+    lingering_ = false;
+    close(true);
+    return;
+  }
+  // The queue may have gone out synchronously: no write callback would then
+  // report the drain, and a paused tunnel would never resume.
+  if (events_ && pending_bytes_ <= low_watermark_) events_->on_local_drained(*this);
   start_reading();
   // Accepted connections are reported by the creator; only connects notify.
   if (events_ && !options_.target.host.empty()) events_->on_local_connected(*this);
@@ -341,7 +354,16 @@ void LocalConnection::write_done(std::size_t bytes, int status) {
 }
 
 void LocalConnection::close(bool flush) {
-  if (closing_) return;
+  if (closing_ || lingering_) return;
+  if (flush && !connected_ && pending_bytes_ > 0 &&
+      !uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_))) {
+    // A stream can end before its local connect completes (a client that
+    // sends and closes at once): finish this connect attempt, deliver what the
+    // tunnel carried, then close. No retries and no events from here on.
+    lingering_ = true;
+    events_ = nullptr;
+    return;
+  }
   closing_ = true;
   events_ = nullptr;
   queued_.clear();

@@ -106,6 +106,7 @@ class LocalConnection {
   bool read_paused_ = false;
   bool closing_ = false;
   bool flush_close_ = false;
+  bool lingering_ = false;  // closed with flush while connecting
   std::string peer_;
 
   std::deque<std::string> queued_;  // writes before connect completes

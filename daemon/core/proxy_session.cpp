@@ -3,6 +3,7 @@
 #include <netdb.h>
 #include <openssl/x509.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstring>
@@ -371,6 +372,15 @@ void ProxySession::kill_link(const std::string& why) {
     if (wsi_) lws_callback_on_writable(wsi_);
     return;
   }
+  // lws_set_timeout alone is not enough on a foreign loop: a wsi whose
+  // receive is paused, or whose peer is silent, may not be serviced for a
+  // long time. Shutting the socket down makes lws see the end at once.
+  if (rx_paused_) {
+    rx_paused_ = false;
+    lws_rx_flow_control(wsi_, 1);
+  }
+  const lws_sockfd_type fd = lws_get_socket_fd(wsi_);
+  if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
   lws_set_timeout(wsi_, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
 }
 
@@ -441,6 +451,12 @@ void ProxySession::schedule_reconnect() {
 
 void ProxySession::on_ping_tick() {
   if (!established_) return;
+  if (rx_paused_) {
+    // We stopped reading the link ourselves (slow local reader): a pong could
+    // not arrive, so silence proves nothing. Measure again once resumed.
+    awaiting_pong_ = false;
+    return;
+  }
   if (awaiting_pong_) {
     const auto waited =
         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - ping_sent_).count();
@@ -457,6 +473,7 @@ void ProxySession::on_ping_tick() {
 void ProxySession::set_rx_paused(bool paused) {
   if (rx_paused_ == paused) return;
   rx_paused_ = paused;
+  log_->trace("tunnel receive {}", paused ? "paused: local writes pending" : "resumed");
   if (wsi_ && established_) lws_rx_flow_control(wsi_, paused ? 0 : 1);
 }
 

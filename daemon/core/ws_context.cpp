@@ -24,11 +24,11 @@ const char* WsContext::protocol_name() { return "tunnel-client"; }
 int WsContext::callback(lws* wsi, lws_callback_reasons reason, void* user, void* in,
                         std::size_t len) {
   if (reason == LWS_CALLBACK_OPENSSL_LOAD_EXTRA_CLIENT_VERIFY_CERTS) {
-    // `user` is the SSL_CTX of the client vhost being created. Keep the system
-    // trust store and add the configured anchors; require TLS 1.2+.
+    // `user` is the SSL_CTX of the client vhost being created; lws has loaded
+    // the system trust store into it already. Add the configured anchors and
+    // require TLS 1.2+.
     auto* ctx = static_cast<SSL_CTX*>(user);
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_default_verify_paths(ctx);
     lws_vhost* vh = wsi ? lws_get_vhost(wsi) : nullptr;
     auto* entry = vh ? static_cast<VhostEntry*>(lws_vhost_user(vh)) : nullptr;
     if (entry && (!entry->trust.cafile.empty() || !entry->trust.capath.empty())) {
