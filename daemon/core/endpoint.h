@@ -9,7 +9,7 @@
 namespace tunnel {
 
 struct ServiceEndpoint {
-  std::string host;
+  std::string host;  // IPv6 literals without brackets ("::1")
   std::uint16_t port = 443;
   bool tls = true;  // false only for ws:// on loopback
   bool operator==(const ServiceEndpoint&) const = default;
@@ -21,11 +21,14 @@ std::optional<ServiceEndpoint> endpoint_for_region(std::string_view region, std:
 
 // Accepts "host", "host:port", "[v6]:port", "wss://host[:port][/]" and
 // "ws://host[:port][/]"; ws:// only when host is loopback (127.0.0.0/8, ::1,
-// localhost). Empty optional and `error` set otherwise.
+// localhost). Empty optional and `error` set otherwise. Default port 443, or
+// 80 for ws://. A path other than "/", a query or user info is refused.
 std::optional<ServiceEndpoint> parse_endpoint(std::string_view text, std::string& error);
 
 // host:port split for local addresses ("22", "localhost:22", "[::1]:22",
 // "::1" is not accepted: ambiguous). `default_host` fills a bare port.
+// Port 0 is accepted (an ephemeral listen port); callers that need a real
+// port check for it. IPv6 hosts come back without brackets.
 struct HostPort {
   std::string host;
   std::uint16_t port = 0;
