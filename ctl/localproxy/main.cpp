@@ -18,7 +18,7 @@ namespace {
 
 int export_settings(const lp::Options& o) {
   std::ofstream f(o.export_path, std::ios::trunc);
-  f << tunnel::settings_to_json(o.config.settings) << '\n';
+  f << tunnel::settings_to_json(o.config.settings);
   f.close();
   if (!f) {
     std::fprintf(stderr, "localproxy: cannot write %s\n", o.export_path.c_str());
@@ -57,11 +57,6 @@ int main(int argc, char** argv) {
   tunnel::logging::set_level(tunnel::logging::level_from_verbosity(opts.verbosity));
   auto log = tunnel::logging::get("localproxy");
   for (const auto& w : opts.warnings) log->warn("{}", w);
-  if (!opts.config.verify_tls) {
-    log->warn(
-        "TLS certificate and host name verification is OFF (-k): anyone on the path can "
-        "impersonate the service; never use this in production");
-  }
 
   uv_loop_t loop;
   uv_loop_init(&loop);
