@@ -435,6 +435,7 @@ int RelayServer::on_receive(Connection& c, const std::uint8_t* data, std::size_t
 }
 
 int RelayServer::on_writeable(Connection& c) {
+  c.writable_requested = false;
   if (c.close_request || c.link == nullptr) return 0;
   RecordQueue& q = c.link->queues[index_of(c.role)];
   const std::span<std::uint8_t> msg = q.front();
@@ -448,7 +449,7 @@ int RelayServer::on_writeable(Connection& c) {
     return -1;
   }
   q.pop_front(msg.size());
-  if (q.has_committed()) lws_callback_on_writable(c.wsi);
+  if (q.has_committed()) request_writable(c);
   maybe_resume(*c.link, c.role);
   return 0;
 }
@@ -528,8 +529,16 @@ void RelayServer::maybe_resume(Link& l, Role receiver) {
 
 void RelayServer::wake_writer(Link& l, Role receiver) {
   Connection* c = l.conns[index_of(receiver)];
-  if (c != nullptr && l.queues[index_of(receiver)].has_committed())
-    lws_callback_on_writable(c->wsi);
+  if (c != nullptr && l.queues[index_of(receiver)].has_committed()) request_writable(*c);
+}
+
+void RelayServer::request_writable(Connection& c) {
+  // lws re-arms the libuv poll handle on every call (uv_poll_start: two
+  // epoll_ctl calls) even when POLLOUT is armed already; ask once per
+  // WRITEABLE instead of once per received fragment.
+  if (c.writable_requested) return;
+  c.writable_requested = true;
+  lws_callback_on_writable(c.wsi);
 }
 
 RelayServer::Link* RelayServer::create_link(const std::string& id, std::chrono::seconds lifetime) {

@@ -78,6 +78,7 @@ class RelayServer final : public TunnelControl {
     RecordSplitter splitter;
     std::size_t message_bytes = 0;  // of the WebSocket message being received
     bool rx_paused = false;
+    bool writable_requested = false;                           // a WRITEABLE callback is pending
     std::optional<std::pair<int, std::string>> close_request;  // code, reason
   };
 
@@ -121,6 +122,7 @@ class RelayServer final : public TunnelControl {
   std::size_t queue_limit(const Link& l, Role receiver) const;
   void maybe_resume(Link& l, Role receiver);
   void wake_writer(Link& l, Role receiver);
+  void request_writable(Connection& c);
   static void on_expiry(uv_timer_t* t);
   void destroy_context();
 
