@@ -7,11 +7,18 @@
 #include <mutex>
 
 namespace tunnel::logging {
+
+spdlog::sink_ptr make_stderr_sink() {
+  auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  sink->set_pattern("%Y-%m-%dT%H:%M:%S.%e %l [%n] %v");
+  return sink;
+}
+
 namespace {
 
 struct Registry {
   std::mutex mu;
-  std::vector<spdlog::sink_ptr> sinks{std::make_shared<spdlog::sinks::stderr_sink_mt>()};
+  std::vector<spdlog::sink_ptr> sinks{make_stderr_sink()};
   spdlog::level::level_enum level = spdlog::level::info;
   std::vector<std::shared_ptr<spdlog::logger>> loggers;
 };
@@ -20,8 +27,6 @@ Registry& registry() {
   static Registry r;
   return r;
 }
-
-constexpr const char* kPattern = "%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n] %v";
 
 void lws_emit(int level, const char* line) {
   std::string text(line);
@@ -46,7 +51,6 @@ std::shared_ptr<spdlog::logger> get(const std::string& subsystem) {
   }
   auto l = std::make_shared<spdlog::logger>(subsystem, r.sinks.begin(), r.sinks.end());
   l->set_level(r.level);
-  l->set_pattern(kPattern);
   r.loggers.push_back(l);
   return l;
 }
@@ -55,10 +59,7 @@ void set_sinks(std::vector<spdlog::sink_ptr> sinks) {
   auto& r = registry();
   std::lock_guard lock(r.mu);
   r.sinks = std::move(sinks);
-  for (auto& l : r.loggers) {
-    l->sinks() = r.sinks;
-    l->set_pattern(kPattern);
-  }
+  for (auto& l : r.loggers) l->sinks() = r.sinks;
 }
 
 spdlog::level::level_enum level_from_verbosity(int v) {

@@ -14,7 +14,11 @@ namespace tunnel::logging {
 // The logger for a subsystem, created on first use with the current sinks/level.
 std::shared_ptr<spdlog::logger> get(const std::string& subsystem);
 
-// Replaces the sinks of every existing and future logger.
+// A stderr sink with the project's pattern (time, level, [subsystem], text).
+spdlog::sink_ptr make_stderr_sink();
+
+// Replaces the sinks of every existing and future logger. Each sink keeps its
+// own pattern (journald wants no time stamp).
 void set_sinks(std::vector<spdlog::sink_ptr> sinks);
 
 // The reference CLI's -v scale: 0 off, 1 fatal, 2 error, 3 warning, 4 info,

@@ -19,11 +19,15 @@ struct ProxyConfig {
   HostPort local;
   // Destination: local address to bind outgoing connections to (-b); empty = none.
   std::string bind_address;
-  std::string capath;  // -c: extra hashed CA directory
-  std::string cafile;  // --cafile: extra CA bundle
+  std::string capath;      // -c: extra hashed CA directory
+  std::string cafile;      // --cafile: extra CA bundle
   bool verify_tls = true;  // -k turns it off
   Settings settings;
   std::string name;  // shown in logs and status; no secret
+  // Source: bind the listener at start, before the service is reached (the
+  // daemon reports the port at once and fails fast when it is taken). The
+  // reference localproxy connects first, then listens (the default).
+  bool listen_at_start = false;
 };
 
 // A client token: 32 hex chars + dashes (UUIDv4 shape), from the OS CSPRNG.

@@ -105,6 +105,10 @@ void ProxySession::start() {
   if (config_.mode == Mode::destination) {
     stats_.local_address = config_.local.host + ":" + std::to_string(config_.local.port);
   }
+  if (config_.mode == Mode::source && config_.listen_at_start) {
+    listen_attempt();
+    if (finished_) return;
+  }
   connect_ws();
 }
 
@@ -638,7 +642,8 @@ void ProxySession::listen_attempt() {
   if (!error.empty()) {
     stats_.last_error = error;
     const int count = config_.settings.tcp_connection_retry_count;
-    if (count >= 0 && listen_attempts_ >= std::max(1, count)) {
+    const bool first_at_start = config_.listen_at_start && listen_attempts_ == 1 && !established_;
+    if (first_at_start || (count >= 0 && listen_attempts_ >= std::max(1, count))) {
       finish({false, error, 0});
       return;
     }

@@ -78,6 +78,9 @@ class ProxySession final : public WsLinkHandler,
   void stop();
 
   SessionState state() const { return state_; }
+  // Meaningful once the session is ending (state stopping or ended).
+  const SessionOutcome& outcome() const { return outcome_; }
+  bool finished() const { return finished_; }
   const SessionStats& stats() const { return stats_; }
   const ProxyConfig& config() const { return config_; }
   std::uint16_t listen_port() const { return listen_port_; }

@@ -1,0 +1,455 @@
+#include "daemon.h"
+
+#include <openssl/rand.h>
+#include <spdlog/fmt/fmt.h>
+
+#include <cstdlib>
+
+#include "control/control_codec.h"
+#include "journal_log.h"
+#include "logging.h"
+#include "session_request.h"
+
+namespace tunneld {
+namespace {
+
+auto log() { return tunnel::logging::get("tunneld"); }
+
+constexpr std::uint64_t kStopDeadlineMs = 4500;
+
+bool same_proxy_config(const tunnel::ProxyConfig& a, const tunnel::ProxyConfig& b) {
+  return a.mode == b.mode && a.endpoint == b.endpoint && a.access_token == b.access_token &&
+         a.client_token == b.client_token && a.local == b.local &&
+         a.bind_address == b.bind_address && a.capath == b.capath && a.cafile == b.cafile &&
+         a.verify_tls == b.verify_tls && a.settings == b.settings && a.name == b.name;
+}
+
+control::Response error(control::Response::Status s, std::string text) {
+  return control::make_error(0, s, std::move(text));
+}
+
+}  // namespace
+
+Daemon::Daemon(Config config, std::string config_path)
+    : config_(std::move(config)),
+      config_path_(std::move(config_path)),
+      notifier_(platform::SystemdNotifier::from_environment()) {}
+
+Daemon::~Daemon() = default;
+
+std::string Daemon::new_id() const {
+  for (;;) {
+    unsigned char b[4];
+    RAND_bytes(b, sizeof b);
+    const std::string id = fmt::format("{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3]);
+    if (!sessions_.count(id)) return id;
+  }
+}
+
+int Daemon::run() {
+  uv_loop_init(&loop_);
+  int status = 0;
+  try {
+    ws_ = std::make_unique<tunnel::WsContext>(&loop_);
+    store_.emplace(config_.state_dir);
+    control::ControlServerOptions o;
+    o.path = config_.control.socket;
+    o.mode = config_.control.mode;
+    o.group = config_.control.group;
+    control_ = std::make_unique<control::ControlServer>(&loop_, o, *this);
+    control_->listen();
+  } catch (const std::exception& e) {
+    log()->critical("cannot start: {}", e.what());
+    status = 1;
+  }
+  if (status == 0) {
+    restore_sessions();
+    apply_config_sessions(config_);
+    for (auto [sig, num] :
+         {std::pair{&sigterm_, SIGTERM}, {&sigint_, SIGINT}, {&sighup_, SIGHUP}}) {
+      uv_signal_init(&loop_, sig);
+      sig->data = this;
+      uv_signal_start(
+          sig,
+          [](uv_signal_t* h, int signum) {
+            auto* d = static_cast<Daemon*>(h->data);
+            if (signum == SIGHUP) {
+              d->reload();
+            } else {
+              log()->info("{} received: stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+              d->begin_stop();
+            }
+          },
+          num);
+    }
+    uv_timer_init(&loop_, &stop_deadline_);
+    stop_deadline_.data = this;
+    uv_timer_init(&loop_, &tick_timer_);
+    tick_timer_.data = this;
+    std::uint64_t period = 1000;  // also the rate sampling period
+    if (auto wd = notifier_.watchdog_interval()) {
+      period = std::min<std::uint64_t>(period, std::max<std::int64_t>(wd->count() / 2000, 10));
+    }
+    tick_period_ms_ = period;
+    uv_timer_start(
+        &tick_timer_, [](uv_timer_t* t) { static_cast<Daemon*>(t->data)->tick(); }, period, period);
+    notifier_.ready();
+    update_status();
+    log()->info("tunneld {} ready: {} session(s), control socket {}", TUNNELD_VERSION,
+                sessions_.size(), config_.control.socket);
+  } else {
+    if (control_) control_->close();
+    if (ws_) ws_->begin_shutdown();
+  }
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  sessions_.clear();
+  control_.reset();
+  ws_.reset();
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  if (uv_loop_close(&loop_) != 0) log()->debug("event loop closed with handles open");
+  if (status == 0) log()->info("stopped");
+  return status;
+}
+
+// ------------------------------------------------------------ sessions
+
+Daemon::Managed* Daemon::start_session(std::string id, Origin origin, tunnel::ProxyConfig cfg,
+                                       std::string& error_text) {
+  auto m = std::make_unique<Managed>();
+  m->id = id;
+  m->name = cfg.name.empty() ? id : cfg.name;
+  m->origin = origin;
+  cfg.name = m->name;
+  cfg.listen_at_start = true;
+  const std::string endpoint = cfg.endpoint.host + ":" + std::to_string(cfg.endpoint.port);
+  auto logger = platform::make_field_logger(
+      tunnel::logging::get("session"), "session " + m->name,
+      {{std::string(platform::kFieldSessionId), id},
+       {std::string(platform::kFieldSessionName), m->name},
+       {std::string(platform::kFieldMode), std::string(tunnel::to_string(cfg.mode))},
+       {std::string(platform::kFieldEndpoint), endpoint}});
+  m->session = std::make_unique<tunnel::ProxySession>(
+      *ws_, std::move(cfg),
+      [this, id](const tunnel::SessionOutcome& o) { on_session_done(id, o); });
+  m->session->set_logger(std::move(logger));
+  Managed* raw = m.get();
+  sessions_[id] = std::move(m);
+  raw->session->start();
+  if (raw->session->finished()) {
+    // Failed at once (the listen port is taken): it is torn down, then forgotten.
+    error_text = raw->session->outcome().reason;
+    raw->removing = true;
+    return nullptr;
+  }
+  return raw;
+}
+
+void Daemon::on_session_done(const std::string& id, const tunnel::SessionOutcome& outcome) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  Managed& m = *it->second;
+  m.ended = true;
+  m.outcome = outcome;
+  if (m.removing) {
+    sessions_.erase(it);  // destroys the session from inside its done callback: allowed
+  } else if (!stopping_) {
+    // Ended for good (tunnel closed by the service, token refused, retries
+    // exhausted): it must not come back after a restart. tunnelctl still
+    // shows it, with the reason, until it is closed.
+    log()->info("session {} ({}) ended: {}", m.name, m.id, outcome.reason);
+    if (m.origin == Origin::control && store_) store_->remove(m.id);
+  }
+  if (stopping_) {
+    const bool all_done = std::all_of(sessions_.begin(), sessions_.end(),
+                                      [](const auto& kv) { return kv.second->ended; });
+    if (all_done) finish_stop();
+    return;
+  }
+  update_status();
+}
+
+void Daemon::restore_sessions() {
+  StateLoadResult loaded = store_->load_all();
+  for (const auto& e : loaded.errors) log()->error("state: {}", e);
+  for (auto& s : loaded.sessions) {
+    tunnel::ProxyConfig cfg;
+    try {
+      cfg = proxy_config_from(s.request, config_.settings);
+    } catch (const InvalidRequest& e) {
+      log()->error("state: session {} cannot be restored: {}", s.id, e.what());
+      continue;
+    }
+    std::string err;
+    if (start_session(s.id, Origin::control, std::move(cfg), err)) {
+      log()->info("session {} restored", s.id);
+    } else {
+      log()->error("session {} cannot be restored: {}", s.id, err);
+    }
+  }
+}
+
+void Daemon::apply_config_sessions(const Config& next) {
+  // Sessions from the file are matched by name: removed ones stop, changed ones
+  // restart, new ones start; sessions opened with tunnelctl are untouched.
+  for (auto& [id, m] : sessions_) {
+    if (m->origin != Origin::config || m->removing) continue;
+    const auto it = std::find_if(next.sessions.begin(), next.sessions.end(),
+                                 [&](const SessionConfig& s) { return s.proxy.name == m->name; });
+    tunnel::ProxyConfig wanted;
+    if (it != next.sessions.end()) {
+      wanted = it->proxy;
+      wanted.name = m->name;
+      wanted.listen_at_start = true;
+    }
+    if (it == next.sessions.end() || !same_proxy_config(wanted, m->session->config())) {
+      log()->info("config: session {} {}", m->name,
+                  it == next.sessions.end() ? "removed" : "changed: restarting");
+      m->removing = true;
+      m->session->stop();
+    }
+  }
+  // Erase already-ended removals (their done callback has run).
+  for (auto it = sessions_.begin(); it != sessions_.end();) {
+    it = (it->second->removing && it->second->ended) ? sessions_.erase(it) : std::next(it);
+  }
+  for (const auto& s : next.sessions) {
+    const bool running = std::any_of(sessions_.begin(), sessions_.end(), [&](const auto& kv) {
+      return !kv.second->removing && kv.second->name == s.proxy.name;
+    });
+    if (running) continue;
+    std::string err;
+    if (start_session(new_id(), Origin::config, s.proxy, err)) {
+      log()->info("config: session {} started", s.proxy.name);
+    } else {
+      log()->error("{}:{}: session {}: {}", next.path, s.line, s.proxy.name, err);
+    }
+  }
+}
+
+Daemon::Managed* Daemon::find(const std::string& key) {
+  if (auto it = sessions_.find(key); it != sessions_.end() && !it->second->removing) {
+    return it->second.get();
+  }
+  for (auto& [id, m] : sessions_) {
+    if (!m->removing && m->name == key) return m.get();
+  }
+  return nullptr;
+}
+
+// ------------------------------------------------------------ control requests
+
+control::Response Daemon::handle(const control::Request& request,
+                                 const control::PeerCredentials& peer, bool may_modify) {
+  using control::Request;
+  using control::Response;
+  switch (request.body_case()) {
+    case Request::kOpenRequest:
+    case Request::kCloseRequest:
+      if (!may_modify) {
+        log()->warn("control: uid {} (pid {}) may not open or close sessions", peer.uid, peer.pid);
+        return error(
+            Response::UNAUTHORIZED,
+            "permission denied: only root and members of group " +
+                (config_.control.group.empty() ? std::string("tunneld") : config_.control.group) +
+                " may open or close sessions");
+      }
+      if (stopping_) return error(Response::INTERNAL, "tunneld is stopping");
+      return request.body_case() == Request::kOpenRequest
+                 ? open(request.open_request())
+                 : close_session(request.close_request().session());
+    case Request::kListRequest:
+      return list();
+    case Request::kStatusRequest:
+      return status(request.status_request().session());
+    case Request::kVersionRequest: {
+      Response r = control::make_response(0, Response::OK);
+      r.mutable_version_response()->set_daemon_version(TUNNELD_VERSION);
+      r.mutable_version_response()->set_protocol_version(control::kProtocolVersion);
+      return r;
+    }
+    default:
+      return error(Response::MALFORMED, "unknown request");
+  }
+}
+
+control::Response Daemon::open(const control::OpenRequest& request) {
+  using control::Response;
+  control::OpenRequest r = request;
+  tunnel::ProxyConfig cfg;
+  try {
+    cfg = proxy_config_from(r, config_.settings);
+  } catch (const InvalidRequest& e) {
+    return error(Response::INVALID_ARGUMENT, e.what());
+  }
+  const std::string id = new_id();
+  if (r.name().empty()) r.set_name(id);
+  if (find(r.name())) {
+    return error(Response::ALREADY_EXISTS, "a session named '" + r.name() + "' exists");
+  }
+  cfg.name = r.name();
+  // The client token is what lets this session reconnect (also after a
+  // restart) although access tokens are single use: fix it now and persist it.
+  if (r.client_token().empty()) r.set_client_token(tunnel::generate_client_token());
+  cfg.client_token = r.client_token();
+  if (std::error_code ec = store_->save(id, r)) {
+    return error(Response::INTERNAL,
+                 "cannot persist the session in " + store_->dir() + ": " + ec.message());
+  }
+  std::string err;
+  Managed* m = start_session(id, Origin::control, std::move(cfg), err);
+  if (!m) {
+    store_->remove(id);
+    return error(Response::INVALID_ARGUMENT, err);
+  }
+  log()->info("session {} ({}) opened: {} {}", m->name, id,
+              tunnel::to_string(m->session->config().mode), m->session->stats().local_address);
+  Response resp = control::make_response(0, Response::OK);
+  resp.mutable_open_response()->set_session_id(id);
+  resp.mutable_open_response()->set_bound_port(m->session->listen_port());
+  update_status();
+  return resp;
+}
+
+control::Response Daemon::close_session(const std::string& key) {
+  using control::Response;
+  Managed* m = find(key);
+  if (!m) return error(Response::NOT_FOUND, "no session '" + key + "' (see tunnelctl list)");
+  const std::string id = m->id;
+  log()->info("session {} ({}) closed by request", m->name, id);
+  if (m->origin == Origin::control) store_->remove(id);
+  if (m->ended) {
+    sessions_.erase(id);
+  } else {
+    m->removing = true;
+    m->session->stop();
+  }
+  update_status();
+  return control::make_response(0, Response::OK);
+}
+
+void Daemon::fill_info(const Managed& m, control::SessionInfo& info) const {
+  info.set_id(m.id);
+  info.set_name(m.name);
+  fill_session_info(*m.session, info);
+  info.set_rate_in(m.rate_in);
+  info.set_rate_out(m.rate_out);
+}
+
+control::Response Daemon::list() {
+  control::Response r = control::make_response(0, control::Response::OK);
+  auto* l = r.mutable_list_response();
+  for (const auto& [id, m] : sessions_) {
+    if (!m->removing) fill_info(*m, *l->add_sessions());
+  }
+  return r;
+}
+
+control::Response Daemon::status(const std::string& key) {
+  Managed* m = find(key);
+  if (!m) {
+    return error(control::Response::NOT_FOUND, "no session '" + key + "' (see tunnelctl list)");
+  }
+  control::Response r = control::make_response(0, control::Response::OK);
+  fill_info(*m, *r.mutable_status_response()->mutable_session());
+  return r;
+}
+
+// ------------------------------------------------------------ lifecycle
+
+void Daemon::reload() {
+  if (config_path_.empty()) {
+    log()->info("SIGHUP: no configuration file to reload");
+    return;
+  }
+  log()->info("SIGHUP: reloading {}", config_path_);
+  Config next;
+  try {
+    next = load_config(config_path_);
+  } catch (const ConfigError& e) {
+    log()->error("reload failed, keeping the running configuration: {}", e.what());
+    return;
+  }
+  notifier_.reloading();
+  if (next.control != config_.control || next.state_dir != config_.state_dir) {
+    log()->warn("control socket and state directory changes take effect at the next restart");
+  }
+  if (auto lvl = spdlog::level::from_str(next.log.level); lvl != tunnel::logging::level()) {
+    tunnel::logging::set_level(lvl);
+  }
+  apply_config_sessions(next);
+  config_.sessions = next.sessions;
+  config_.settings = next.settings;
+  config_.log = next.log;
+  notifier_.ready();
+  update_status();
+}
+
+void Daemon::begin_stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  notifier_.stopping();
+  control_->close();
+  uv_timer_start(
+      &stop_deadline_,
+      [](uv_timer_t*) {
+        // The promise is exit 0 within 5 s; sessions had their chance to say goodbye.
+        log()->error("sessions did not stop within {} ms: exiting anyway", kStopDeadlineMs);
+        spdlog::shutdown();
+        std::_Exit(0);
+      },
+      kStopDeadlineMs, 0);
+  log()->info("stopping {} session(s)", sessions_.size());
+  bool any = false;
+  for (auto& [id, m] : sessions_) {
+    if (!m->ended) {
+      any = true;
+      m->session->stop();
+    }
+  }
+  if (!any) finish_stop();
+}
+
+void Daemon::finish_stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  for (uv_signal_t* s : {&sigterm_, &sigint_, &sighup_}) {
+    uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&tick_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&stop_deadline_), nullptr);
+  ws_->begin_shutdown();
+}
+
+void Daemon::tick() {
+  for (auto& [id, m] : sessions_) {
+    const auto& st = m->session->stats();
+    m->rate_in = (st.bytes_from_service - m->last_in) * 1000 / tick_period_ms_;
+    m->rate_out = (st.bytes_to_service - m->last_out) * 1000 / tick_period_ms_;
+    m->last_in = st.bytes_from_service;
+    m->last_out = st.bytes_to_service;
+  }
+  notifier_.watchdog_ping();
+  update_status();
+}
+
+void Daemon::update_status() {
+  std::size_t connected = 0, connecting = 0, ended = 0, total = 0;
+  for (const auto& [id, m] : sessions_) {
+    if (m->removing) continue;
+    ++total;
+    switch (m->session->state()) {
+      case tunnel::SessionState::connected:
+        ++connected;
+        break;
+      case tunnel::SessionState::ended:
+        ++ended;
+        break;
+      default:
+        ++connecting;
+    }
+  }
+  notifier_.status(fmt::format("{} session(s): {} connected, {} connecting, {} ended", total,
+                               connected, connecting, ended));
+}
+
+}  // namespace tunneld

@@ -1,0 +1,93 @@
+// tunneld: one process hosting many tunnel sessions on one libuv loop, driven
+// by its configuration file and by tunnelctl over the control socket.
+//
+// Owns the loop, the WebSocket context, the sessions, the control server, the
+// state store and the systemd glue. Signals arrive as uv_signal_t events:
+// SIGTERM/SIGINT stop gracefully (every session resets its stream and closes
+// its WebSocket; exit 0 within 5 s), SIGHUP reloads the configuration.
+#pragma once
+
+#include <uv.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "config.h"
+#include "control/control_server.h"
+#include "proxy_session.h"
+#include "state_store.h"
+#include "systemd_notify.h"
+#include "ws_context.h"
+
+namespace tunneld {
+
+class Daemon final : public control::RequestHandler {
+ public:
+  // `config` is the loaded configuration (command-line overrides applied);
+  // `config_path` is re-read on SIGHUP (empty: no file, nothing to reload).
+  Daemon(Config config, std::string config_path);
+  ~Daemon() override;
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Runs until stopped. Returns the process exit status (start-up failures
+  // are logged and return 1).
+  int run();
+
+  control::Response handle(const control::Request& request, const control::PeerCredentials& peer,
+                           bool may_modify) override;
+
+ private:
+  enum class Origin { config, control };
+  struct Managed {
+    std::string id;
+    std::string name;
+    Origin origin = Origin::control;
+    std::unique_ptr<tunnel::ProxySession> session;
+    bool removing = false;  // close requested: forget once it has ended
+    bool ended = false;
+    tunnel::SessionOutcome outcome;
+    // rates, sampled every second
+    std::uint64_t last_in = 0, last_out = 0, rate_in = 0, rate_out = 0;
+  };
+
+  control::Response open(const control::OpenRequest& r);
+  control::Response list();
+  control::Response status(const std::string& key);
+  control::Response close_session(const std::string& key);
+  Managed* find(const std::string& id_or_name);
+
+  // Creates and starts a session; returns it, or nullopt with `error` set.
+  Managed* start_session(std::string id, Origin origin, tunnel::ProxyConfig config,
+                         std::string& error);
+  void on_session_done(const std::string& id, const tunnel::SessionOutcome& outcome);
+  void restore_sessions();
+  void apply_config_sessions(const Config& next);
+  void reload();
+  void begin_stop();
+  void finish_stop();
+  void tick();
+  void update_status();
+  std::string new_id() const;
+  void fill_info(const Managed& m, control::SessionInfo& info) const;
+
+  Config config_;
+  std::string config_path_;
+  uv_loop_t loop_{};
+  std::unique_ptr<tunnel::WsContext> ws_;
+  std::unique_ptr<control::ControlServer> control_;
+  std::optional<StateStore> store_;
+  platform::SystemdNotifier notifier_;
+  std::map<std::string, std::unique_ptr<Managed>> sessions_;  // by id
+  uv_signal_t sigterm_{}, sigint_{}, sighup_{};
+  uv_timer_t tick_timer_{};     // rates, STATUS=, watchdog
+  uv_timer_t stop_deadline_{};  // the 5 s promise of a graceful stop
+  std::uint64_t tick_period_ms_ = 1000;
+  bool stopping_ = false;
+  bool stopped_ = false;
+};
+
+}  // namespace tunneld

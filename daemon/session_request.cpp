@@ -1,0 +1,134 @@
+#include "session_request.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "endpoint.h"
+#include "settings.h"
+
+namespace tunneld {
+namespace {
+
+bool is_header_safe(std::string_view token) {
+  return !token.empty() && std::all_of(token.begin(), token.end(), [](char c) {
+    return static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
+  });
+}
+
+}  // namespace
+
+control::Mode to_control_mode(tunnel::Mode m) {
+  return m == tunnel::Mode::source ? control::MODE_SOURCE : control::MODE_DESTINATION;
+}
+
+tunnel::ProxyConfig proxy_config_from(const control::OpenRequest& r,
+                                      const tunnel::Settings& defaults) {
+  tunnel::ProxyConfig c;
+  std::string error;
+  try {
+    c.settings = r.settings_json().empty()
+                     ? defaults
+                     : tunnel::settings_from_json(r.settings_json(), defaults);
+    tunnel::validate(c.settings);
+  } catch (const tunnel::SettingsError& e) {
+    throw InvalidRequest(std::string("settings: ") + e.what());
+  }
+  switch (r.mode()) {
+    case control::MODE_SOURCE: {
+      c.mode = tunnel::Mode::source;
+      if (!r.target().empty()) throw InvalidRequest("target: a source session listens (--listen)");
+      const std::string& bind =
+          r.bind_address().empty() ? c.settings.default_bind_address : r.bind_address();
+      auto hp = tunnel::parse_host_port(r.listen(), bind, error);
+      if (!hp) throw InvalidRequest("listen: " + error);
+      c.local = *hp;
+      break;
+    }
+    case control::MODE_DESTINATION: {
+      c.mode = tunnel::Mode::destination;
+      if (!r.listen().empty())
+        throw InvalidRequest("listen: a destination session connects (--target)");
+      auto hp = tunnel::parse_host_port(r.target(), "localhost", error);
+      if (!hp) throw InvalidRequest("target: " + error);
+      if (hp->port == 0) throw InvalidRequest("target: port 0 is not a service port");
+      c.local = *hp;
+      c.bind_address = r.bind_address();
+      break;
+    }
+    default:
+      throw InvalidRequest("mode: say source (--listen) or destination (--target)");
+  }
+  if (!r.endpoint().empty() && !r.region().empty()) {
+    throw InvalidRequest("endpoint and region are mutually exclusive");
+  }
+  if (!r.endpoint().empty()) {
+    auto ep = tunnel::parse_endpoint(r.endpoint(), error);
+    if (!ep) throw InvalidRequest("endpoint: " + error);
+    c.endpoint = *ep;
+  } else if (!r.region().empty()) {
+    auto ep = tunnel::endpoint_for_region(r.region(), error);
+    if (!ep) throw InvalidRequest("region: " + error);
+    c.endpoint = *ep;
+  } else {
+    throw InvalidRequest("endpoint: give -e ENDPOINT or -r REGION");
+  }
+  if (r.access_token().empty()) throw InvalidRequest("access token: missing");
+  if (!is_header_safe(r.access_token())) {
+    throw InvalidRequest("access token: contains spaces or control characters");
+  }
+  c.access_token = r.access_token();
+  if (!r.client_token().empty()) {
+    if (!tunnel::is_valid_client_token(r.client_token())) {
+      throw InvalidRequest("client token: must be 32 to 128 characters of A-Z, a-z, 0-9 and -");
+    }
+    c.client_token = r.client_token();
+  }
+  c.capath = r.capath();
+  c.cafile = r.cafile();
+  c.verify_tls = !r.no_ssl_host_verify();
+  c.name = r.name();
+  return c;
+}
+
+void fill_session_info(const tunnel::ProxySession& s, control::SessionInfo& info) {
+  using control::SessionInfo;
+  const auto& cfg = s.config();
+  const auto& st = s.stats();
+  info.set_mode(to_control_mode(cfg.mode));
+  switch (s.state()) {
+    case tunnel::SessionState::idle:
+      info.set_state(SessionInfo::STARTING);
+      break;
+    case tunnel::SessionState::connecting:
+      info.set_state(SessionInfo::CONNECTING);
+      break;
+    case tunnel::SessionState::connected:
+      info.set_state(SessionInfo::CONNECTED);
+      break;
+    case tunnel::SessionState::backing_off:
+      info.set_state(SessionInfo::RECONNECTING);
+      break;
+    case tunnel::SessionState::stopping:
+      info.set_state(SessionInfo::STOPPING);
+      break;
+    case tunnel::SessionState::ended:
+      info.set_state(s.outcome().ok ? SessionInfo::CLOSED : SessionInfo::FAILED);
+      break;
+  }
+  info.set_endpoint(cfg.endpoint.host + ":" + std::to_string(cfg.endpoint.port));
+  info.set_protocol(st.subprotocol);
+  info.set_stream_id(s.active_stream().value_or(0));
+  info.set_local_address(st.local_address);
+  info.set_bytes_in(st.bytes_from_service);
+  info.set_bytes_out(st.bytes_to_service);
+  info.set_reconnects(static_cast<std::uint32_t>(st.reconnects));
+  info.set_ping_rtt_us(st.last_rtt_us > 0 ? static_cast<std::uint64_t>(st.last_rtt_us) : 0);
+  const auto up = std::chrono::steady_clock::now() - st.started;
+  info.set_uptime_s(
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(up).count()));
+  const bool ended = s.state() == tunnel::SessionState::ended;
+  info.set_last_error(ended ? s.outcome().reason : st.last_error);
+  info.set_channel_id(st.channel_id);
+}
+
+}  // namespace tunneld
