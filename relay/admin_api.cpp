@@ -305,7 +305,7 @@ class AdminServer::Connection {
   uv_timer_t timer_{};
   uv_write_t write_req_{};
   uv_write_t interim_req_{};
-  std::array<char, 16 * 1024> read_buf_{};
+  std::array<char, std::size_t{16} * 1024> read_buf_{};
   std::string data_;
   HttpRequest request_;
   std::size_t head_len_ = 0;

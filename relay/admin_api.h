@@ -97,8 +97,8 @@ class AdminServer {
   // their close callbacks). Safe to call twice.
   void close();
 
-  static constexpr std::size_t kMaxHead = 16 * 1024;
-  static constexpr std::size_t kMaxBody = 64 * 1024;
+  static constexpr std::size_t kMaxHead = std::size_t{16} * 1024;
+  static constexpr std::size_t kMaxBody = std::size_t{64} * 1024;
   static constexpr std::uint64_t kRequestTimeoutMs = 10'000;
 
  private:

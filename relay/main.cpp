@@ -2,13 +2,16 @@
 // See docs/relay.md. This file only turns the command line into a RelayConfig.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <exception>
 #include <string>
 #include <vector>
 
 #include "relay.h"
 #include "relay_config.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   CLI::App app{"tunnel-relay: pairs the source and destination ends of secure tunnels"};
   std::string listen;
   std::string admin;
@@ -58,4 +61,15 @@ int main(int argc, char** argv) {
   if (!config.validate(error)) return usage_error("configuration", error);
   relay::setup_logging(level);
   return relay::run_relay(config);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tunnel-relay: %s\n", e.what());
+    return 1;
+  }
 }

@@ -102,12 +102,12 @@ void RecordQueue::push_back_record(std::span<const std::uint8_t> record) {
 
 void RecordQueue::push_front_record(std::span<const std::uint8_t> record) {
   assert(!record.empty() && record.size() <= pool_->capacity());
-  Chunk c = new_chunk();
+  chunks_.push_front(new_chunk());
+  Chunk& c = chunks_.front();
   std::memcpy(c.mem.get() + c.end, record.data(), record.size());
   c.end += record.size();
   c.committed = c.end;
   committed_bytes_ += record.size();
-  chunks_.push_front(std::move(c));
 }
 
 void RecordQueue::drop_committed() {

@@ -160,7 +160,7 @@ std::optional<std::vector<std::string>> parse_subprotocols(std::string_view text
   for (std::string_view item : split(text, ',')) {
     item = trim(item);
     std::string name(item);
-    if (subprotocol_version(name) == 0) name = std::string(kSubprotocolPrefix) + name;
+    if (subprotocol_version(name) == 0) name.insert(0, kSubprotocolPrefix);
     if (subprotocol_version(name) == 0) {
       error = "unknown subprotocol '" + std::string(item) + "' (use 1.0, 2.0, 3.0)";
       return std::nullopt;

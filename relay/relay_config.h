@@ -59,9 +59,9 @@ struct RelayConfig {
 
   // Flow control: records waiting for one end are bounded. Reading from the
   // sending end pauses at the high-water mark and resumes at half of it.
-  std::size_t queue_limit_connected = 512 * 1024;    // the receiving end is connected
-  std::size_t queue_limit_absent = 256 * 1024;       // the receiving end is not connected yet
-  std::size_t max_request_bytes = 4096;              // handshake request size cap (431)
+  std::size_t queue_limit_connected = std::size_t{512} * 1024;  // the receiving end is connected
+  std::size_t queue_limit_absent = std::size_t{256} * 1024;     // it is not connected (yet)
+  std::size_t max_request_bytes = 4096;                         // handshake request size cap (431)
   std::chrono::seconds default_lifetime{12 * 3600};  // POST /tunnels without lifetimeSeconds
   std::chrono::seconds max_lifetime{12 * 3600};
 

@@ -23,7 +23,7 @@ std::shared_ptr<spdlog::logger> log() {
 
 // lws reads at most this much per POLLIN on a WebSocket and hands RECEIVE at
 // most this much at once (TLS delivers at most one 16 KiB record per read anyway).
-constexpr std::size_t kRxBufferSize = 64 * 1024;
+constexpr std::size_t kRxBufferSize = std::size_t{64} * 1024;
 // Chunks kept for reuse across all queues (8 MiB at most).
 constexpr std::size_t kPoolChunks = 64;
 constexpr std::uint64_t kShutdownGraceMs = 3000;
@@ -148,7 +148,7 @@ bool RelayServer::start(std::string& error) {
     const Tunnel* t =
         registry_.add(spec.source_token, spec.destination_token, spec.services, error);
     if (t == nullptr) {
-      error = "--tunnel: " + error;
+      error.insert(0, "--tunnel: ");
       return false;
     }
     create_link(t->id, std::chrono::seconds(0));

@@ -62,7 +62,7 @@ class RelayServer final : public TunnelControl {
   std::vector<TunnelView> tunnels() const override;
 
   // Largest WebSocket message in either direction (protocol.md section 3).
-  static constexpr std::size_t kMaxMessage = 131076;
+  static constexpr std::size_t kMaxMessage = tunnel::kMaxFrameSize;
 
  private:
   struct Link;
