@@ -1,0 +1,625 @@
+#include "config.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <toml++/toml.h>
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+
+#include "endpoint.h"
+
+static_assert(TOML_EXCEPTIONS, "config.cpp expects toml::parse to throw toml::parse_error");
+
+namespace tunneld {
+namespace {
+
+// Token files are small; anything bigger is the wrong file.
+constexpr std::size_t kMaxTokenFileSize = 64 * 1024;
+constexpr std::size_t kMaxNameLength = 64;
+
+std::string in_quotes(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+int line_of(const toml::source_region& r) { return static_cast<int>(r.begin.line); }
+
+std::string_view type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::date:
+    case toml::node_type::time:
+    case toml::node_type::date_time:
+      return "a date/time";
+    case toml::node_type::none:
+      break;
+  }
+  return "nothing";
+}
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// "did you mean ..." for a close match, else the list of known keys.
+std::string unknown_key_hint(std::string_view key, const std::vector<std::string>& known) {
+  const std::string* best = nullptr;
+  std::size_t best_distance = 3;  // typos within two edits
+  for (const auto& k : known) {
+    const std::size_t d = edit_distance(key, k);
+    if (d < best_distance) {
+      best_distance = d;
+      best = &k;
+    }
+  }
+  if (best != nullptr) return "unknown key; did you mean " + in_quotes(*best) + "?";
+  std::string list;
+  for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+  return "unknown key; expected one of: " + list;
+}
+
+std::string join_key(std::string_view prefix, std::string_view name) {
+  if (prefix.empty()) return std::string(name);
+  return std::string(prefix) + "." + std::string(name);
+}
+
+// The keys of the fine-grained settings relative to "tunneling.proxy", taken
+// from the engine's own export so that the two never disagree.
+struct SettingKeys {
+  std::vector<std::string> leaves;  // "websocket.ping_period_ms", "default_bind_address"
+  std::set<std::string> groups;     // "websocket", "tcp", "message"
+};
+
+void collect_setting_keys(const nlohmann::json& node, const std::string& prefix, SettingKeys& out) {
+  for (const auto& [name, value] : node.items()) {
+    const std::string key = join_key(prefix, name);
+    if (value.is_object()) {
+      out.groups.insert(key);
+      collect_setting_keys(value, key, out);
+    } else {
+      out.leaves.push_back(key);
+    }
+  }
+}
+
+const SettingKeys& setting_keys() {
+  static const SettingKeys keys = [] {
+    SettingKeys k;
+    const auto root = nlohmann::json::parse(tunnel::settings_to_json(tunnel::Settings{}));
+    collect_setting_keys(root.at("tunneling").at("proxy"), "", k);
+    return k;
+  }();
+  return keys;
+}
+
+bool parse_octal_mode(std::string_view text, unsigned& mode) {
+  if (text.size() < 3 || text.size() > 4) return false;
+  unsigned value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '7') return false;
+    value = value * 8 + static_cast<unsigned>(c - '0');
+  }
+  if (value > 0777) return false;
+  mode = value;
+  return true;
+}
+
+bool is_valid_session_name(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameLength) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.';
+  });
+}
+
+std::string mode_text(unsigned mode) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04o", mode & 07777);
+  return buf;
+}
+
+class Parser {
+ public:
+  explicit Parser(const std::string& path) : path_(path) {
+    const auto dir = std::filesystem::path(path).parent_path();
+    base_dir_ = dir.empty() ? std::filesystem::path(".") : dir;
+  }
+
+  Config parse(std::string_view text) {
+    toml::table root;
+    try {
+      root = toml::parse(text, path_);
+    } catch (const toml::parse_error& e) {
+      throw ConfigError(path_, line_of(e.source()), "",
+                        "TOML syntax error: " + std::string(e.description()));
+    }
+    Config cfg;
+    cfg.path = path_;
+    check_keys(root, "", {"control", "state_dir", "log", "settings", "session"});
+
+    if (const auto* t = get_table(root, "", "control")) read_control(*t, cfg.control);
+    if (auto v = get_string(root, "", "state_dir")) {
+      require_absolute(root["state_dir"].node(), "state_dir", *v);
+      cfg.state_dir = *v;
+    }
+    if (const auto* t = get_table(root, "", "log")) read_log(*t, cfg.log);
+    if (const auto* t = get_table(root, "", "settings")) {
+      cfg.settings = read_settings(*t, "settings", tunnel::Settings{}, line_of(t->source()));
+    }
+    if (const toml::node* n = root.get("session")) {
+      const auto* sessions = n->as_array();
+      if (sessions == nullptr || !sessions->is_array_of_tables()) {
+        fail(*n, "session", "expected [[session]] tables, got " + std::string(type_name(*n)));
+      }
+      std::map<std::string, int> seen;  // name -> line
+      for (const auto& element : *sessions) {
+        SessionConfig s = read_session(*element.as_table(), cfg.settings);
+        const auto [it, inserted] = seen.emplace(s.proxy.name, s.line);
+        if (!inserted) {
+          throw ConfigError(path_, name_line_, "session.name",
+                            in_quotes(s.proxy.name) + " is already used by the session at line " +
+                                std::to_string(it->second) + "; names must be unique");
+        }
+        cfg.sessions.push_back(std::move(s));
+      }
+    }
+    return cfg;
+  }
+
+ private:
+  std::string path_;
+  std::filesystem::path base_dir_;
+  int name_line_ = 0;  // line of the last session's name key
+
+  [[noreturn]] void fail(const toml::node& n, std::string_view key, const std::string& message) {
+    throw ConfigError(path_, line_of(n.source()), std::string(key), message);
+  }
+  [[noreturn]] void fail_at(int line, std::string_view key, const std::string& message) {
+    throw ConfigError(path_, line, std::string(key), message);
+  }
+
+  // Unknown keys are errors; the first one in file order is reported.
+  void check_keys(const toml::table& t, std::string_view prefix,
+                  const std::vector<std::string>& known) {
+    const toml::key* first = nullptr;
+    for (const auto& [k, v] : t) {
+      if (std::find(known.begin(), known.end(), k.str()) != known.end()) continue;
+      if (first == nullptr || line_of(k.source()) < line_of(first->source())) first = &k;
+    }
+    if (first != nullptr) {
+      fail_at(line_of(first->source()), join_key(prefix, first->str()),
+              unknown_key_hint(first->str(), known));
+    }
+  }
+
+  const toml::table* get_table(const toml::table& t, std::string_view prefix,
+                               std::string_view name) {
+    const toml::node* n = t.get(name);
+    if (n == nullptr) return nullptr;
+    if (!n->is_table()) {
+      fail(*n, join_key(prefix, name), "expected a table, got " + std::string(type_name(*n)));
+    }
+    return n->as_table();
+  }
+
+  std::optional<std::string> get_string(const toml::table& t, std::string_view prefix,
+                                        std::string_view name) {
+    const toml::node* n = t.get(name);
+    if (n == nullptr) return std::nullopt;
+    if (!n->is_string()) {
+      fail(*n, join_key(prefix, name), "expected a string, got " + std::string(type_name(*n)));
+    }
+    return n->as_string()->get();
+  }
+
+  std::optional<bool> get_bool(const toml::table& t, std::string_view prefix,
+                               std::string_view name) {
+    const toml::node* n = t.get(name);
+    if (n == nullptr) return std::nullopt;
+    if (!n->is_boolean()) {
+      fail(*n, join_key(prefix, name), "expected true or false, got " + std::string(type_name(*n)));
+    }
+    return n->as_boolean()->get();
+  }
+
+  void require_absolute(const toml::node* n, std::string_view key, const std::string& value) {
+    if (value.empty() || value.front() != '/') {
+      fail(*n, key, "expected an absolute path, got " + in_quotes(value));
+    }
+  }
+
+  void read_control(const toml::table& t, ControlConfig& out) {
+    check_keys(t, "control", {"socket", "mode", "group"});
+    if (auto v = get_string(t, "control", "socket")) {
+      require_absolute(t.get("socket"), "control.socket", *v);
+      if (v->size() >= sizeof(sockaddr_un{}.sun_path)) {
+        fail(*t.get("socket"), "control.socket",
+             "path is " + std::to_string(v->size()) + " bytes long; a Unix socket path must be " +
+                 "shorter than " + std::to_string(sizeof(sockaddr_un{}.sun_path)) + " bytes");
+      }
+      out.socket = *v;
+    }
+    if (const toml::node* n = t.get("mode")) {
+      // A mode is octal; an integer 660 would silently mean 01224, so only a
+      // string is accepted.
+      unsigned mode = 0;
+      if (!n->is_string() || !parse_octal_mode(n->as_string()->get(), mode)) {
+        std::string got =
+            n->is_string() ? in_quotes(n->as_string()->get()) : std::string(type_name(*n));
+        fail(*n, "control.mode",
+             "expected an octal mode as a string, such as \"0660\", got " + got);
+      }
+      out.mode = mode;
+    }
+    if (auto v = get_string(t, "control", "group")) out.group = *v;
+  }
+
+  void read_log(const toml::table& t, LogConfig& out) {
+    check_keys(t, "log", {"level", "target"});
+    if (auto v = get_string(t, "log", "level")) {
+      static const std::vector<std::string> levels = {"trace", "debug",    "info", "warn",
+                                                      "error", "critical", "off"};
+      if (*v == "warning") *v = "warn";
+      if (std::find(levels.begin(), levels.end(), *v) == levels.end()) {
+        fail(
+            *t.get("level"), "log.level",
+            "expected one of trace, debug, info, warn, error, critical, off, got " + in_quotes(*v));
+      }
+      out.level = *v;
+    }
+    if (auto v = get_string(t, "log", "target")) {
+      if (*v == "auto") {
+        out.target = LogTarget::automatic;
+      } else if (*v == "stderr") {
+        out.target = LogTarget::stderr_stream;
+      } else if (*v == "journal") {
+        out.target = LogTarget::journal;
+      } else {
+        fail(*t.get("target"), "log.target",
+             "expected \"auto\", \"stderr\" or \"journal\", got " + in_quotes(*v));
+      }
+    }
+  }
+
+  // Walks a settings table (keys relative to tunneling.proxy, nested or
+  // dotted), rejecting unknown keys, and rebuilds the reference's JSON shape.
+  void collect_settings(const toml::table& t, const std::string& rel, std::string_view prefix,
+                        nlohmann::json& out, std::map<std::string, int>& lines) {
+    const SettingKeys& keys = setting_keys();
+    for (const auto& [k, v] : t) {
+      const std::string key = join_key(rel, k.str());
+      const std::string full = join_key(prefix, key);
+      const bool is_leaf =
+          std::find(keys.leaves.begin(), keys.leaves.end(), key) != keys.leaves.end();
+      if (keys.groups.count(key) != 0) {
+        if (!v.is_table()) {
+          fail(v, full, "expected a table, got " + std::string(type_name(v)));
+        }
+        collect_settings(*v.as_table(), key, prefix, out[std::string(k.str())], lines);
+        continue;
+      }
+      if (!is_leaf) {
+        fail_at(line_of(k.source()), full, unknown_key_hint(key, keys.leaves));
+      }
+      lines[key] = line_of(v.source());
+      nlohmann::json& slot = out[std::string(k.str())];
+      if (const auto* s = v.as_string()) {
+        slot = s->get();
+      } else if (const auto* i = v.as_integer()) {
+        slot = i->get();
+      } else if (const auto* f = v.as_floating_point()) {
+        slot = f->get();
+      } else if (const auto* b = v.as_boolean()) {
+        slot = b->get();
+      } else {
+        fail(v, full, "expected a number, a string or a boolean, got " + std::string(type_name(v)));
+      }
+    }
+  }
+
+  // Overlays the table on `base` through the engine's own reader, so ranges
+  // and cross-field rules are checked in one place; its errors (which start
+  // with "tunneling.proxy.<key>: ") are mapped back to the TOML line.
+  tunnel::Settings read_settings(const toml::table& t, std::string_view prefix,
+                                 const tunnel::Settings& base, int table_line) {
+    nlohmann::json proxy = nlohmann::json::object();
+    std::map<std::string, int> lines;
+    collect_settings(t, "", prefix, proxy, lines);
+    nlohmann::json root;
+    root["tunneling"]["proxy"] = std::move(proxy);
+    try {
+      tunnel::Settings s = tunnel::settings_from_json(root.dump(), base);
+      tunnel::validate(s);
+      return s;
+    } catch (const tunnel::SettingsError& e) {
+      constexpr std::string_view kPrefix = "tunneling.proxy.";
+      std::string_view what = e.what();
+      const auto colon = what.find(": ");
+      if (what.substr(0, kPrefix.size()) == kPrefix && colon != std::string_view::npos) {
+        const std::string key(what.substr(kPrefix.size(), colon - kPrefix.size()));
+        const auto it = lines.find(key);
+        fail_at(it != lines.end() ? it->second : table_line, join_key(prefix, key),
+                std::string(what.substr(colon + 2)));
+      }
+      fail_at(table_line, prefix, std::string(what));
+    }
+  }
+
+  std::string resolve(const std::string& p) const {
+    if (!p.empty() && p.front() == '/') return p;
+    return (base_dir_ / p).lexically_normal().string();
+  }
+
+  // Reads a secret from a file that only its owner may access.
+  std::string read_token_file(const toml::node& n, std::string_view key, const std::string& file) {
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) fail(n, key, "cannot open " + file + ": " + std::strerror(errno));
+    struct stat st {};
+    std::string content;
+    std::string problem;
+    if (::fstat(fd, &st) != 0) {
+      problem = "cannot stat " + file + ": " + std::strerror(errno);
+    } else if (!S_ISREG(st.st_mode)) {
+      problem = file + " is not a regular file";
+    } else if ((st.st_mode & 077) != 0) {
+      problem = file + " is accessible by group or others (mode " + mode_text(st.st_mode) +
+                "); a token file must be private: chmod 600 " + file;
+    } else if (static_cast<std::size_t>(st.st_size) > kMaxTokenFileSize) {
+      problem = file + " is " + std::to_string(st.st_size) + " bytes; a token file holds one token";
+    } else {
+      char buf[4096];
+      for (;;) {
+        const ssize_t r = ::read(fd, buf, sizeof buf);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+          problem = "cannot read " + file + ": " + std::strerror(errno);
+          break;
+        }
+        if (r == 0) break;
+        content.append(buf, static_cast<std::size_t>(r));
+        if (content.size() > kMaxTokenFileSize) {
+          problem = file + " is too large; a token file holds one token";
+          break;
+        }
+      }
+    }
+    ::close(fd);
+    if (!problem.empty()) fail(n, key, problem);
+
+    const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+    while (!content.empty() && is_space(content.back())) content.pop_back();
+    std::size_t start = 0;
+    while (start < content.size() && is_space(content[start])) ++start;
+    content.erase(0, start);
+    if (content.empty()) fail(n, key, file + " is empty; it must hold the token");
+    // Tokens travel in an HTTP header: printable ASCII without spaces only.
+    const bool printable = std::all_of(content.begin(), content.end(), [](char c) {
+      return static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
+    });
+    if (!printable) {
+      fail(n, key, file + " holds spaces or control characters; it must hold the token alone");
+    }
+    return content;
+  }
+
+  void require_path(const toml::node& n, std::string_view key, const std::string& file,
+                    bool directory) {
+    struct stat st {};
+    if (::stat(file.c_str(), &st) != 0) {
+      fail(n, key, "cannot use " + file + ": " + std::strerror(errno));
+    }
+    if (directory && !S_ISDIR(st.st_mode)) fail(n, key, file + " is not a directory");
+    if (!directory && S_ISDIR(st.st_mode)) fail(n, key, file + " is a directory, not a file");
+  }
+
+  SessionConfig read_session(const toml::table& t, const tunnel::Settings& defaults) {
+    constexpr std::string_view P = "session";
+    SessionConfig s;
+    s.line = line_of(t.source());
+    check_keys(t, P,
+               {"name", "mode", "target", "listen", "endpoint", "region", "access_token_file",
+                "client_token_file", "capath", "cafile", "verify", "bind_address", "settings"});
+    tunnel::ProxyConfig& p = s.proxy;
+
+    const auto name = get_string(t, P, "name");
+    if (!name) fail_at(s.line, "session.name", "missing; every [[session]] needs a unique name");
+    name_line_ = line_of(t.get("name")->source());
+    if (!is_valid_session_name(*name)) {
+      fail(*t.get("name"), "session.name",
+           "expected 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' and '.', got " +
+               in_quotes(*name));
+    }
+    p.name = *name;
+
+    const auto mode = get_string(t, P, "mode");
+    if (!mode) {
+      fail_at(s.line, "session.mode", "missing; expected \"source\" or \"destination\"");
+    }
+    // The short forms are tunnelctl's and localproxy's spellings.
+    if (*mode == "source" || *mode == "src") {
+      p.mode = tunnel::Mode::source;
+    } else if (*mode == "destination" || *mode == "dest" || *mode == "dst") {
+      p.mode = tunnel::Mode::destination;
+    } else {
+      fail(*t.get("mode"), "session.mode",
+           "expected \"source\" or \"destination\", got " + in_quotes(*mode));
+    }
+    const bool source = p.mode == tunnel::Mode::source;
+
+    if (const auto* t_settings = get_table(t, P, "settings")) {
+      int line = line_of(t_settings->source());
+      p.settings = read_settings(*t_settings, "session.settings", defaults, line ? line : s.line);
+    } else {
+      p.settings = defaults;
+    }
+
+    const auto bind_address = get_string(t, P, "bind_address");
+    const std::string_view wanted = source ? "listen" : "target";
+    const std::string_view other = source ? "target" : "listen";
+    if (const toml::node* n = t.get(other)) {
+      fail(*n, join_key(P, other),
+           "a " + std::string(source ? "source" : "destination") + " session takes " +
+               std::string(wanted) + ", not " + std::string(other));
+    }
+    const auto local = get_string(t, P, wanted);
+    if (!local) {
+      fail_at(s.line, join_key(P, wanted),
+              source ? "missing; a source session needs listen = \"[host:]port\""
+                     : "missing; a destination session needs target = \"[host:]port\"");
+    }
+    const toml::node& local_node = *t.get(wanted);
+    std::string error;
+    std::string default_host = p.settings.default_bind_address;
+    if (source && bind_address) default_host = *bind_address;
+    // A destination's bare port means localhost, as in localproxy's -d.
+    const auto hp = tunnel::parse_host_port(*local, source ? default_host : "localhost", error);
+    if (!hp) fail(local_node, join_key(P, wanted), error);
+    if (source && bind_address && hp->host != *bind_address) {
+      fail(local_node, "session.listen",
+           "listens on " + in_quotes(hp->host) + " but bind_address is " +
+               in_quotes(*bind_address) + "; give the address in one place");
+    }
+    p.local = *hp;
+    if (!source && bind_address) p.bind_address = *bind_address;
+
+    const auto endpoint = get_string(t, P, "endpoint");
+    const auto region = get_string(t, P, "region");
+    if (endpoint && region) {
+      fail(*t.get("region"), "session.region",
+           "give either endpoint or region, not both (endpoint is at line " +
+               std::to_string(line_of(t.get("endpoint")->source())) + ")");
+    }
+    if (endpoint) {
+      const auto ep = tunnel::parse_endpoint(*endpoint, error);
+      if (!ep) fail(*t.get("endpoint"), "session.endpoint", error);
+      p.endpoint = *ep;
+    } else if (region) {
+      const auto ep = tunnel::endpoint_for_region(*region, error);
+      if (!ep) fail(*t.get("region"), "session.region", error);
+      p.endpoint = *ep;
+    } else {
+      fail_at(s.line, "session.endpoint",
+              "missing; give endpoint = \"host[:port]\" or region = \"us-east-1\"");
+    }
+
+    const auto access = get_string(t, P, "access_token_file");
+    if (!access) {
+      fail_at(s.line, "session.access_token_file",
+              "missing; give the path of a file (mode 0600) holding the access token");
+    }
+    s.access_token_file = resolve(*access);
+    p.access_token = read_token_file(*t.get("access_token_file"), "session.access_token_file",
+                                     s.access_token_file);
+
+    if (const auto client = get_string(t, P, "client_token_file")) {
+      s.client_token_file = resolve(*client);
+      const toml::node& n = *t.get("client_token_file");
+      p.client_token = read_token_file(n, "session.client_token_file", s.client_token_file);
+      if (!tunnel::is_valid_client_token(p.client_token)) {
+        fail(n, "session.client_token_file",
+             s.client_token_file +
+                 " does not hold a valid client token (32 to 128 characters of A-Z, a-z, 0-9 "
+                 "and '-')");
+      }
+    }
+
+    if (const auto v = get_string(t, P, "capath")) {
+      p.capath = resolve(*v);
+      require_path(*t.get("capath"), "session.capath", p.capath, true);
+    }
+    if (const auto v = get_string(t, P, "cafile")) {
+      p.cafile = resolve(*v);
+      require_path(*t.get("cafile"), "session.cafile", p.cafile, false);
+    }
+    if (const auto v = get_bool(t, P, "verify")) p.verify_tls = *v;
+    return s;
+  }
+};
+
+std::string format_message(const std::string& file, int line, const std::string& key,
+                           const std::string& message) {
+  std::string out = file;
+  if (line > 0) out += ":" + std::to_string(line);
+  out += ": ";
+  if (!key.empty()) out += key + ": ";
+  return out + message;
+}
+
+}  // namespace
+
+ConfigError::ConfigError(std::string file, int line, std::string key, const std::string& message)
+    : std::runtime_error(format_message(file, line, key, message)),
+      file_(std::move(file)),
+      line_(line),
+      key_(std::move(key)) {}
+
+Config parse_config(std::string_view text, const std::string& path) {
+  return Parser(path).parse(text);
+}
+
+Config load_config(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    throw ConfigError(path, 0, "",
+                      std::string("cannot open the configuration: ") + std::strerror(errno));
+  }
+  std::string text;
+  char buf[8192];
+  for (;;) {
+    const ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      const int err = errno;
+      ::close(fd);
+      throw ConfigError(path, 0, "",
+                        std::string("cannot read the configuration: ") + std::strerror(err));
+    }
+    if (r == 0) break;
+    text.append(buf, static_cast<std::size_t>(r));
+  }
+  ::close(fd);
+  return parse_config(text, path);
+}
+
+std::string_view to_string(LogTarget target) {
+  switch (target) {
+    case LogTarget::automatic:
+      return "auto";
+    case LogTarget::stderr_stream:
+      return "stderr";
+    case LogTarget::journal:
+      return "journal";
+  }
+  return "auto";
+}
+
+}  // namespace tunneld
