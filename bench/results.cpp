@@ -1,0 +1,338 @@
+#include "results.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+namespace bench {
+namespace {
+
+// Issue 2, section 6: the targets, and what the public reference localproxy
+// does on a 2-core machine.
+constexpr double kTargetThroughputRatio = 0.35;
+constexpr double kTargetAddedP50Us = 100;
+constexpr double kTargetMaxRoundTripMs = 35;
+constexpr double kTargetFirstRoundTripMs = 5;
+constexpr double kTargetIdleRssMiB = 8;
+constexpr double kTargetPeakRssMiB = 32;
+constexpr double kTargetStartupMs = 40;
+
+constexpr const char* kRefThroughput = "0.28";
+constexpr const char* kRefAddedP50 = "130 us";
+constexpr const char* kRefMaxRoundTrip = "44 ms (4 KiB and up)";
+constexpr const char* kRefFirstRoundTrip = "44 ms";
+constexpr const char* kRefIdleRss = "12.8 MiB";
+constexpr const char* kRefPeakRss = "~200 MiB (200 MiB upload)";
+constexpr const char* kRefStartup = "78 ms";
+
+double mb_per_s(const TransferResult& t) {
+  return t.seconds > 0 ? static_cast<double>(t.bytes) / 1e6 / t.seconds : 0;
+}
+
+double ratio(const ThroughputRow& row) {
+  const double d = mb_per_s(row.direct);
+  return d > 0 ? mb_per_s(row.tunnel) / d : 0;
+}
+
+double mib(long kib) { return static_cast<double>(kib) / 1024.0; }
+
+std::string size_name(std::size_t size) {
+  if (size >= 1024 * 1024 && size % (1024 * 1024) == 0) return fmt::format("{} MiB", size >> 20);
+  if (size >= 1024 && size % 1024 == 0) return fmt::format("{} KiB", size >> 10);
+  return fmt::format("{} B", size);
+}
+
+// A plain fixed-width table: first column left-aligned, the others right.
+class Table {
+ public:
+  explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
+  void add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+
+  std::string str() const {
+    std::vector<std::size_t> width;
+    for (const auto& row : rows_) {
+      width.resize(std::max(width.size(), row.size()), 0);
+      for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+    }
+    std::string out;
+    for (std::size_t r = 0; r < rows_.size(); ++r) {
+      std::string line = "  ";
+      for (std::size_t i = 0; i < rows_[r].size(); ++i) {
+        if (i == 0) {
+          line += fmt::format("{:<{}}", rows_[r][i], width[i]);
+        } else {
+          line += fmt::format("  {:>{}}", rows_[r][i], width[i]);
+        }
+      }
+      while (!line.empty() && line.back() == ' ') line.pop_back();
+      out += line + "\n";
+    }
+    return out;
+  }
+
+ private:
+  std::vector<std::vector<std::string>> rows_;
+};
+
+std::string us(double v) { return fmt::format("{:.0f}", v); }
+std::string ms(double v) { return fmt::format("{:.2f}", v); }
+
+nlohmann::json summary_json(const Summary& s) {
+  return {{"count", s.count}, {"p50", s.p50}, {"p99", s.p99}, {"max", s.max}};
+}
+
+nlohmann::json cpu_json(const CpuCost& c) {
+  return {{"bench", c.bench},
+          {"relay", c.relay},
+          {"source", c.source},
+          {"destination", c.destination},
+          {"bytes", c.bytes}};
+}
+
+}  // namespace
+
+Summary summarize(std::vector<double> samples) {
+  Summary s;
+  s.count = samples.size();
+  if (samples.empty()) return s;
+  std::sort(samples.begin(), samples.end());
+  const auto rank = [&](double p) {
+    const auto k = static_cast<std::size_t>(std::ceil(p * static_cast<double>(samples.size())));
+    return samples[std::clamp<std::size_t>(k, 1, samples.size()) - 1];
+  };
+  s.p50 = rank(0.50);
+  s.p99 = rank(0.99);
+  s.max = samples.back();
+  return s;
+}
+
+std::vector<Verdict> judge(const Results& r) {
+  std::vector<Verdict> v;
+  for (const ThroughputRow& row : r.throughput) {
+    v.push_back(
+        {"throughput " + row.name + " / direct", fmt::format(">= {:.2f}", kTargetThroughputRatio),
+         fmt::format("{:.2f}", ratio(row)), kRefThroughput, ratio(row) >= kTargetThroughputRatio});
+  }
+  double worst_max_ms = 0;
+  std::string worst_size;
+  for (const LatencyRow& row : r.latency) {
+    const double added = row.tunnel.p50 - row.direct.p50;
+    v.push_back({"added p50 round trip, " + size_name(row.size),
+                 fmt::format("< {:.0f} us", kTargetAddedP50Us), fmt::format("{:.0f} us", added),
+                 kRefAddedP50, row.tunnel.count > 0 && added < kTargetAddedP50Us});
+    if (row.tunnel.max / 1000 >= worst_max_ms) {
+      worst_max_ms = row.tunnel.max / 1000;
+      worst_size = size_name(row.size);
+    }
+  }
+  if (!r.latency.empty()) {
+    v.push_back({"slowest round trip, any size", fmt::format("< {:.0f} ms", kTargetMaxRoundTripMs),
+                 fmt::format("{:.2f} ms ({})", worst_max_ms, worst_size), kRefMaxRoundTrip,
+                 worst_max_ms < kTargetMaxRoundTripMs});
+  }
+  if (r.first_rt_tunnel.count > 0) {
+    v.push_back({"first round trip, fresh connection (worst)",
+                 fmt::format("< {:.0f} ms", kTargetFirstRoundTripMs),
+                 fmt::format("{:.2f} ms", r.first_rt_tunnel.max / 1000), kRefFirstRoundTrip,
+                 r.first_rt_tunnel.max / 1000 < kTargetFirstRoundTripMs});
+  }
+  for (const MemoryRow& m : r.memory) {
+    v.push_back({"idle RSS, " + m.name, fmt::format("< {:.0f} MiB", kTargetIdleRssMiB),
+                 fmt::format("{:.1f} MiB", mib(m.idle_rss_kib)), kRefIdleRss,
+                 m.idle_rss_kib > 0 && mib(m.idle_rss_kib) < kTargetIdleRssMiB});
+  }
+  for (const MemoryRow& m : r.memory) {
+    const long peak = std::max(m.peak_rss_kib, m.hwm_kib);
+    v.push_back({"peak RSS during the runs, " + m.name,
+                 fmt::format("< {:.0f} MiB", kTargetPeakRssMiB),
+                 fmt::format("{:.1f} MiB", mib(peak)), kRefPeakRss,
+                 peak > 0 && mib(peak) < kTargetPeakRssMiB});
+  }
+  if (!r.startup_ms.empty()) {
+    const double worst = *std::max_element(r.startup_ms.begin(), r.startup_ms.end());
+    v.push_back({"start to a working tunnel (worst)", fmt::format("< {:.0f} ms", kTargetStartupMs),
+                 fmt::format("{:.1f} ms", worst), kRefStartup, worst < kTargetStartupMs});
+  }
+  return v;
+}
+
+std::string format_report(const Results& r, const std::vector<Verdict>& verdicts) {
+  const RunInfo& i = r.info;
+  std::string out;
+  out +=
+      "tunnel-bench: source localproxy -> tunnel-relay (TLS) -> destination localproxy -> "
+      "service,\n";
+  out += "on loopback; \"direct\" is the same client against the same service over plain TCP,\n";
+  out += "measured in the same run just before the tunnel.\n";
+  out += fmt::format("binaries: {} (buildtype {}, optimization {}, sanitizers {})\n", i.build_dir,
+                     i.build_type, i.optimization, i.sanitize);
+  out += fmt::format("machine: {} CPUs, {}; load average at start: {}\n\n", i.cpus, i.cpu_model,
+                     i.load_average);
+
+  out +=
+      fmt::format("Throughput, {} MiB per run{} (MB/s = 10^6 bytes/s; both ways: sum of the two)\n",
+                  i.bytes >> 20, i.runs > 1 ? fmt::format(", median of {} runs", i.runs) : "");
+  Table t({"direction", "direct MB/s", "tunnel MB/s", "tunnel/direct"});
+  for (const ThroughputRow& row : r.throughput) {
+    t.add({row.name, fmt::format("{:.0f}", mb_per_s(row.direct)),
+           fmt::format("{:.0f}", mb_per_s(row.tunnel)), fmt::format("{:.2f}", ratio(row))});
+  }
+  out += t.str() + "\n";
+
+  out +=
+      "CPU seconds per GiB moved (run time of every thread; unlike MB/s, hardly skewed by other "
+      "load)\n";
+  Table c({"direction", "direct: bench", "tunnel: bench", "relay", "source", "destination",
+           "tunnel total"});
+  const auto per_gib = [](double seconds, std::uint64_t bytes) {
+    return bytes > 0 ? fmt::format("{:.2f}", seconds * static_cast<double>(1ULL << 30) /
+                                                 static_cast<double>(bytes))
+                     : std::string("-");
+  };
+  for (const ThroughputRow& row : r.throughput) {
+    const CpuCost& d = row.direct_cpu;
+    const CpuCost& x = row.tunnel_cpu;
+    c.add({row.name, per_gib(d.bench, d.bytes), per_gib(x.bench, x.bytes),
+           per_gib(x.relay, x.bytes), per_gib(x.source, x.bytes), per_gib(x.destination, x.bytes),
+           per_gib(x.bench + x.relay + x.source + x.destination, x.bytes)});
+  }
+  out += c.str() + "\n";
+
+  if (!r.latency.empty()) {
+    out +=
+        fmt::format("Round trip (request/response on one connection), microseconds, {} per size\n",
+                    r.latency.front().tunnel.count);
+    Table l({"size", "direct p50", "p99", "max", "tunnel p50", "p99", "max", "added p50"});
+    for (const LatencyRow& row : r.latency) {
+      l.add({size_name(row.size), us(row.direct.p50), us(row.direct.p99), us(row.direct.max),
+             us(row.tunnel.p50), us(row.tunnel.p99), us(row.tunnel.max),
+             us(row.tunnel.p50 - row.direct.p50)});
+    }
+    out += l.str() + "\n";
+  }
+
+  if (!r.latency.empty()) {
+    out += "CPU per round trip through the tunnel, microseconds\n";
+    Table c({"size", "bench", "relay", "source", "destination"});
+    for (const LatencyRow& row : r.latency) {
+      const auto per_rt = [&](double seconds) {
+        return row.tunnel_round_trips > 0
+                   ? fmt::format("{:.0f}",
+                                 seconds * 1e6 / static_cast<double>(row.tunnel_round_trips))
+                   : std::string("-");
+      };
+      c.add({size_name(row.size), per_rt(row.tunnel_cpu.bench), per_rt(row.tunnel_cpu.relay),
+             per_rt(row.tunnel_cpu.source), per_rt(row.tunnel_cpu.destination)});
+    }
+    out += c.str() + "\n";
+  }
+
+  if (r.first_rt_tunnel.count > 0) {
+    out +=
+        fmt::format("First round trip on a fresh connection (connect + 1 B echo), ms, {} samples\n",
+                    r.first_rt_tunnel.count);
+    Table f({"path", "p50", "max"});
+    f.add({"direct", ms(r.first_rt_direct.p50 / 1000), ms(r.first_rt_direct.max / 1000)});
+    f.add({"tunnel", ms(r.first_rt_tunnel.p50 / 1000), ms(r.first_rt_tunnel.max / 1000)});
+    out += f.str() + "\n";
+  }
+
+  if (!r.startup_ms.empty()) {
+    const Summary s = summarize(r.startup_ms);
+    std::string all;
+    for (double v : r.startup_ms) {
+      if (!all.empty()) all += ' ';
+      all += fmt::format("{:.1f}", v);
+    }
+    out += "Start to a working tunnel (spawn both localproxies, relay running, until the first\n";
+    out += fmt::format("1 B echo through the source port), ms: p50 {:.1f}, max {:.1f} ({})\n",
+                       s.p50, s.max, all);
+    const Summary cpu = summarize(r.startup_cpu_ms);
+    out += fmt::format("CPU time both localproxies had used by then: p50 {:.1f} ms\n\n", cpu.p50);
+  }
+
+  if (!r.memory.empty()) {
+    out += fmt::format(
+        "Memory, MiB (VmRSS idle once connected; peak: largest VmRSS sampled every {} ms\n"
+        "during the throughput runs, and VmHWM right after them; after: VmRSS idle again;\n"
+        "idle anon: RssAnon, the part that is not shared-library or file pages)\n",
+        i.memory_period_ms);
+    Table m({"process", "idle", "idle anon", "peak sampled", "VmHWM", "after"});
+    for (const MemoryRow& row : r.memory) {
+      m.add({row.name, fmt::format("{:.1f}", mib(row.idle_rss_kib)),
+             fmt::format("{:.1f}", mib(row.idle_anon_kib)),
+             fmt::format("{:.1f}", mib(row.peak_rss_kib)), fmt::format("{:.1f}", mib(row.hwm_kib)),
+             fmt::format("{:.1f}", mib(row.after_rss_kib))});
+    }
+    out += m.str() + "\n";
+  }
+
+  out += "Targets (issue 2) next to the reference localproxy (2 cores)\n";
+  Table v({"measure", "target", "ours", "reference", "verdict"});
+  int passed = 0;
+  for (const Verdict& x : verdicts) {
+    v.add({x.what, x.target, x.ours, x.reference, x.pass ? "PASS" : "MISS"});
+    passed += x.pass ? 1 : 0;
+  }
+  out += v.str();
+  out += fmt::format("{} of {} targets met\n", passed, verdicts.size());
+  return out;
+}
+
+std::string format_json(const Results& r, const std::vector<Verdict>& verdicts) {
+  const RunInfo& i = r.info;
+  nlohmann::json j;
+  j["run"] = {{"build_dir", i.build_dir},
+              {"buildtype", i.build_type},
+              {"optimization", i.optimization},
+              {"sanitize", i.sanitize},
+              {"cpus", i.cpus},
+              {"cpu_model", i.cpu_model},
+              {"load_average_at_start", i.load_average},
+              {"bytes", i.bytes},
+              {"runs", i.runs}};
+  for (const ThroughputRow& row : r.throughput) {
+    j["throughput"][row.key] = {{"direct_MBps", mb_per_s(row.direct)},
+                                {"tunnel_MBps", mb_per_s(row.tunnel)},
+                                {"ratio", ratio(row)},
+                                {"direct_seconds", row.direct.seconds},
+                                {"tunnel_seconds", row.tunnel.seconds},
+                                {"bytes", row.tunnel.bytes},
+                                {"direct_cpu_seconds", cpu_json(row.direct_cpu)},
+                                {"tunnel_cpu_seconds", cpu_json(row.tunnel_cpu)}};
+  }
+  for (const LatencyRow& row : r.latency) {
+    j["round_trip_us"].push_back({{"size", row.size},
+                                  {"direct", summary_json(row.direct)},
+                                  {"tunnel", summary_json(row.tunnel)},
+                                  {"added_p50", row.tunnel.p50 - row.direct.p50},
+                                  {"tunnel_cpu_seconds", cpu_json(row.tunnel_cpu)},
+                                  {"tunnel_round_trips_with_warmup", row.tunnel_round_trips}});
+  }
+  j["first_round_trip_us"] = {{"direct", summary_json(r.first_rt_direct)},
+                              {"tunnel", summary_json(r.first_rt_tunnel)}};
+  const Summary s = summarize(r.startup_ms);
+  j["startup_ms"] = {{"samples", r.startup_ms},
+                     {"p50", s.p50},
+                     {"max", s.max},
+                     {"localproxies_cpu_ms", r.startup_cpu_ms}};
+  for (const MemoryRow& m : r.memory) {
+    j["memory_kib"][m.key] = {{"idle_rss", m.idle_rss_kib},
+                              {"idle_rss_anon", m.idle_anon_kib},
+                              {"peak_rss_sampled", m.peak_rss_kib},
+                              {"hwm", m.hwm_kib},
+                              {"after_rss", m.after_rss_kib}};
+  }
+  for (const Verdict& v : verdicts) {
+    j["targets"].push_back({{"measure", v.what},
+                            {"target", v.target},
+                            {"ours", v.ours},
+                            {"reference", v.reference},
+                            {"pass", v.pass}});
+  }
+  return j.dump(2) + "\n";
+}
+
+}  // namespace bench

@@ -1,0 +1,98 @@
+// What one benchmark run measured, and the targets it is judged by.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "load_client.h"
+
+namespace bench {
+
+struct Summary {
+  std::size_t count = 0;
+  double p50 = 0;
+  double p99 = 0;
+  double max = 0;
+};
+
+// Nearest-rank percentiles of `samples`.
+Summary summarize(std::vector<double> samples);
+
+// CPU seconds (user + system) used while data moved.
+struct CpuCost {
+  double bench = 0;  // this program: the client and the service
+  double relay = 0;
+  double source = 0;
+  double destination = 0;
+  std::uint64_t bytes = 0;  // payload bytes moved meanwhile
+};
+
+struct ThroughputRow {
+  std::string name;
+  std::string key;  // for the JSON output
+  TransferResult direct;
+  TransferResult tunnel;
+  CpuCost direct_cpu;  // summed over the runs
+  CpuCost tunnel_cpu;
+};
+
+struct LatencyRow {
+  std::size_t size = 0;
+  Summary direct;  // microseconds
+  Summary tunnel;
+  CpuCost tunnel_cpu;                  // while the tunnel's round trips ran
+  std::size_t tunnel_round_trips = 0;  // recorded and warm-up ones
+};
+
+struct MemoryRow {
+  std::string name;
+  std::string key;
+  long idle_rss_kib = 0;   // VmRSS once connected, before any load
+  long idle_anon_kib = 0;  // RssAnon then: VmRSS minus shared-library and file pages
+  long peak_rss_kib = 0;   // largest VmRSS sampled during the throughput runs
+  long hwm_kib = 0;        // VmHWM right after the throughput runs
+  long after_rss_kib = 0;  // VmRSS once idle again after the runs
+};
+
+struct RunInfo {
+  std::string build_dir;
+  std::string build_type;
+  std::string optimization;
+  std::string sanitize;
+  std::string cpu_model;
+  int cpus = 0;
+  std::string load_average;  // /proc/loadavg at start: others may share the machine
+  std::uint64_t bytes = 0;
+  int runs = 1;
+  int memory_period_ms = 20;
+  std::uint64_t memory_samples = 0;
+};
+
+struct Results {
+  RunInfo info;
+  std::vector<ThroughputRow> throughput;
+  std::vector<LatencyRow> latency;
+  Summary first_rt_direct;  // microseconds
+  Summary first_rt_tunnel;
+  std::vector<double> startup_ms;
+  std::vector<double> startup_cpu_ms;  // CPU both localproxies used until then
+  std::vector<MemoryRow> memory;
+};
+
+// The targets next to the reference localproxy's figures.
+struct Verdict {
+  std::string what;
+  std::string target;
+  std::string ours;
+  std::string reference;
+  bool pass = false;
+};
+
+std::vector<Verdict> judge(const Results& r);
+
+// The human tables, as printed and as copied into docs/benchmarks.md.
+std::string format_report(const Results& r, const std::vector<Verdict>& verdicts);
+std::string format_json(const Results& r, const std::vector<Verdict>& verdicts);
+
+}  // namespace bench
