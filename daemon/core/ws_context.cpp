@@ -16,7 +16,8 @@ namespace {}  // namespace
 lws_protocols* WsContext::protocols() {
   // rx_buffer_size: a whole maximal message per callback where possible.
   static lws_protocols list[2] = {
-      {"tunnel-client", &WsContext::callback, 0, kMaxFrameSize, 0, nullptr, 0},
+      {"tunnel-client", &WsContext::callback, 0, kMaxFrameSize, 0, nullptr,
+       kMaxFrameSize + LWS_PRE},
       {nullptr, nullptr, 0, 0, 0, nullptr, 0},
   };
   return list;
@@ -64,6 +65,9 @@ WsContext::WsContext(uv_loop_t* loop) : loop_(loop) {
   info.protocols = protocols();
   info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
                  LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+  // lws reads the socket (SSL_read) into this per-thread buffer: the 4 KiB
+  // default means a syscall and a callback per 4 KiB of tunnel traffic.
+  info.pt_serv_buf_size = kMaxFrameSize + LWS_PRE;
   void* foreign_loops[1] = {loop};
   info.foreign_loops = foreign_loops;
   info.gid = -1;
