@@ -1,5 +1,6 @@
 #include "relay_server.h"
 
+#include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
@@ -105,6 +106,28 @@ std::size_t approximate_request_bytes(lws* wsi) {
   return total;
 }
 
+// lws only says "init_server_ssl failed": load the pair once here to name
+// the actual problem.
+bool check_tls_files(const std::string& cert, const std::string& key, std::string& error) {
+  const std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_server_method()),
+                                                              &SSL_CTX_free);
+  const char* what = nullptr;
+  if (!ctx)
+    what = "cannot create a TLS context";
+  else if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert.c_str()) != 1)
+    what = "cannot load the certificate chain from --tls-cert";
+  else if (SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM) != 1)
+    what = "cannot load the private key from --tls-key";
+  else if (SSL_CTX_check_private_key(ctx.get()) != 1)
+    what = "--tls-key does not match the certificate in --tls-cert";
+  if (what == nullptr) return true;
+  char detail[256] = "";
+  ERR_error_string_n(ERR_get_error(), detail, sizeof(detail));
+  ERR_clear_error();
+  error = std::string(what) + " (" + detail + ")";
+  return false;
+}
+
 std::string_view reason_phrase(int status) {
   switch (status) {
     case 400:
@@ -171,6 +194,8 @@ bool RelayServer::start(std::string& error) {
     protocols_.push_back(p);
   }
   protocols_.push_back(lws_protocols{});  // terminator
+
+  if (config_.tls() && !check_tls_files(config_.tls_cert, config_.tls_key, error)) return false;
 
   lws_context_creation_info ci{};
   ci.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
