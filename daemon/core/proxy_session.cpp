@@ -355,12 +355,23 @@ int ProxySession::on_writeable(lws* wsi) {
   if (avail > 0 || ping_due_) {
     lws_callback_on_writable(wsi);
   } else if (close_requested_) {
-    static const char kBye[] = "local proxy stopping";
-    lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL,
-                     reinterpret_cast<unsigned char*>(const_cast<char*>(kBye)), sizeof kBye - 1);
-    return -1;
+    // Everything is flushed: close politely, from outside this callback.
+    // Returning -1 here makes Debian's (debug) lws on libuv drop the socket
+    // before the close frame goes out.
+    start_timer(&accept_timer_, 0,
+                [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->close_link_politely(); });
   }
   return 0;
+}
+
+void ProxySession::close_link_politely() {
+  if (!wsi_ || !link_active_) return;
+  static const char kBye[] = "local proxy stopping";
+  lws_close_reason(wsi_, LWS_CLOSE_STATUS_NORMAL,
+                   reinterpret_cast<unsigned char*>(const_cast<char*>(kBye)), sizeof kBye - 1);
+  // Synchronous: lws sends the close frame, then ends the link (CLIENT_CLOSED
+  // may run inside this call).
+  lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
 }
 
 void ProxySession::want_write() {

@@ -123,6 +123,7 @@ class ProxySession final : public WsLinkHandler,
   void release_handle();
   void set_rx_paused(bool paused);
   void schedule_accept();
+  void close_link_politely();
 
   WsContext& ws_;
   ProxyConfig config_;
