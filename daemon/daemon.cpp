@@ -30,10 +30,19 @@ control::Response error(control::Response::Status s, std::string text) {
 
 }  // namespace
 
-Daemon::Daemon(Config config, std::string config_path)
+Daemon::Daemon(Config config, std::string config_path, Overrides overrides)
     : config_(std::move(config)),
       config_path_(std::move(config_path)),
-      notifier_(platform::SystemdNotifier::from_environment()) {}
+      overrides_(std::move(overrides)),
+      notifier_(platform::SystemdNotifier::from_environment()) {
+  apply(overrides_, config_);
+}
+
+void Daemon::apply(const Overrides& o, Config& c) {
+  if (!o.socket.empty()) c.control.socket = o.socket;
+  if (!o.state_dir.empty()) c.state_dir = o.state_dir;
+  if (!o.log_level.empty()) c.log.level = o.log_level;
+}
 
 Daemon::~Daemon() = default;
 
@@ -195,13 +204,7 @@ void Daemon::apply_config_sessions(const Config& next) {
     if (m->origin != Origin::config || m->removing) continue;
     const auto it = std::find_if(next.sessions.begin(), next.sessions.end(),
                                  [&](const SessionConfig& s) { return s.proxy.name == m->name; });
-    tunnel::ProxyConfig wanted;
-    if (it != next.sessions.end()) {
-      wanted = it->proxy;
-      wanted.name = m->name;
-      wanted.listen_at_start = true;
-    }
-    if (it == next.sessions.end() || !same_proxy_config(wanted, m->session->config())) {
+    if (it == next.sessions.end() || !same_proxy_config(it->proxy, m->from_file)) {
       log()->info("config: session {} {}", m->name,
                   it == next.sessions.end() ? "removed" : "changed: restarting");
       m->removing = true;
@@ -218,7 +221,8 @@ void Daemon::apply_config_sessions(const Config& next) {
     });
     if (running) continue;
     std::string err;
-    if (start_session(new_id(), Origin::config, s.proxy, err)) {
+    if (Managed* m = start_session(new_id(), Origin::config, s.proxy, err)) {
+      m->from_file = s.proxy;
       log()->info("config: session {} started", s.proxy.name);
     } else {
       log()->error("{}:{}: session {}: {}", next.path, s.line, s.proxy.name, err);
@@ -369,6 +373,7 @@ void Daemon::reload() {
     log()->error("reload failed, keeping the running configuration: {}", e.what());
     return;
   }
+  apply(overrides_, next);
   notifier_.reloading();
   if (next.control != config_.control || next.state_dir != config_.state_dir) {
     log()->warn("control socket and state directory changes take effect at the next restart");
@@ -428,7 +433,7 @@ void Daemon::tick() {
     m->last_in = st.bytes_from_service;
     m->last_out = st.bytes_to_service;
   }
-  notifier_.watchdog_ping();
+  if (notifier_.watchdog_interval()) notifier_.watchdog_ping();
   update_status();
 }
 

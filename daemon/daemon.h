@@ -26,9 +26,16 @@ namespace tunneld {
 
 class Daemon final : public control::RequestHandler {
  public:
-  // `config` is the loaded configuration (command-line overrides applied);
-  // `config_path` is re-read on SIGHUP (empty: no file, nothing to reload).
-  Daemon(Config config, std::string config_path);
+  // What the command line overrides in the file; kept across reloads.
+  struct Overrides {
+    std::string socket;
+    std::string state_dir;
+    std::string log_level;
+  };
+  // `config` is the loaded configuration; `config_path` is re-read on SIGHUP
+  // (empty: no file, nothing to reload); `overrides` apply on top, each time.
+  Daemon(Config config, std::string config_path, Overrides overrides = {});
+  static void apply(const Overrides& o, Config& c);
   ~Daemon() override;
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
@@ -46,6 +53,9 @@ class Daemon final : public control::RequestHandler {
     std::string id;
     std::string name;
     Origin origin = Origin::control;
+    // Config sessions: the [[session]] as read from the file (before the
+    // daemon filled in a generated client token), to tell changes on reload.
+    tunnel::ProxyConfig from_file;
     std::unique_ptr<tunnel::ProxySession> session;
     bool removing = false;  // close requested: forget once it has ended
     bool ended = false;
@@ -76,6 +86,7 @@ class Daemon final : public control::RequestHandler {
 
   Config config_;
   std::string config_path_;
+  Overrides overrides_;
   uv_loop_t loop_{};
   std::unique_ptr<tunnel::WsContext> ws_;
   std::unique_ptr<control::ControlServer> control_;

@@ -55,9 +55,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "tunneld: %s\n", e.what());
     return 1;
   }
-  if (!socket_path.empty()) config.control.socket = socket_path;
-  if (!state_dir.empty()) config.state_dir = state_dir;
-  if (!log_level.empty()) config.log.level = log_level;
+  const tunneld::Daemon::Overrides overrides{socket_path, state_dir, log_level};
+  tunneld::Daemon::apply(overrides, config);
 
   namespace platform = tunneld::platform;
   auto requested = *platform::parse_log_target(log_target);
@@ -82,6 +81,6 @@ int main(int argc, char** argv) {
     tunnel::logging::get("tunneld")->info("no configuration file ({}): using defaults",
                                           tunneld::kDefaultConfigPath);
   }
-  tunneld::Daemon daemon(std::move(config), reload_path);
+  tunneld::Daemon daemon(std::move(config), reload_path, overrides);
   return daemon.run();
 }
