@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A guided tour of tunneld on loopback: installs what is missing, builds, then
-# runs a whole tunnel (our relay + a destination localproxy in front of a tiny
-# web server + a source localproxy) and fetches a page through it, explaining
-# each step. Everything it starts is stopped on exit, even on ^C.
+# runs a whole tunnel (our relay + tunneld hosting the destination session,
+# opened with tunnelctl, in front of a tiny web server + a reference-compatible
+# localproxy as the source) and fetches a page through it, explaining each
+# step. Everything it starts is stopped on exit, even on ^C.
 #
 #   scripts/demo.sh                 # BUILD_DIR=build by default
 #   BUILD_DIR=build-x scripts/demo.sh
@@ -67,13 +68,16 @@ step "2. Building with meson into $BUILD_DIR/"
 if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
   meson setup "$BUILD_DIR" >/dev/null || die "meson setup failed (run: meson setup $BUILD_DIR)"
 fi
-# Only the two programs the demo runs: quicker than a full build.
+# Only the programs the demo runs: quicker than a full build.
 build_log=$BUILD_DIR/meson-logs/demo-compile.log
-meson compile -C "$BUILD_DIR" relay/tunnel-relay ctl/localproxy >"$build_log" 2>&1 \
+meson compile -C "$BUILD_DIR" relay/tunnel-relay:executable ctl/localproxy:executable \
+  daemon/tunneld:executable ctl/tunnelctl:executable >"$build_log" 2>&1 \
   || { tail -n 30 "$build_log"; die "build failed (full log: $build_log)"; }
 RELAY=$BUILD_DIR/relay/tunnel-relay
 LOCALPROXY=$BUILD_DIR/ctl/localproxy
-say "built $RELAY and $LOCALPROXY"
+TUNNELD=$BUILD_DIR/daemon/tunneld
+TUNNELCTL=$BUILD_DIR/ctl/tunnelctl
+say "built $RELAY, $TUNNELD, $TUNNELCTL and $LOCALPROXY"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tunneld-demo.XXXXXX")
 chmod 700 "$WORK"
@@ -125,14 +129,27 @@ line=$(wait_line "$WORK/http.log" 'port [0-9]+' 10) || die "the web server did n
 HTTP_PORT=$(sed -E 's/.*port ([0-9]+).*/\1/' <<<"$line")
 say "web server: http://127.0.0.1:$HTTP_PORT/hello.txt"
 
-step "7. Destination localproxy: connects to the relay, opens streams to the web server"
-AWSIOT_TUNNEL_ACCESS_TOKEN=$DST_TOKEN "$LOCALPROXY" -e "$RELAY_ADDR" --cafile "$WORK/ca.pem" \
-  -d "127.0.0.1:$HTTP_PORT" >"$WORK/destination.log" 2>&1 &
-DST_PID=$!
-pids+=("$DST_PID")
-say "localproxy -e $RELAY_ADDR --cafile ca.pem -d 127.0.0.1:$HTTP_PORT   (pid $DST_PID)"
+step "7. tunneld, the daemon, with its control socket and state directory in $WORK"
+"$TUNNELD" --socket "$WORK/run/control.sock" --state-dir "$WORK/state" --log stderr \
+  >"$WORK/tunneld.log" 2>&1 &
+TUNNELD_PID=$!
+pids+=("$TUNNELD_PID")
+wait_line "$WORK/tunneld.log" 'ready' 10 >/dev/null || die "tunneld did not get ready (see $WORK/tunneld.log)"
+export TUNNELD_SOCKET=$WORK/run/control.sock
+say "tunneld --socket $TUNNELD_SOCKET --state-dir $WORK/state   (pid $TUNNELD_PID)"
 
-step "8. Source localproxy: connects to the relay, then listens for clients"
+step "8. tunnelctl open: a destination session in tunneld, in front of the web server"
+say "the token travels to tunneld over the control socket only (not in argv)"
+AWSIOT_TUNNEL_ACCESS_TOKEN=$DST_TOKEN "$TUNNELCTL" open -d "127.0.0.1:$HTTP_PORT" \
+  -e "wss://$RELAY_ADDR" --cafile "$WORK/ca.pem" --name web | sed 's/^/    /' \
+  || die "tunnelctl open failed (see $WORK/tunneld.log)"
+for _ in $(seq 50); do
+  "$TUNNELCTL" status web 2>/dev/null | grep -qi 'state.*connected' && break
+  sleep 0.1
+done
+"$TUNNELCTL" list | sed 's/^/    /'
+
+step "9. Source: the reference-compatible localproxy connects to the relay, then listens"
 AWSIOT_TUNNEL_ACCESS_TOKEN=$SRC_TOKEN "$LOCALPROXY" -e "$RELAY_ADDR" --cafile "$WORK/ca.pem" \
   -s 0 -b 127.0.0.1 >"$WORK/source.log" 2>&1 &
 SRC_PID=$!
@@ -143,7 +160,7 @@ SRC_PORT=$(sed -E 's/.*listening on [^ ]+:([0-9]+).*/\1/' <<<"$line")
 say "localproxy -e $RELAY_ADDR --cafile ca.pem -s 0 -b 127.0.0.1   (pid $SRC_PID)"
 say "it listens on 127.0.0.1:$SRC_PORT"
 
-step "9. Fetching http://127.0.0.1:$SRC_PORT/hello.txt: client -> source -> relay -> destination -> web server"
+step "10. Fetching http://127.0.0.1:$SRC_PORT/hello.txt: client -> source -> relay -> destination -> web server"
 body=$($PY - "$SRC_PORT" <<'PY'
 import sys, time, urllib.request
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -160,22 +177,34 @@ sys.exit(f"no answer through the tunnel: {last}")
 PY
 ) || die "fetching through the tunnel failed"
 printf '    %sgot: %s%s\n' "$G" "$body" "$N"
+"$TUNNELCTL" status web | sed 's/^/    /'
 
-step "10. Closing the tunnel through the admin API (like CloseTunnel)"
+step "11. Closing the tunnel through the admin API (like CloseTunnel)"
 $PY - "$ADMIN_ADDR" "$TUNNEL_ID" <<'PY' || die "DELETE /tunnels failed"
 import sys, urllib.request
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 req = urllib.request.Request(f"http://{sys.argv[1]}/tunnels/{sys.argv[2]}", method="DELETE")
 opener.open(req, timeout=10).read()
 PY
-for name in destination source; do
-  pid=$DST_PID; [[ $name == source ]] && pid=$SRC_PID
-  if wait_exit "$pid" 5; then
-    say "$name localproxy exited with status $EXIT_STATUS (0 = the service closed the tunnel)"
-  else
-    die "$name localproxy still running 5 s after the tunnel was closed"
-  fi
+if wait_exit "$SRC_PID" 5; then
+  say "source localproxy exited with status $EXIT_STATUS (0 = the service closed the tunnel)"
+else
+  die "source localproxy still running 5 s after the tunnel was closed"
+fi
+for _ in $(seq 50); do
+  "$TUNNELCTL" status web 2>/dev/null | grep -qiE 'state.*closed' && break
+  sleep 0.1
 done
+say "tunneld's session saw it too:"
+"$TUNNELCTL" list | sed 's/^/    /'
+
+step "12. Stopping tunneld (SIGTERM: graceful, exit 0)"
+kill -TERM "$TUNNELD_PID"
+if wait_exit "$TUNNELD_PID" 5; then
+  say "tunneld exited with status $EXIT_STATUS"
+else
+  die "tunneld still running 5 s after SIGTERM"
+fi
 
 step "Done. Everything ran on 127.0.0.1 and is being cleaned up."
 say "Try it by hand: see README.md; logs of each process were in $WORK (now removed)."
