@@ -1,0 +1,231 @@
+#include "record_codec.h"
+
+#include <algorithm>
+#include <cassert>
+
+namespace tunnel {
+
+namespace {
+
+std::size_t read_length_prefix(const std::uint8_t* p) {
+  return (static_cast<std::size_t>(p[0]) << 8) | static_cast<std::size_t>(p[1]);
+}
+
+std::size_t varint_size(std::uint64_t v) {
+  std::size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+char* put_varint(char* p, std::uint64_t v) {
+  while (v >= 0x80) {
+    *p++ = static_cast<char>((v & 0x7F) | 0x80);
+    v >>= 7;
+  }
+  *p++ = static_cast<char>(v);
+  return p;
+}
+
+// Protobuf wire tags: (field number << 3) | wire type (0 varint, 2 length-delimited).
+constexpr char kTagType = (1 << 3) | 0;
+constexpr char kTagStreamId = (2 << 3) | 0;
+constexpr char kTagPayload = (4 << 3) | 2;
+constexpr char kTagServiceId = (5 << 3) | 2;
+constexpr char kTagConnectionId = (7 << 3) | 0;
+
+// An int32 field is encoded as the varint of its 64-bit sign extension, so a
+// negative value takes ten bytes (protobuf encoding rules).
+std::uint64_t int32_wire_value(std::int32_t v) {
+  return static_cast<std::uint64_t>(static_cast<std::int64_t>(v));
+}
+
+}  // namespace
+
+std::string_view to_string(CodecError e) {
+  switch (e) {
+    case CodecError::none:
+      return "no error";
+    case CodecError::record_too_large:
+      return "record length prefix exceeds the record size limit";
+    case CodecError::malformed_message:
+      return "record body is not a valid protobuf Message";
+    case CodecError::payload_too_large:
+      return "record payload exceeds the payload size limit";
+  }
+  return "unknown codec error";
+}
+
+RecordDecoder::RecordDecoder(std::size_t max_record_size, std::size_t max_payload_size)
+    : max_record_(std::min(max_record_size, kMaxRecordSize)), max_payload_(max_payload_size) {}
+
+void RecordDecoder::reset() {
+  partial_.clear();
+  error_ = CodecError::none;
+  stopped_ = false;
+  consumed_ = 0;
+}
+
+CodecError RecordDecoder::fail(CodecError e) {
+  error_ = e;
+  // The stream position is lost for good: release the partial record.
+  std::string().swap(partial_);
+  return e;
+}
+
+CodecError RecordDecoder::deliver(const std::uint8_t* body, std::size_t size, Message& msg,
+                                  const Sink& sink) {
+  if (!msg.ParseFromArray(body, static_cast<int>(size))) {
+    return fail(CodecError::malformed_message);
+  }
+  if (msg.payload().size() > max_payload_) {
+    return fail(CodecError::payload_too_large);
+  }
+  if (!sink(msg)) {
+    stopped_ = true;
+  }
+  return CodecError::none;
+}
+
+CodecError RecordDecoder::feed(std::span<const std::uint8_t> bytes, const Sink& sink) {
+  consumed_ = 0;
+  stopped_ = false;
+  if (error_ != CodecError::none) {
+    return error_;
+  }
+  // One Message per call, reused for every record the call completes.
+  Message msg;
+  const std::uint8_t* p = bytes.data();
+  std::size_t left = bytes.size();
+
+  // Finish the record held back from an earlier call first.
+  if (!partial_.empty()) {
+    if (partial_.size() < kLengthPrefixSize) {
+      const std::size_t take = std::min(kLengthPrefixSize - partial_.size(), left);
+      partial_.append(reinterpret_cast<const char*>(p), take);
+      p += take;
+      left -= take;
+      consumed_ += take;
+      if (partial_.size() < kLengthPrefixSize) {
+        return CodecError::none;
+      }
+    }
+    const std::size_t body =
+        read_length_prefix(reinterpret_cast<const std::uint8_t*>(partial_.data()));
+    if (body > max_record_) {
+      return fail(CodecError::record_too_large);
+    }
+    const std::size_t want = kLengthPrefixSize + body;
+    partial_.reserve(want);  // validated above: at most 2 + max_record_
+    const std::size_t take = std::min(want - partial_.size(), left);
+    partial_.append(reinterpret_cast<const char*>(p), take);
+    p += take;
+    left -= take;
+    consumed_ += take;
+    if (partial_.size() < want) {
+      return CodecError::none;
+    }
+    const CodecError e =
+        deliver(reinterpret_cast<const std::uint8_t*>(partial_.data()) + kLengthPrefixSize, body,
+                msg, sink);
+    partial_.clear();  // keeps its capacity for the next split record
+    if (e != CodecError::none || stopped_) {
+      return e;
+    }
+  }
+
+  // Fast path: whole records are parsed straight from the caller's buffer.
+  while (left >= kLengthPrefixSize) {
+    const std::size_t body = read_length_prefix(p);
+    if (body > max_record_) {
+      return fail(CodecError::record_too_large);
+    }
+    if (left < kLengthPrefixSize + body) {
+      break;
+    }
+    const CodecError e = deliver(p + kLengthPrefixSize, body, msg, sink);
+    p += kLengthPrefixSize + body;
+    left -= kLengthPrefixSize + body;
+    consumed_ += kLengthPrefixSize + body;
+    if (e != CodecError::none || stopped_) {
+      return e;
+    }
+  }
+
+  // Keep the incomplete tail (its length, if known, is already validated).
+  if (left > 0) {
+    if (left >= kLengthPrefixSize) {
+      partial_.reserve(kLengthPrefixSize + read_length_prefix(p));
+    }
+    partial_.append(reinterpret_cast<const char*>(p), left);
+    consumed_ += left;
+  }
+  return CodecError::none;
+}
+
+bool encode_record(const Message& m, std::string& out) {
+  const std::size_t size = m.ByteSizeLong();
+  if (size > kMaxRecordSize) {
+    return false;
+  }
+  const std::size_t at = out.size();
+  out.resize(at + kLengthPrefixSize + size);
+  auto* p = reinterpret_cast<std::uint8_t*>(out.data() + at);
+  p[0] = static_cast<std::uint8_t>(size >> 8);
+  p[1] = static_cast<std::uint8_t>(size & 0xFF);
+  m.SerializeWithCachedSizesToArray(p + kLengthPrefixSize);
+  return true;
+}
+
+void encode_data_record(std::int32_t stream_id, std::string_view payload, std::string& out,
+                        std::string_view service_id, std::uint32_t connection_id) {
+  assert(payload.size() <= kMaxPayloadSize);
+  assert(service_id.size() <= kMaxServiceIdSize);
+
+  // Fields in field-number order and proto3 defaults omitted, exactly as
+  // protobuf's own serializer writes them, so the bytes match a Message's.
+  std::size_t body = 2;  // type = DATA (1)
+  if (stream_id != 0) {
+    body += 1 + varint_size(int32_wire_value(stream_id));
+  }
+  if (!payload.empty()) {
+    body += 1 + varint_size(payload.size()) + payload.size();
+  }
+  if (!service_id.empty()) {
+    body += 1 + varint_size(service_id.size()) + service_id.size();
+  }
+  if (connection_id != 0) {
+    body += 1 + varint_size(connection_id);
+  }
+
+  const std::size_t at = out.size();
+  out.resize(at + kLengthPrefixSize + body);
+  char* p = out.data() + at;
+  *p++ = static_cast<char>(body >> 8);
+  *p++ = static_cast<char>(body & 0xFF);
+  *p++ = kTagType;
+  *p++ = static_cast<char>(Message::DATA);
+  if (stream_id != 0) {
+    *p++ = kTagStreamId;
+    p = put_varint(p, int32_wire_value(stream_id));
+  }
+  if (!payload.empty()) {
+    *p++ = kTagPayload;
+    p = put_varint(p, payload.size());
+    p = std::copy(payload.begin(), payload.end(), p);
+  }
+  if (!service_id.empty()) {
+    *p++ = kTagServiceId;
+    p = put_varint(p, service_id.size());
+    p = std::copy(service_id.begin(), service_id.end(), p);
+  }
+  if (connection_id != 0) {
+    *p++ = kTagConnectionId;
+    p = put_varint(p, connection_id);
+  }
+  assert(p == out.data() + out.size());
+}
+
+}  // namespace tunnel

@@ -20,6 +20,9 @@ inline constexpr std::size_t kLengthPrefixSize = 2;
 inline constexpr std::size_t kMaxPayloadSize = 64512;  // 63 KiB: a record's payload field
 inline constexpr std::size_t kMaxRecordSize = 65535;   // u16 length, by construction
 inline constexpr std::size_t kMaxFrameSize = 131076;   // a WebSocket message payload
+// Longest serviceId encode_data_record accepts (the service limits service
+// names to 128 characters).
+inline constexpr std::size_t kMaxServiceIdSize = 128;
 
 enum class CodecError {
   none,
@@ -37,6 +40,8 @@ class RecordDecoder {
  public:
   // Called once per complete, parsed record. Return false to stop decoding
   // (the remaining bytes stay unconsumed and feed() returns CodecError::none).
+  // The decoder is then at a record boundary: feeding
+  // bytes.subspan(consumed()) later resumes exactly where it stopped.
   using Sink = std::function<bool(Message&)>;
 
   explicit RecordDecoder(std::size_t max_record_size = kMaxRecordSize,
@@ -52,6 +57,10 @@ class RecordDecoder {
   // Bytes of an incomplete record held back (0 at a record boundary).
   std::size_t buffered() const { return partial_.size(); }
   CodecError error() const { return error_; }
+  // Whether the last feed() ended early because the sink returned false.
+  bool stopped() const { return stopped_; }
+  // Bytes of the last feed() input that were consumed (decoded or held back).
+  std::size_t consumed() const { return consumed_; }
   // Forget buffered bytes and any error (new WebSocket connection).
   void reset();
 
@@ -61,6 +70,10 @@ class RecordDecoder {
   std::string partial_;
   CodecError error_ = CodecError::none;
   bool stopped_ = false;
+  std::size_t consumed_ = 0;
+
+  CodecError fail(CodecError e);
+  CodecError deliver(const std::uint8_t* body, std::size_t size, Message& msg, const Sink& sink);
 };
 
 // Appends one record for `m` to `out`. Returns false (appending nothing) when
@@ -68,12 +81,18 @@ class RecordDecoder {
 bool encode_record(const Message& m, std::string& out);
 
 // Appends a DATA record without building a Message (hot path: TCP -> tunnel).
-// `payload` must not exceed kMaxPayloadSize. Empty service_id / connection_id 0
-// mean "absent" and are not encoded (protocol.md section 3).
+// `payload` must not exceed kMaxPayloadSize, `service_id` kMaxServiceIdSize.
+// The bytes equal what encode_record() writes for the same Message. Empty service_id /
+// connection_id 0 mean "absent" and are not encoded (protocol.md section 3).
 void encode_data_record(std::int32_t stream_id, std::string_view payload, std::string& out,
                         std::string_view service_id = {}, std::uint32_t connection_id = 0);
 
-// Upper bound of what encode_data_record appends for a payload of n bytes.
-constexpr std::size_t data_record_overhead() { return kLengthPrefixSize + 1 + 1 + 5 + 1 + 3 + 64 + 6; }
+// Upper bound of what encode_data_record appends beyond the payload bytes:
+// length prefix, type (tag + 1), streamId (tag + up to 10 varint bytes when
+// negative), payload (tag + 3-byte length), serviceId (tag + 2-byte length +
+// kMaxServiceIdSize), connectionId (tag + 5).
+constexpr std::size_t data_record_overhead() {
+  return kLengthPrefixSize + (1 + 1) + (1 + 10) + (1 + 3) + (1 + 2 + kMaxServiceIdSize) + (1 + 5);
+}
 
 }  // namespace tunnel

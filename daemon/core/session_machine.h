@@ -91,6 +91,16 @@ class SessionMachine {
   std::int32_t last_stream_id_ = 0;
   std::string service_id_;
   SessionCounters counters_;
+
+  void on_data(Message& m);
+  void on_stream_start(std::int32_t id);
+  void on_stream_reset(std::int32_t id);
+  void on_service_ids(const Message& m);
+  // State is updated before effects run, so an effect that calls back into
+  // the machine (e.g. close_local -> on_local_closed) sees the new state.
+  void forget_active();
+  void ignore_stale(std::string_view what, std::int32_t id);
+  void send_control(Message::Type type, std::int32_t stream_id);
 };
 
 }  // namespace tunnel
