@@ -8,6 +8,7 @@
 #include "daemon.h"
 #include "journal_log.h"
 #include "logging.h"
+#include "process_limits.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"tunneld: hosts secure tunnel sessions, controlled with tunnelctl"};
@@ -81,6 +82,7 @@ int main(int argc, char** argv) {
     tunnel::logging::get("tunneld")->info("no configuration file ({}): using defaults",
                                           tunneld::kDefaultConfigPath);
   }
+  tunnel::logging::get("tunneld")->debug("file descriptor limit: {}", tunnel::raise_fd_limit());
   tunneld::Daemon daemon(std::move(config), reload_path, overrides);
   return daemon.run();
 }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "process_limits.h"
 #include "relay.h"
 #include "relay_config.h"
 
@@ -66,6 +67,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  tunnel::raise_fd_limit();  // one fd per connected end: many tunnels need more than 1024
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {
