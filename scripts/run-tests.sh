@@ -10,12 +10,15 @@
 #   scripts/run-tests.sh --asan-only        # only build-asan/
 #   scripts/run-tests.sh --suite unit       # other arguments go to `meson test`
 #   scripts/run-tests.sh integration-hostile
+#   BUILD_DIR=b ASAN_BUILD_DIR=b-asan scripts/run-tests.sh   # other build dirs
 #
 # Run scripts/setup-deps.sh first on a fresh machine.
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")/.."
 
+BUILD_DIR=${BUILD_DIR:-build}
+ASAN_BUILD_DIR=${ASAN_BUILD_DIR:-build-asan}
 run_plain=1
 run_asan=1
 meson_test_args=()
@@ -23,7 +26,7 @@ while (($#)); do
   case "$1" in
     --no-asan) run_asan=0 ;;
     --asan-only) run_plain=0 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) meson_test_args+=("$1") ;;
   esac
   shift
@@ -42,9 +45,9 @@ summary_notes=()
 
 banner() { printf '\n=== %s ===\n' "$*"; }
 
-# build_and_test DIR [meson setup options...]
+# build_and_test DIR plain|asan [meson setup options...]
 build_and_test() {
-  local dir=$1; shift
+  local dir=$1 kind=$2; shift 2
   banner "$dir: configure and compile"
   if [[ ! -f "$dir/build.ninja" ]]; then
     if ! meson setup "$dir" "$@"; then
@@ -61,7 +64,7 @@ build_and_test() {
   banner "$dir: meson test"
   rm -f "$dir/meson-logs/testlog.json"
   local extra=()
-  if [[ "$dir" == *asan* ]]; then
+  if [[ "$kind" == asan ]]; then
     # Sanitized binaries are 2-3x slower: stretch meson's timeouts and the
     # harness's anti-hang waits (not its behavioural deadlines).
     extra=(--timeout-multiplier 3)
@@ -76,13 +79,13 @@ build_and_test() {
 }
 
 if ((run_plain)); then
-  build_and_test build
+  build_and_test "$BUILD_DIR" plain
 fi
 if ((run_asan)); then
   # halt/abort on the first report; leaks are errors too (LeakSanitizer).
   export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1:print_summary=1}"
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:abort_on_error=1:print_stacktrace=1:print_summary=1}"
-  build_and_test build-asan -Db_sanitize=address,undefined -Db_lundef=false
+  build_and_test "$ASAN_BUILD_DIR" asan -Db_sanitize=address,undefined -Db_lundef=false
 fi
 
 banner "summary"

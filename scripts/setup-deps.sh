@@ -22,7 +22,7 @@ PACKAGES=(
 check_only=0
 case "${1:-}" in
   --check) check_only=1 ;;
-  -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
   "") ;;
   *) echo "setup-deps.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
 esac
