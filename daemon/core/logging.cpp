@@ -1,5 +1,6 @@
 #include "logging.h"
 
+#include <google/protobuf/stubs/logging.h>
 #include <libwebsockets.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <uv.h>  // libwebsockets.h wants uv.h first when built with libuv
@@ -38,6 +39,19 @@ void lws_emit(int level, const char* line) {
     log->warn("{}", text);
   } else {
     log->debug("{}", text);
+  }
+}
+
+// protobuf complains on stderr about what a hostile peer sent (e.g. invalid
+// UTF-8 in a string field); the record is rejected anyway, so this is debug
+// detail, and it belongs in our log, not on a daemon's raw stderr.
+void protobuf_emit(google::protobuf::LogLevel level, const char* file, int line,
+                   const std::string& message) {
+  auto log = get("protobuf");
+  if (level >= google::protobuf::LOGLEVEL_FATAL) {
+    log->critical("{} ({}:{})", message, file, line);
+  } else {
+    log->debug("{}", message);
   }
 }
 
@@ -98,6 +112,7 @@ void route_lws_logs() {
   // which carry the access token.
   int mask = LLL_ERR | LLL_WARN;
   lws_set_log_level(mask, lws_emit);
+  google::protobuf::SetLogHandler(protobuf_emit);
 }
 
 }  // namespace tunnel::logging

@@ -28,7 +28,8 @@ void set_level(spdlog::level::level_enum level);
 spdlog::level::level_enum level();
 
 // Routes libwebsockets' own log lines (errors and warnings only, never headers:
-// LLL_HEADER would print the access token) into the "lws" logger.
+// LLL_HEADER would print the access token) into the "lws" logger, and
+// protobuf's into the "protobuf" logger.
 void route_lws_logs();
 
 }  // namespace tunnel::logging
