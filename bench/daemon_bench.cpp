@@ -1,0 +1,687 @@
+// daemon-bench: what one tunneld costs and delivers, measured with the real
+// binaries of a build dir on loopback (tunneld, tunnelctl, tunnel-relay over
+// TLS with a throwaway CA, one localproxy for comparison):
+//   1. idle VmRSS of tunneld with 0, 1, 100 and 1000 destination sessions
+//      connected to the relay, against one idle localproxy;
+//   2. time from spawning `tunnelctl open` to the session being `connected`;
+//   3. aggregate throughput of 4 concurrent tunnels (4 destination sessions in
+//      one tunneld, 4 source sessions in a second one) against direct
+//      loopback TCP with 4 streams, and the daemons' CPU seconds per GiB.
+// A program that prints figures (docs/benchmarks.md, scripts/daemon-bench.sh),
+// not a test and not installed.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "child_process.h"
+#include "load_client.h"
+#include "load_service.h"
+#include "process_usage.h"
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace bench {
+namespace {
+
+struct Options {
+  std::string build_dir;
+  std::string openssl = "openssl";
+  std::vector<int> session_counts = {1, 100, 1000};
+  int open_samples = 30;
+  std::string bytes_text = "256MiB";
+  std::uint64_t bytes = 0;
+  int streams = 4;
+  std::string json_path;
+  bool keep_temp = false;
+};
+
+void progress(const std::string& what) { std::fprintf(stderr, "[dbench] %s\n", what.c_str()); }
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+std::uint64_t parse_bytes(const std::string& text) {
+  std::size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    throw BenchError("not a size: " + text);
+  }
+  const std::string unit = text.substr(used);
+  const std::pair<const char*, double> units[] = {{"", 1},          {"B", 1},         {"KiB", 1024},
+                                                  {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"MB", 1e6},
+                                                  {"GB", 1e9}};
+  for (const auto& [name, factor] : units) {
+    if (unit == name && v > 0) return static_cast<std::uint64_t>(v * factor);
+  }
+  throw BenchError("not a size: " + text + " (e.g. 256MiB, 1GiB)");
+}
+
+std::uint16_t port_after_colon(const std::string& host_port) {
+  const auto colon = host_port.rfind(':');
+  if (colon == std::string::npos) throw BenchError("no port in " + host_port);
+  return static_cast<std::uint16_t>(std::stoi(host_port.substr(colon + 1)));
+}
+
+// Throwaway CA plus a server certificate for 127.0.0.1 and localhost.
+struct Certs {
+  std::string ca;
+  std::string cert;
+  std::string key;
+};
+
+Certs make_certs(const std::string& openssl, const std::string& tmp) {
+  const std::string d = tmp + "/certs";
+  fs::create_directories(d);
+  Certs c{d + "/ca.pem", d + "/relay.pem", d + "/relay.key"};
+  std::ofstream(d + "/ext") << "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+                               "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
+  const std::vector<std::string> key = {"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                                        "-nodes"};
+  std::vector<std::string> ca = {openssl, "req", "-x509"};
+  ca.insert(ca.end(), key.begin(), key.end());
+  ca.insert(ca.end(),
+            {"-keyout", d + "/ca.key", "-out", c.ca, "-days", "1", "-subj",
+             "/CN=daemon-bench throwaway CA", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign"});
+  run_command(ca, tmp, 30s);
+  std::vector<std::string> req = {openssl, "req"};
+  req.insert(req.end(), key.begin(), key.end());
+  req.insert(req.end(), {"-keyout", c.key, "-out", d + "/relay.csr", "-subj", "/CN=localhost"});
+  run_command(req, tmp, 30s);
+  run_command(
+      {openssl, "x509", "-req", "-in", d + "/relay.csr", "-CA", c.ca, "-CAkey", d + "/ca.key",
+       "-CAcreateserial", "-out", c.cert, "-days", "1", "-extfile", d + "/ext"},
+      tmp, 30s);
+  return c;
+}
+
+// POST /tunnels on the relay's admin API: {"tunnelId", "sourceAccessToken", ...}.
+json new_tunnel(std::uint16_t admin_port) {
+  Connection c = Connection::open(admin_port, 5000ms);
+  const std::string req =
+      "POST /tunnels HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+      "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+  c.send_all(req.data(), req.size());
+  std::string resp;
+  char buf[2048];
+  const auto deadline = Clock::now() + 5s;
+  while (Clock::now() < deadline) {
+    const std::size_t n = c.recv_some(buf, sizeof buf);
+    if (n == 0) break;  // Connection: close, so EOF ends the body
+    resp.append(buf, n);
+  }
+  const auto body = resp.find("\r\n\r\n");
+  if (resp.rfind("HTTP/1.1 200", 0) != 0 || body == std::string::npos) {
+    throw BenchError("relay admin POST /tunnels: " + resp.substr(0, 200));
+  }
+  return json::parse(resp.substr(body + 4));
+}
+
+struct CtlResult {
+  std::string status;  // "exit 0", ...
+  std::string out;
+  std::string err;
+  bool ok() const { return status == "exit 0"; }
+};
+
+class Daemon {
+ public:
+  Daemon(const std::string& label, const Options& o, const std::string& tmp)
+      : label_(label), tmp_(tmp), ctl_(o.build_dir + "/ctl/tunnelctl") {
+    socket_ = tmp + "/" + label + ".sock";
+    const std::string state = tmp + "/" + label + "-state";
+    fs::create_directories(state);
+    proc_ = std::make_unique<ChildProcess>(
+        label,
+        std::vector<std::string>{o.build_dir + "/daemon/tunneld", "--socket", socket_,
+                                 "--state-dir", state, "--log", "stderr", "--log-level", "warn"},
+        std::vector<std::string>{}, tmp);
+    const auto deadline = Clock::now() + 20s;
+    for (;;) {
+      if (!proc_->running()) throw BenchError(label + " exited:\n" + proc_->stderr_tail(10));
+      if (fs::exists(socket_) && ctl({"list", "--json"}, {}, 5s).ok()) break;
+      if (Clock::now() > deadline) throw BenchError(label + " not ready within 20 s");
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+
+  pid_t pid() const { return proc_->pid(); }
+  ChildProcess& process() { return *proc_; }
+
+  // Runs tunnelctl against this daemon to completion (bounded).
+  CtlResult ctl(std::vector<std::string> args, const std::vector<std::string>& env,
+                std::chrono::milliseconds timeout) {
+    std::vector<std::string> argv = {ctl_, "--socket", socket_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    ChildProcess c("tunnelctl", argv, env, tmp_);
+    const auto deadline = Clock::now() + timeout;
+    while (c.running() && Clock::now() < deadline) std::this_thread::sleep_for(500us);
+    CtlResult r;
+    r.status = c.stop(500ms);
+    r.out = read_file(c.stdout_path());
+    r.err = read_file(c.stderr_path());
+    std::error_code ec;
+    fs::remove(c.stdout_path(), ec);
+    fs::remove(c.stderr_path(), ec);
+    return r;
+  }
+
+  json open(const std::vector<std::string>& args, const std::string& token) {
+    std::vector<std::string> a = {"open", "--json"};
+    a.insert(a.end(), args.begin(), args.end());
+    const CtlResult r = ctl(a, {"AWSIOT_TUNNEL_ACCESS_TOKEN=" + token}, 15s);
+    if (!r.ok()) throw BenchError(label_ + ": tunnelctl open: " + r.status + ": " + r.err);
+    return json::parse(r.out);
+  }
+
+  // Sessions by state, from `tunnelctl list --json`.
+  std::map<std::string, int> states() {
+    const CtlResult r = ctl({"list", "--json"}, {}, 30s);
+    if (!r.ok()) throw BenchError(label_ + ": tunnelctl list: " + r.status + ": " + r.err);
+    std::map<std::string, int> count;
+    last_list_ = r.out;
+    const json list = json::parse(r.out);  // named: a temporary would dangle in the loop
+    for (const auto& s : list.at("sessions")) ++count[s.value("state", "?")];
+    return count;
+  }
+
+  void wait_connected(int n, std::chrono::seconds limit) {
+    const auto deadline = Clock::now() + limit;
+    for (;;) {
+      const auto s = states();
+      if (s.count("connected") && s.at("connected") >= n) return;
+      if (!proc_->running()) throw BenchError(label_ + " exited:\n" + proc_->stderr_tail(10));
+      if (Clock::now() > deadline) {
+        std::string what;
+        for (const auto& [k, v] : s) what += " " + k + "=" + std::to_string(v);
+        throw BenchError(label_ + ": not all " + std::to_string(n) + " sessions connected within " +
+                         std::to_string(limit.count()) + " s:" + what + "\n" +
+                         last_list_.substr(0, 800) + "\n" + proc_->stderr_tail(10));
+      }
+      std::this_thread::sleep_for(200ms);
+    }
+  }
+
+ private:
+  std::string label_;
+  std::string tmp_;
+  std::string ctl_;
+  std::string socket_;
+  std::unique_ptr<ChildProcess> proc_;
+  std::string last_list_;
+};
+
+long rss_kib(pid_t pid) {
+  const auto m = read_memory(pid);
+  if (!m) throw BenchError("cannot read /proc/" + std::to_string(pid) + "/status");
+  return m->rss_kib;
+}
+
+// RLIMIT_NOFILE for this process, inherited by every child: soft to hard,
+// and hard up to 65536 first when we may (root).
+std::string raise_fd_limit() {
+  rlimit before{};
+  ::getrlimit(RLIMIT_NOFILE, &before);
+  rlimit want = before;
+  std::string note;
+  if (::geteuid() == 0 && want.rlim_max != RLIM_INFINITY && want.rlim_max < 65536) {
+    want.rlim_max = 65536;
+  }
+  want.rlim_cur = want.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &want) != 0) {
+    note = " (raising the hard limit to " + std::to_string(want.rlim_max) +
+           " was refused: " + std::strerror(errno) + ")";
+    want.rlim_max = before.rlim_max;
+    want.rlim_cur = before.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &want) != 0) want = before;
+  }
+  return "RLIMIT_NOFILE soft " + std::to_string(before.rlim_cur) + " -> " +
+         std::to_string(want.rlim_cur) + ", hard " + std::to_string(before.rlim_max) + " -> " +
+         std::to_string(want.rlim_max) + (::geteuid() == 0 ? " as root" : " as non-root") + note +
+         "; set before spawning, so tunneld and tunnel-relay inherit it";
+}
+
+struct Percentiles {
+  double p50 = 0, p90 = 0, max = 0;
+};
+
+Percentiles percentiles(std::vector<double> v) {
+  Percentiles p;
+  if (v.empty()) return p;
+  std::sort(v.begin(), v.end());
+  const auto rank = [&](double q) {
+    std::size_t i = static_cast<std::size_t>(std::ceil(q * v.size()));
+    return v[std::min(v.size() - 1, i == 0 ? 0 : i - 1)];
+  };
+  p.p50 = rank(0.5);
+  p.p90 = rank(0.9);
+  p.max = v.back();
+  return p;
+}
+
+struct MemoryPoint {
+  int sessions = 0;
+  long rss_kib = 0;
+  double open_seconds = 0;  // wall time to open and connect the added sessions
+};
+
+struct Throughput {
+  double direct_mbps = 0;  // MB/s, 1e6 bytes
+  double tunnel_mbps = 0;
+  std::uint64_t tunnel_bytes = 0;
+  double dest_daemon_cpu = 0;
+  double source_daemon_cpu = 0;
+  double relay_cpu = 0;
+};
+
+// `streams` parallel uploads of `bytes` each into the service's sink;
+// aggregate MB/s over the wall time of the whole batch.
+double parallel_upload(const std::vector<std::uint16_t>& ports, std::uint64_t bytes,
+                       std::uint64_t& moved) {
+  std::vector<std::thread> threads;
+  std::vector<TransferResult> results(ports.size());
+  std::vector<std::string> errors(ports.size());
+  const auto deadline = Clock::now() + std::chrono::seconds(120 + bytes / 1'000'000);
+  const auto t0 = Clock::now();
+  for (std::size_t i = 0; i < ports.size(); ++i) {
+    threads.emplace_back([&, i] {
+      try {
+        results[i] = upload(ports[i], bytes, deadline);
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  moved = 0;
+  for (std::size_t i = 0; i < ports.size(); ++i) {
+    if (!errors[i].empty()) throw BenchError("stream " + std::to_string(i) + ": " + errors[i]);
+    moved += results[i].bytes;
+  }
+  return moved / seconds / 1e6;
+}
+
+std::string fmt_kib(double kib) {
+  char b[64];
+  if (kib >= 10240)
+    std::snprintf(b, sizeof b, "%.1f MiB", kib / 1024);
+  else
+    std::snprintf(b, sizeof b, "%.0f KiB", kib);
+  return b;
+}
+
+std::string in_path(const std::string& name) {
+  if (name.find('/') != std::string::npos) return name;
+  const char* env = std::getenv("PATH");
+  std::istringstream dirs(env ? env : "/usr/bin:/bin");
+  for (std::string d; std::getline(dirs, d, ':');) {
+    if (::access((d + "/" + name).c_str(), X_OK) == 0) return d + "/" + name;
+  }
+  throw BenchError(name + " not found in PATH");
+}
+
+std::string first_cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown";
+}
+
+std::string loadavg() {
+  std::istringstream in(read_file("/proc/loadavg"));
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
+int run(int argc, char** argv) {
+  Options o;
+  CLI::App app{
+      "daemon-bench: idle memory per session, open-to-connected time and 4-tunnel throughput\n"
+      "of tunneld, with the real binaries of a build dir on loopback."};
+  app.add_option("--build-dir", o.build_dir, "meson build dir (default: this program's)");
+  app.add_option("--sessions", o.session_counts, "session counts for the idle-RSS figures")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--open-samples", o.open_samples, "tunnelctl opens timed")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  app.add_option("--bytes", o.bytes_text, "bytes per stream in the throughput runs")
+      ->capture_default_str();
+  app.add_option("--streams", o.streams, "concurrent tunnels in the throughput run")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_option("--openssl", o.openssl, "openssl command, for the throwaway CA");
+  app.add_option("--json", o.json_path, "also write the results as JSON to this file");
+  app.add_flag("--keep-temp", o.keep_temp, "keep the temp dir (child logs, certificates)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  o.bytes = parse_bytes(o.bytes_text);
+  o.openssl = in_path(o.openssl);
+  if (o.build_dir.empty()) {
+    o.build_dir = fs::canonical("/proc/self/exe").parent_path().parent_path().string();
+  }
+  std::sort(o.session_counts.begin(), o.session_counts.end());
+  for (const char* bin :
+       {"/daemon/tunneld", "/ctl/tunnelctl", "/relay/tunnel-relay", "/ctl/localproxy"}) {
+    if (::access((o.build_dir + bin).c_str(), X_OK) != 0) {
+      throw BenchError(o.build_dir + bin + " missing: build it first");
+    }
+  }
+
+  const std::string fd_note = raise_fd_limit();
+  progress(fd_note);
+  const std::string load_start = loadavg();
+
+  char tmpl[] = "/tmp/daemon-bench-XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) throw BenchError("mkdtemp failed");
+  const std::string tmp = tmpl;
+  const bool keep = o.keep_temp;
+  std::thread([tmp, keep] {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, s);
+    int sig = 0;
+    sigwait(&set, &sig);
+    kill_all_children();
+    if (!keep) {
+      std::error_code ec;
+      fs::remove_all(tmp, ec);
+    }
+    std::fprintf(stderr, "daemon-bench: interrupted by signal %d; children killed\n", sig);
+    std::_Exit(128 + sig);
+  }).detach();
+  const auto cleanup = [&] {
+    std::error_code ec;
+    if (keep)
+      std::fprintf(stderr, "[dbench] kept %s\n", tmp.c_str());
+    else
+      fs::remove_all(tmp, ec);
+  };
+
+  json out;
+  std::vector<MemoryPoint> memory;
+  std::vector<double> open_ms;
+  long localproxy_rss = 0;
+  long rss0 = 0;
+  Throughput tp;
+  try {
+    progress("throwaway CA in " + tmp);
+    const Certs certs = make_certs(o.openssl, tmp);
+    LoadService service;
+    const std::string svc = "127.0.0.1:" + std::to_string(service.port());
+    progress("starting tunnel-relay");
+    ChildProcess relay(
+        "relay",
+        {o.build_dir + "/relay/tunnel-relay", "--listen", "127.0.0.1:0", "--tls-cert", certs.cert,
+         "--tls-key", certs.key, "--admin", "127.0.0.1:0", "-v", "warn"},
+        {}, tmp);
+    const json ready = json::parse(wait_for_line(
+        relay, relay.stdout_path(),
+        [](const std::string& l) { return l.find("\"ready\"") != std::string::npos; },
+        Clock::now() + 20s));
+    const std::string endpoint = ready.at("listen").get<std::string>();
+    const std::uint16_t admin = port_after_colon(ready.at("admin").get<std::string>());
+    const std::vector<std::string> common = {"-e", endpoint, "--cafile", certs.ca};
+
+    // One-process-per-tunnel reference: an idle, connected localproxy pair.
+    {
+      progress("reference: one idle localproxy");
+      const json t = new_tunnel(admin);
+      const std::string lp = o.build_dir + "/ctl/localproxy";
+      ChildProcess dst(
+          "localproxy-destination",
+          {lp, "-e", endpoint, "--cafile", certs.ca, "-d", svc, "-v", "3"},
+          {"AWSIOT_TUNNEL_ACCESS_TOKEN=" + t.at("destinationAccessToken").get<std::string>()}, tmp);
+      int port = 0;
+      {
+        // A source in the same tunnel proves the destination is connected.
+        const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof a;
+        ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+        port = ntohs(a.sin_port);
+        ::close(fd);
+      }
+      ChildProcess src(
+          "localproxy-source",
+          {lp, "-e", endpoint, "--cafile", certs.ca, "-s", std::to_string(port), "-b", "127.0.0.1",
+           "-v", "3"},
+          {"AWSIOT_TUNNEL_ACCESS_TOKEN=" + t.at("sourceAccessToken").get<std::string>()}, tmp);
+      wait_until_echo(static_cast<std::uint16_t>(port), Clock::now() + 20s);
+      std::this_thread::sleep_for(500ms);
+      localproxy_rss = rss_kib(dst.pid());
+      src.stop(2000ms);
+      dst.stop(2000ms);
+    }
+
+    // 1. Idle RSS with N destination sessions.
+    progress("starting tunneld (destinations)");
+    Daemon dest("tunneld-dest", o, tmp);
+    std::this_thread::sleep_for(500ms);
+    rss0 = rss_kib(dest.pid());
+    std::vector<json> tunnels;  // the destination sessions' tunnels, in order
+    for (const int n : o.session_counts) {
+      progress("opening destination sessions up to " + std::to_string(n));
+      const auto t0 = Clock::now();
+      while (static_cast<int>(tunnels.size()) < n) {
+        const json t = new_tunnel(admin);
+        std::vector<std::string> args = common;
+        args.insert(args.end(), {"-d", svc, "--name", "d" + std::to_string(tunnels.size())});
+        dest.open(args, t.at("destinationAccessToken").get<std::string>());
+        tunnels.push_back(t);
+      }
+      dest.wait_connected(n, std::chrono::seconds(60 + n / 5));
+      const double opened = std::chrono::duration<double>(Clock::now() - t0).count();
+      std::this_thread::sleep_for(1s);
+      memory.push_back({n, rss_kib(dest.pid()), opened});
+      progress("  " + std::to_string(n) + " sessions: VmRSS " + fmt_kib(memory.back().rss_kib));
+    }
+
+    // 2 and 3 use a second daemon: open latency on its own sessions, then
+    // the source ends of the throughput tunnels.
+    progress("starting tunneld (sources)");
+    Daemon src("tunneld-src", o, tmp);
+    for (int i = 0; i < o.open_samples; ++i) {
+      const json t = new_tunnel(admin);
+      const std::string name = "lat" + std::to_string(i);
+      std::vector<std::string> args = common;
+      args.insert(args.end(), {"-d", svc, "--name", name});
+      const auto t0 = Clock::now();
+      src.open(args, t.at("destinationAccessToken").get<std::string>());
+      for (;;) {
+        const CtlResult r = src.ctl({"status", name, "--json"}, {}, 10s);
+        if (r.ok() && json::parse(r.out).value("state", "") == "connected") break;
+        if (ms_since(t0) > 20000) throw BenchError(name + " not connected within 20 s");
+      }
+      open_ms.push_back(ms_since(t0));
+    }
+    for (int i = 0; i < o.open_samples; ++i) {
+      src.ctl({"close", "lat" + std::to_string(i)}, {}, 10s);
+    }
+
+    if (static_cast<int>(tunnels.size()) < o.streams) {
+      for (int i = static_cast<int>(tunnels.size()); i < o.streams; ++i) {
+        const json t = new_tunnel(admin);
+        std::vector<std::string> args = common;
+        args.insert(args.end(), {"-d", svc, "--name", "d" + std::to_string(i)});
+        dest.open(args, t.at("destinationAccessToken").get<std::string>());
+        tunnels.push_back(t);
+      }
+    }
+    progress("opening " + std::to_string(o.streams) + " source sessions");
+    std::vector<std::uint16_t> ports;
+    for (int i = 0; i < o.streams; ++i) {
+      std::vector<std::string> args = common;
+      args.insert(args.end(), {"-s", "127.0.0.1:0", "--name", "s" + std::to_string(i)});
+      const json r = src.open(args, tunnels[i].at("sourceAccessToken").get<std::string>());
+      ports.push_back(r.at("bound_port").get<std::uint16_t>());
+    }
+    for (const auto p : ports) wait_until_echo(p, Clock::now() + 30s);
+
+    progress("direct loopback: " + std::to_string(o.streams) + " x " + o.bytes_text);
+    std::uint64_t moved = 0;
+    tp.direct_mbps =
+        parallel_upload(std::vector<std::uint16_t>(o.streams, service.port()), o.bytes, moved);
+    progress("through tunneld: " + std::to_string(o.streams) + " x " + o.bytes_text);
+    const double d0 = read_cpu_seconds(dest.pid());
+    const double s0 = read_cpu_seconds(src.pid());
+    const double r0 = read_cpu_seconds(relay.pid());
+    tp.tunnel_mbps = parallel_upload(ports, o.bytes, tp.tunnel_bytes);
+    tp.dest_daemon_cpu = read_cpu_seconds(dest.pid()) - d0;
+    tp.source_daemon_cpu = read_cpu_seconds(src.pid()) - s0;
+    tp.relay_cpu = read_cpu_seconds(relay.pid()) - r0;
+
+    src.process().stop(3000ms);
+    dest.process().stop(5000ms);
+    relay.stop(3000ms);
+    service.stop();
+  } catch (...) {
+    kill_all_children();
+    cleanup();
+    throw;
+  }
+  cleanup();
+
+  // The report.
+  const std::string load_end = loadavg();
+  const Percentiles lat = percentiles(open_ms);
+  const double gib = tp.tunnel_bytes / double(1ull << 30);
+  struct Row {
+    std::string what, target, ours;
+    int pass;  // 1 pass, 0 miss, -1 no target
+  };
+  std::vector<Row> rows;
+  char b[256];
+  std::snprintf(b, sizeof b, "%s", fmt_kib(rss0).c_str());
+  rows.push_back({"tunneld idle RSS, 0 sessions", "-", b, -1});
+  json jmem = json::array();
+  for (const auto& m : memory) {
+    const double per = m.sessions ? double(m.rss_kib - rss0) / m.sessions : 0;
+    std::snprintf(b, sizeof b, "%s total, %.1f KiB/session", fmt_kib(m.rss_kib).c_str(), per);
+    rows.push_back({"idle RSS, " + std::to_string(m.sessions) + " sessions", "< 100 KiB/session", b,
+                    per < 100 ? 1 : 0});
+    if (m.sessions == 1000) {
+      rows.push_back({"idle RSS, 1000 sessions total", "< 128 MiB", fmt_kib(m.rss_kib),
+                      m.rss_kib < 128 * 1024 ? 1 : 0});
+    }
+    jmem.push_back({{"sessions", m.sessions},
+                    {"rss_kib", m.rss_kib},
+                    {"per_session_kib", per},
+                    {"open_and_connect_seconds", m.open_seconds}});
+  }
+  if (memory.size() >= 2) {
+    // The cost of one more session once the per-daemon TLS and CA setup is paid.
+    const MemoryPoint& lo = memory[memory.size() - 2];
+    const MemoryPoint& hi = memory.back();
+    const double marginal = double(hi.rss_kib - lo.rss_kib) / (hi.sessions - lo.sessions);
+    std::snprintf(b, sizeof b, "%.1f KiB/session", marginal);
+    rows.push_back({"marginal, " + std::to_string(lo.sessions) + " -> " +
+                        std::to_string(hi.sessions) + " sessions",
+                    "< 100 KiB/session", b, marginal < 100 ? 1 : 0});
+  }
+  std::snprintf(b, sizeof b, "%s (x1000 = %s)", fmt_kib(localproxy_rss).c_str(),
+                fmt_kib(localproxy_rss * 1000.0).c_str());
+  rows.push_back({"one idle localproxy (per-process ref.)", "~10 MiB", b, -1});
+  std::snprintf(b, sizeof b, "p50 %.1f, p90 %.1f, max %.1f ms (n=%zu)", lat.p50, lat.p90, lat.max,
+                open_ms.size());
+  rows.push_back({"tunnelctl open -> connected", "p50 < 50 ms", b, lat.p50 < 50 ? 1 : 0});
+  std::snprintf(b, sizeof b, "%.0f MB/s", tp.direct_mbps);
+  rows.push_back({std::to_string(o.streams) + " streams, direct loopback TCP", "-", b, -1});
+  std::snprintf(b, sizeof b, "%.0f MB/s (%.0f%% of direct)", tp.tunnel_mbps,
+                100 * tp.tunnel_mbps / tp.direct_mbps);
+  rows.push_back({std::to_string(o.streams) + " tunnels, one tunneld each side", "-", b, -1});
+  std::snprintf(b, sizeof b, "dest %.2f, source %.2f (relay %.2f)", tp.dest_daemon_cpu / gib,
+                tp.source_daemon_cpu / gib, tp.relay_cpu / gib);
+  rows.push_back({"tunneld CPU-seconds per GiB", "-", b, -1});
+
+  std::printf("\ndaemon-bench  build %s  cpu %s x%u\n", o.build_dir.c_str(),
+              first_cpu_model().c_str(), std::thread::hardware_concurrency());
+  std::printf("load average: %s at start, %s at end (others may share the machine)\n",
+              load_start.c_str(), load_end.c_str());
+  std::printf("%s\n\n", fd_note.c_str());
+  std::printf("| %-40s | %-18s | %-46s | %-4s |\n", "measure", "target", "measured", "");
+  std::printf("|%s|%s|%s|%s|\n", std::string(42, '-').c_str(), std::string(20, '-').c_str(),
+              std::string(48, '-').c_str(), std::string(6, '-').c_str());
+  json jv = json::array();
+  for (const auto& r : rows) {
+    const char* verdict = r.pass < 0 ? "" : r.pass ? "PASS" : "MISS";
+    std::printf("| %-40s | %-18s | %-46s | %-4s |\n", r.what.c_str(), r.target.c_str(),
+                r.ours.c_str(), verdict);
+    jv.push_back(
+        {{"what", r.what}, {"target", r.target}, {"measured", r.ours}, {"verdict", verdict}});
+  }
+  std::fflush(stdout);
+  if (!o.json_path.empty()) {
+    out = {{"build_dir", o.build_dir},
+           {"cpus", std::thread::hardware_concurrency()},
+           {"cpu_model", first_cpu_model()},
+           {"load_average_start", load_start},
+           {"load_average_end", load_end},
+           {"fd_limit", fd_note},
+           {"idle_rss_kib_0_sessions", rss0},
+           {"memory", jmem},
+           {"localproxy_idle_rss_kib", localproxy_rss},
+           {"open_to_connected_ms",
+            {{"samples", open_ms}, {"p50", lat.p50}, {"p90", lat.p90}, {"max", lat.max}}},
+           {"throughput",
+            {{"streams", o.streams},
+             {"bytes_per_stream", o.bytes},
+             {"direct_mb_per_s", tp.direct_mbps},
+             {"tunnel_mb_per_s", tp.tunnel_mbps},
+             {"dest_daemon_cpu_s_per_gib", tp.dest_daemon_cpu / gib},
+             {"source_daemon_cpu_s_per_gib", tp.source_daemon_cpu / gib},
+             {"relay_cpu_s_per_gib", tp.relay_cpu / gib}}},
+           {"verdicts", jv}};
+    std::ofstream(o.json_path) << out.dump(2) << "\n";
+    progress("wrote " + o.json_path);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace bench
+
+int main(int argc, char** argv) {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, s);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  try {
+    return bench::run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "daemon-bench: %s\n", e.what());
+    return 1;
+  }
+}
