@@ -50,7 +50,7 @@ std::string Daemon::new_id() const {
   for (;;) {
     unsigned char b[4];
     RAND_bytes(b, sizeof b);
-    const std::string id = fmt::format("{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3]);
+    std::string id = fmt::format("{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3]);
     if (!sessions_.count(id)) return id;
   }
 }
@@ -202,8 +202,9 @@ void Daemon::apply_config_sessions(const Config& next) {
   // restart, new ones start; sessions opened with tunnelctl are untouched.
   for (auto& [id, m] : sessions_) {
     if (m->origin != Origin::config || m->removing) continue;
+    const std::string& name = m->name;  // clang < 16 cannot capture a structured binding
     const auto it = std::find_if(next.sessions.begin(), next.sessions.end(),
-                                 [&](const SessionConfig& s) { return s.proxy.name == m->name; });
+                                 [&](const SessionConfig& s) { return s.proxy.name == name; });
     if (it == next.sessions.end() || !same_proxy_config(it->proxy, m->from_file)) {
       log()->info("config: session {} {}", m->name,
                   it == next.sessions.end() ? "removed" : "changed: restarting");

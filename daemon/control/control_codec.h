@@ -28,11 +28,11 @@ inline constexpr std::uint32_t kProtocolVersion = 1;
 inline constexpr std::size_t kFrameHeaderSize = 4;
 // Cap on a request body: an OpenRequest with tokens and settings JSON is a
 // few KiB, so 64 KiB is generous and bounds what the daemon buffers per client.
-inline constexpr std::size_t kMaxRequestSize = 64 * 1024;
+inline constexpr std::size_t kMaxRequestSize = std::size_t{64} * 1024;
 // Cap on a response body, as enforced by clients. A ListResponse grows with
 // the session count (about 200 bytes per session), so it gets more room:
 // 4 MiB holds well over 10 000 sessions.
-inline constexpr std::size_t kMaxResponseSize = 4 * 1024 * 1024;
+inline constexpr std::size_t kMaxResponseSize = std::size_t{4} * 1024 * 1024;
 
 enum class DecodeStatus {
   ok,         // a frame (or message) was produced
