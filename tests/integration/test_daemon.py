@@ -29,6 +29,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from hostile_service import _varint as _enc_varint  # noqa: E402  (one protobuf varint encoder)
 from harness import (Harness, Runner, TestFailure, assert_no_secret, check,  # noqa: E402
                      connect, echo_roundtrip, new_client_token, scaled, wait_for_echo)
 
@@ -154,18 +155,6 @@ def pb_fields(data: bytes) -> dict[int, list]:
             raise ValueError(f"wire type {wire}")
         out.setdefault(num, []).append(value)
     return out
-
-
-def _enc_varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
 
 
 def pb_varint_field(num: int, value: int) -> bytes:
