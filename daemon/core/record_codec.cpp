@@ -200,9 +200,14 @@ void encode_data_record(std::int32_t stream_id, std::string_view payload, std::s
     body += 1 + varint_size(connection_id);
   }
 
+  // Built with appends, not resize-then-write: the payload is copied once
+  // and never zero-filled first (this is the TCP -> tunnel hot path).
   const std::size_t at = out.size();
-  out.resize(at + kLengthPrefixSize + body);
-  char* p = out.data() + at;
+  if (out.capacity() < at + kLengthPrefixSize + body) {
+    out.reserve(std::max(at + kLengthPrefixSize + body, 2 * out.capacity()));
+  }
+  char head[2 + 2 + 1 + 10 + 1 + 10];
+  char* p = head;
   *p++ = static_cast<char>(body >> 8);
   *p++ = static_cast<char>(body & 0xFF);
   *p++ = kTagType;
@@ -214,18 +219,25 @@ void encode_data_record(std::int32_t stream_id, std::string_view payload, std::s
   if (!payload.empty()) {
     *p++ = kTagPayload;
     p = put_varint(p, payload.size());
-    p = std::copy(payload.begin(), payload.end(), p);
   }
+  out.append(head, static_cast<std::size_t>(p - head));
+  out.append(payload);
   if (!service_id.empty()) {
-    *p++ = kTagServiceId;
-    p = put_varint(p, service_id.size());
-    p = std::copy(service_id.begin(), service_id.end(), p);
+    char tag[1 + 10];
+    char* q = tag;
+    *q++ = kTagServiceId;
+    q = put_varint(q, service_id.size());
+    out.append(tag, static_cast<std::size_t>(q - tag));
+    out.append(service_id);
   }
   if (connection_id != 0) {
-    *p++ = kTagConnectionId;
-    p = put_varint(p, connection_id);
+    char tag[1 + 10];
+    char* q = tag;
+    *q++ = kTagConnectionId;
+    q = put_varint(q, connection_id);
+    out.append(tag, static_cast<std::size_t>(q - tag));
   }
-  assert(p == out.data() + out.size());
+  assert(out.size() == at + kLengthPrefixSize + body);
 }
 
 }  // namespace tunnel

@@ -57,7 +57,8 @@ struct ServiceLink::Handles {
   uv_timer_t ping_timer{};
   uv_timer_t end_timer{};  // delivers on_link_closed from the loop
   uv_check_t flush_check{};
-  uv_idle_t more_idle{};  // more to read or deliver: come back next iteration
+  uv_idle_t more_idle{};   // more to read or deliver: come back next iteration
+  uv_idle_t flush_idle{};  // keeps the loop from blocking before flush_check runs
   int open = 0;
 
   static Handles* of(const void* handle) {
@@ -96,6 +97,16 @@ void ServiceLink::TxBuffer::consume_front(std::size_t n) {
   size_ -= n;
 }
 
+void ServiceLink::TxBuffer::clear(bool release_memory) {
+  if (release_memory) {
+    release();
+  } else {
+    size_ = 0;
+  }
+}
+
+void ServiceLink::TxBuffer::shrink_by(std::size_t n) { size_ -= std::min(n, size_); }
+
 void ServiceLink::TxBuffer::release() {
   p_.reset();
   size_ = 0;
@@ -114,9 +125,11 @@ ServiceLink::ServiceLink(WsContext& ctx, ServiceLinkEvents& events)
   uv_check_init(loop, &h_->flush_check);
   h_->flush_check.data = h_;
   ++h_->open;
-  uv_idle_init(loop, &h_->more_idle);
-  h_->more_idle.data = h_;
-  ++h_->open;
+  for (uv_idle_t* i : {&h_->more_idle, &h_->flush_idle}) {
+    uv_idle_init(loop, i);
+    i->data = h_;
+    ++h_->open;
+  }
 }
 
 ServiceLink::~ServiceLink() { shutdown(); }
@@ -134,7 +147,8 @@ void ServiceLink::shutdown() {
                           reinterpret_cast<uv_handle_t*>(&h_->ping_timer),
                           reinterpret_cast<uv_handle_t*>(&h_->end_timer),
                           reinterpret_cast<uv_handle_t*>(&h_->flush_check),
-                          reinterpret_cast<uv_handle_t*>(&h_->more_idle)}) {
+                          reinterpret_cast<uv_handle_t*>(&h_->more_idle),
+                          reinterpret_cast<uv_handle_t*>(&h_->flush_idle)}) {
     uv_close(hd, &Handles::closed);
   }
   h_ = nullptr;
@@ -653,9 +667,7 @@ void ServiceLink::queue_control(ws::Opcode op, std::span<const std::uint8_t> pay
   std::uint8_t* p = wbuf_.extend(hdr + payload.size());
   ws::write_frame_header(p, op, payload.size(), &mask);
   ws::copy_masked(p + hdr, payload.data(), payload.size(), mask);
-  uv_check_start(&h_->flush_check, [](uv_check_t* c) {
-    if (auto* self = Handles::of(c)->owner) self->on_flush_check();
-  });
+  schedule_flush();
 }
 
 std::array<std::uint8_t, 4> ServiceLink::next_mask() {
@@ -675,30 +687,47 @@ std::array<std::uint8_t, 4> ServiceLink::next_mask() {
 void ServiceLink::frame_outbox() {
   const std::size_t max_frame = std::clamp<std::size_t>(opt_.max_frame_size, 1024, kMaxFrameSize);
   const auto* src = reinterpret_cast<const std::uint8_t*>(outbox_.data());
+  const std::size_t frames = (outbox_.size() + max_frame - 1) / max_frame;
+  // One allocation for the whole batch; headers and masked payload are
+  // written over it in one pass.
+  std::uint8_t* p = wbuf_.extend(outbox_.size() + frames * ws::kMaxHeaderSize);
+  std::uint8_t* const start = p;
   std::size_t off = 0;
   while (off < outbox_.size()) {
     const std::size_t n = std::min(max_frame, outbox_.size() - off);
     const auto mask = next_mask();
-    const std::size_t hdr = ws::frame_header_size(n, true);
-    std::uint8_t* p = wbuf_.extend(hdr + n);
-    ws::write_frame_header(p, ws::Opcode::binary, n, &mask);
-    ws::copy_masked(p + hdr, src + off, n, mask);
+    p += ws::write_frame_header(p, ws::Opcode::binary, n, &mask);
+    ws::copy_masked(p, src + off, n, mask);
+    p += n;
     off += n;
   }
+  wbuf_.shrink_by(outbox_.size() + frames * ws::kMaxHeaderSize -
+                  static_cast<std::size_t>(p - start));
   outbox_.clear();
   if (outbox_.capacity() > 4 * kMaxFrameSize) std::string().swap(outbox_);
+}
+
+void ServiceLink::schedule_flush() {
+  // The check phase follows the poll phase of this iteration: whatever the
+  // I/O callbacks append meanwhile leaves in the same batch. The idle handle
+  // makes that poll return at once when the flush was asked for outside the
+  // I/O phase (a timer, an idle callback), instead of waiting for the next
+  // event.
+  uv_check_start(&h_->flush_check, [](uv_check_t* c) {
+    if (auto* self = Handles::of(c)->owner) self->on_flush_check();
+  });
+  uv_idle_start(&h_->flush_idle, [](uv_idle_t*) {});
 }
 
 void ServiceLink::flush() {
   if (!h_ || (state_ != State::open)) return;
   if (queued() > opt_.write_low_watermark) was_above_low_ = true;
-  uv_check_start(&h_->flush_check, [](uv_check_t* c) {
-    if (auto* self = Handles::of(c)->owner) self->on_flush_check();
-  });
+  schedule_flush();
 }
 
 void ServiceLink::on_flush_check() {
   uv_check_stop(&h_->flush_check);
+  uv_idle_stop(&h_->flush_idle);
   if (state_ != State::open && state_ != State::closing) return;
   if (!outbox_.empty() && !close_sent_) frame_outbox();
   if (close_after_flush_ && !close_sent_) {
@@ -709,6 +738,7 @@ void ServiceLink::on_flush_check() {
     queue_control(ws::Opcode::close,
                   std::span(reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size()));
     uv_check_stop(&h_->flush_check);
+    uv_idle_stop(&h_->flush_idle);
     close_sent_ = true;
     state_ = State::closing;
     uv_timer_start(
@@ -737,8 +767,9 @@ void ServiceLink::do_write() {
     woff_ += static_cast<std::size_t>(n);
   }
   if (woff_ == wbuf_.size()) {
-    // Idle links hold no write buffer.
-    wbuf_.release();
+    // Keep the allocation while traffic flows; an idle link gives it back
+    // at its next ping tick (and a large one at once).
+    wbuf_.clear(wbuf_.capacity() > 1024 * 1024);
     woff_ = 0;
     if (close_sent_ && peer_closed_ && state_ == State::closing) {
       end_connection();
@@ -781,6 +812,7 @@ void ServiceLink::pause_receive(bool paused) {
 
 void ServiceLink::on_ping_tick() {
   if (state_ != State::open) return;
+  if (wbuf_.size() == 0 && woff_ == 0) wbuf_.release();  // idle: hold no write buffer
   if (rx_paused_) {
     awaiting_pong_ = false;
     return;
@@ -810,9 +842,7 @@ void ServiceLink::close(int code, std::string_view reason) {
   close_after_flush_ = true;
   close_code_ = code;
   close_reason_ = std::string(reason);
-  uv_check_start(&h_->flush_check, [](uv_check_t* c) {
-    if (auto* self = Handles::of(c)->owner) self->on_flush_check();
-  });
+  schedule_flush();
 }
 
 void ServiceLink::abort(std::string reason) { fail(std::move(reason)); }
@@ -857,6 +887,7 @@ void ServiceLink::end_connection() {
   uv_timer_stop(&h_->connect_timer);
   uv_timer_stop(&h_->ping_timer);
   uv_check_stop(&h_->flush_check);
+  uv_idle_stop(&h_->flush_idle);
   uv_idle_stop(&h_->more_idle);
   outbox_.clear();
   wbuf_.release();

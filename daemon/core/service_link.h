@@ -118,6 +118,7 @@ class ServiceLink {
   void queue_control(ws::Opcode op, std::span<const std::uint8_t> payload);
   void update_poll();
   void on_ping_tick();
+  void schedule_flush();
   void on_flush_check();
   void deliver_end();
   void abandon_resolve();
@@ -161,7 +162,10 @@ class ServiceLink {
     std::uint8_t* data() { return p_.get(); }
     std::size_t size() const { return size_; }
     void consume_front(std::size_t n);
+    void shrink_by(std::size_t n);  // drop n bytes from the end
+    void clear(bool release_memory);
     void release();  // back to no allocation
+    std::size_t capacity() const { return cap_; }
 
    private:
     std::unique_ptr<std::uint8_t[]> p_;
