@@ -92,7 +92,7 @@ ProxySession::~ProxySession() {
 void ProxySession::start() {
   if (state_ != SessionState::idle) return;
   uv_loop_t* loop = ws_.loop();
-  for (uv_timer_t* t : {&retry_timer_, &accept_timer_}) {
+  for (uv_timer_t* t : {&retry_timer_, &accept_timer_, &nudge_timer_}) {
     uv_timer_init(loop, t);
     t->data = this;
     ++open_handles_;
@@ -318,6 +318,15 @@ void ProxySession::protocol_error(std::string reason) {
 
 void ProxySession::note(std::string_view what) { log_->debug("{}", what); }
 
+void ProxySession::schedule_nudge(std::int32_t stream_id, std::uint32_t delay_ms) {
+  if (handles_closing_) return;
+  nudge_stream_ = stream_id;
+  start_timer(&nudge_timer_, delay_ms, [](uv_timer_t* t) {
+    auto* self = static_cast<ProxySession*>(t->data);
+    self->machine_.on_nudge_due(self->nudge_stream_);
+  });
+}
+
 // ---------------------------------------------------------------- local side
 
 void ProxySession::on_local_connected(LocalConnection& c) {
@@ -524,7 +533,7 @@ void ProxySession::close_handles() {
     self->release_handle();
   };
   link_.shutdown();
-  for (uv_timer_t* t : {&retry_timer_, &accept_timer_}) {
+  for (uv_timer_t* t : {&retry_timer_, &accept_timer_, &nudge_timer_}) {
     if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(t))) {
       uv_close(reinterpret_cast<uv_handle_t*>(t), on_closed);
     }

@@ -105,6 +105,7 @@ class ProxySession final : public ServiceLinkEvents,
   void close_local(std::int32_t stream_id, bool flush) override;
   void protocol_error(std::string reason) override;
   void note(std::string_view what) override;
+  void schedule_nudge(std::int32_t stream_id, std::uint32_t delay_ms) override;
   // LocalConnectionEvents
   void on_local_connected(LocalConnection& c) override;
   void on_local_connect_failed(LocalConnection& c, const std::string& reason) override;
@@ -154,6 +155,8 @@ class ProxySession final : public ServiceLinkEvents,
 
   uv_timer_t retry_timer_{};   // reconnect backoff, listen retry
   uv_timer_t accept_timer_{};  // deferred accept (never re-enter the machine)
+  uv_timer_t nudge_timer_{};   // SessionMachine::on_nudge_due
+  std::int32_t nudge_stream_ = 0;
   int open_handles_ = 0;
   bool handles_closing_ = false;
   bool finished_ = false;

@@ -1,6 +1,7 @@
 #include "session_machine.h"
 
 #include <algorithm>
+#include <iterator>
 #include <limits>
 #include <utility>
 
@@ -116,6 +117,10 @@ void SessionMachine::on_data(Message& m) {
     ignore_stale("DATA", id);
     return;
   }
+  // An empty DATA carries nothing (our source sends them as nudges).
+  if (m.payload().empty()) {
+    return;
+  }
   // Destination: also while the local connect runs; the connection queues it.
   fx_.write_local(id, std::move(*m.mutable_payload()));
 }
@@ -225,6 +230,30 @@ void SessionMachine::on_local_data(std::int32_t stream_id, std::string_view byte
     ++counters_.records_out;
     fx_.send_data(stream_id, bytes.substr(0, n));
     bytes.remove_prefix(n);
+  }
+  // The first DATA after STREAM_START arms the nudges (kNudgeDelaysMs).
+  // Stream ids are never reused, so a new id always arms.
+  if (mode_ == Mode::source && nudge_stream_ != stream_id) {
+    nudge_stream_ = stream_id;
+    nudges_sent_ = 0;
+    fx_.schedule_nudge(stream_id, kNudgeDelaysMs[0]);
+  }
+}
+
+void SessionMachine::on_nudge_due(std::int32_t stream_id) {
+  // Only for the active stream that armed it. Once a stream has ended, its
+  // stale id would be dropped by a V1 peer; what the reference still holds
+  // of it is processed when the next message (at the latest the next
+  // STREAM_START) arrives.
+  if (mode_ != Mode::source || stream_id == 0 || stream_id != nudge_stream_ ||
+      stream_id != active_ || !link_up_ || nudges_sent_ >= std::size(kNudgeDelaysMs)) {
+    return;
+  }
+  ++counters_.records_out;
+  fx_.send_data(stream_id, {});
+  ++nudges_sent_;
+  if (nudges_sent_ < std::size(kNudgeDelaysMs)) {
+    fx_.schedule_nudge(stream_id, kNudgeDelaysMs[nudges_sent_] - kNudgeDelaysMs[nudges_sent_ - 1]);
   }
 }
 

@@ -37,6 +37,9 @@ class SessionEffects {
   virtual void protocol_error(std::string reason) = 0;
   // A non-fatal oddity worth a log line (ignored record and why).
   virtual void note(std::string_view what) { (void)what; }
+  // Source: call SessionMachine::on_nudge_due(stream_id) once, after
+  // delay_ms. At most one is pending; a new call replaces it.
+  virtual void schedule_nudge(std::int32_t stream_id, std::uint32_t delay_ms) = 0;
 };
 
 struct SessionCounters {
@@ -72,6 +75,16 @@ class SessionMachine {
   void on_local_data(std::int32_t stream_id, std::string_view bytes);
   // The local connection closed (EOF or error): STREAM_RESET if still active.
   void on_local_closed(std::int32_t stream_id);
+  // Source: the delay asked for by schedule_nudge() has passed.
+  void on_nudge_due(std::int32_t stream_id);
+
+  // After STREAM_START, a source follows its first DATA with empty DATA
+  // records ("nudges") at these delays, measured from that first DATA. The
+  // reference localproxy as destination leaves records that share a
+  // WebSocket read with STREAM_START unprocessed until its next read
+  // completes, i.e. until some later message arrives; a nudge is that later
+  // message (docs/interop.md).
+  static constexpr std::uint32_t kNudgeDelaysMs[] = {20, 200, 2000};
 
   // --- observation ---
   // The active stream (destination: also while its local connect runs).
@@ -89,6 +102,10 @@ class SessionMachine {
   std::int32_t active_ = 0;  // 0 = none
   bool connecting_ = false;  // destination: open_local issued, not finished
   std::int32_t last_stream_id_ = 0;
+  // Source: the stream whose nudges are armed (0: none), and how many of
+  // them were sent.
+  std::int32_t nudge_stream_ = 0;
+  std::size_t nudges_sent_ = 0;
   std::string service_id_;
   SessionCounters counters_;
 

@@ -178,6 +178,9 @@ SCENARIOS = {
     # the proxy at once (exit 0) while its handshake is pending.
     "stalled_handshake": ("source", lambda: [], "sigterm"),
     "fragmented_records": ("source", _fragmented_records, "stay"),
+    # Not hostile: a service that only listens (and records the proxy's
+    # binary frames, see HostileServer.binary_frames).
+    "quiet": ("source", lambda: [], "stay"),
 }
 
 
@@ -214,6 +217,10 @@ class HostileServer:
         self.handshakes: list[Handshake] = []
         self.events: list[str] = []
         self.attack_done_at: float | None = None
+        # (connection, time, payload) of each binary or continuation frame
+        # from the proxy, the first 4 MiB of them.
+        self.binary_frames: list[tuple[int, float, bytes]] = []
+        self._binary_bytes = 0
         self.connections = 0
         self._threads: list[threading.Thread] = []
         self._socks: list[socket.socket] = []
@@ -408,6 +415,10 @@ class HostileServer:
                 elif opcode == OP_TEXT:
                     self.event(f"conn {idx}: text frame from proxy ({len(payload)} B)")
                 elif opcode in (OP_BINARY, OP_CONT):
+                    with self._cond:
+                        if self._binary_bytes + len(payload) <= (4 << 20):
+                            self._binary_bytes += len(payload)
+                            self.binary_frames.append((idx, time.monotonic(), payload))
                     self.event(f"conn {idx}: binary {len(payload)} B")
 
 

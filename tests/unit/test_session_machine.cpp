@@ -42,6 +42,11 @@ class RecordingEffects : public SessionEffects {
   }
   void protocol_error(std::string reason) override { log.push_back("error " + reason); }
   void note(std::string_view what) override { notes.emplace_back(what); }
+  // Kept apart from `log`, so the conversations above read as before.
+  void schedule_nudge(std::int32_t id, std::uint32_t delay_ms) override {
+    nudges.push_back(std::to_string(id) + " after " + std::to_string(delay_ms) + " ms");
+  }
+  std::vector<std::string> nudges;
 
   std::string data_bytes;  // concatenation of every send_data chunk
 
@@ -553,4 +558,83 @@ TEST_CASE("session: effects may call back into the machine") {
   deliver(sm, record(Message::STREAM_RESET, 2));
   CHECK(fx.take() == Lines{"send STREAM_START 1", "send STREAM_RESET 1", "close 1 abort",
                            "send STREAM_START 2", "close 2 flush"});
+}
+
+// docs/interop.md: the reference destination processes records that share a
+// WebSocket read with STREAM_START only when a later message arrives. A
+// source therefore follows the first DATA of each stream with three empty
+// DATA records, 20, 200 and 2000 ms later.
+TEST_CASE("session: a source nudges after the first DATA of a stream") {
+  RecordingEffects fx;
+  SessionMachine sm(Mode::source, fx);
+  sm.on_link_up();
+  REQUIRE(sm.on_local_accepted() == 1);
+  CHECK(fx.nudges.empty());
+  fx.take();
+
+  sm.on_local_data(1, "GET /");
+  CHECK(fx.take() == Lines{"data 1 5"});
+  CHECK(fx.nudges == Lines{"1 after 20 ms"});
+  sm.on_local_data(1, "more");
+  CHECK(fx.take() == Lines{"data 1 4"});
+  CHECK(fx.nudges.size() == 1);  // armed once per stream
+
+  sm.on_nudge_due(1);
+  CHECK(fx.take() == Lines{"data 1 0"});
+  CHECK(fx.nudges.back() == "1 after 180 ms");
+  sm.on_nudge_due(1);
+  CHECK(fx.take() == Lines{"data 1 0"});
+  CHECK(fx.nudges.back() == "1 after 1800 ms");
+  sm.on_nudge_due(1);
+  CHECK(fx.take() == Lines{"data 1 0"});
+  CHECK(fx.nudges.size() == 3);
+  // The schedule is over: a late call sends nothing, more data arms nothing.
+  sm.on_nudge_due(1);
+  sm.on_local_data(1, "x");
+  CHECK(fx.take() == Lines{"data 1 1"});
+  CHECK(fx.nudges.size() == 3);
+  CHECK(sm.counters().records_out == 7);  // START, 3 DATA, 3 nudges
+}
+
+TEST_CASE("session: nudges end with their stream and re-arm for the next") {
+  RecordingEffects fx;
+  SessionMachine sm(Mode::source, fx);
+  sm.on_link_up();
+  REQUIRE(sm.on_local_accepted() == 1);
+  sm.on_local_data(1, "a");
+  sm.on_local_closed(1);
+  fx.take();
+  sm.on_nudge_due(1);  // the stream is gone: its id is stale for the peer
+  CHECK(fx.take().empty());
+
+  REQUIRE(sm.on_local_accepted() == 2);
+  fx.take();
+  sm.on_local_data(2, "b");
+  CHECK(fx.nudges == Lines{"1 after 20 ms", "2 after 20 ms"});
+  fx.take();
+  sm.on_nudge_due(1);  // stale timer
+  CHECK(fx.take().empty());
+  sm.on_nudge_due(2);
+  CHECK(fx.take() == Lines{"data 2 0"});
+
+  sm.on_link_down();
+  fx.take();
+  sm.on_nudge_due(2);
+  CHECK(fx.take().empty());
+}
+
+TEST_CASE("session: a destination never nudges and writes nothing for an empty DATA") {
+  RecordingEffects fx;
+  SessionMachine sm(Mode::destination, fx);
+  sm.on_link_up();
+  deliver(sm, record(Message::STREAM_START, 4));
+  sm.on_local_connected(4);
+  deliver(sm, record(Message::DATA, 4));  // a source's nudge
+  CHECK(fx.take() == Lines{"open 4"});
+  sm.on_local_data(4, "200 OK");
+  CHECK(fx.take() == Lines{"data 4 6"});
+  CHECK(fx.nudges.empty());
+  sm.on_nudge_due(4);
+  CHECK(fx.take().empty());
+  CHECK(sm.counters().stale_records_ignored == 0);
 }
