@@ -1,7 +1,6 @@
 #include "proxy_session.h"
 
 #include <netdb.h>
-#include <openssl/x509.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
@@ -81,22 +80,19 @@ ProxySession::ProxySession(WsContext& ws, ProxyConfig config, DoneFn done)
       backoff_(static_cast<std::uint32_t>(std::max(1, config_.settings.ws_retry_delay_ms)),
                static_cast<std::uint32_t>(std::max(config_.settings.ws_retry_delay_ms,
                                                    config_.settings.ws_retry_max_delay_ms)),
-               std::random_device{}()) {
+               std::random_device{}()),
+      link_(ws, *this) {
   if (config_.client_token.empty()) config_.client_token = generate_client_token();
-  path_ = handshake_path(to_string(config_.mode));
-  out_.assign(LWS_PRE, '\0');
-  out_off_ = LWS_PRE;
 }
 
 ProxySession::~ProxySession() {
-  if (wsi_) lws_set_opaque_user_data(wsi_, nullptr);
   if (conn_) conn_->close(false);
 }
 
 void ProxySession::start() {
   if (state_ != SessionState::idle) return;
   uv_loop_t* loop = ws_.loop();
-  for (uv_timer_t* t : {&ping_timer_, &retry_timer_, &connect_timer_, &accept_timer_}) {
+  for (uv_timer_t* t : {&retry_timer_, &accept_timer_}) {
     uv_timer_init(loop, t);
     t->data = this;
     ++open_handles_;
@@ -112,306 +108,85 @@ void ProxySession::start() {
   connect_ws();
 }
 
-// ---------------------------------------------------------------- WebSocket
+// ---------------------------------------------------------------- link
 
 void ProxySession::connect_ws() {
   if (finished_ || state_ == SessionState::stopping) return;
   state_ = SessionState::connecting;
   established_ = false;
-  link_kill_requested_ = false;
-  kill_reason_.clear();
-  peer_close_code_ = 0;
-  lws_vhost* vhost = nullptr;
-  try {
-    vhost = ws_.client_vhost(TlsTrust{config_.capath, config_.cafile});
-  } catch (const std::exception& e) {
-    finish({false, e.what(), 0});
-    return;
-  }
-  lws_client_connect_info ci{};
-  ci.context = ws_.context();
-  ci.vhost = vhost;
-  ci.address = config_.endpoint.host.c_str();
-  ci.port = config_.endpoint.port;
-  ci.host = config_.endpoint.host.c_str();
-  ci.origin = config_.endpoint.host.c_str();
-  ci.path = path_.c_str();
-  ci.protocol = config_.settings.ws_subprotocol.c_str();
-  ci.local_protocol_name = WsContext::protocol_name();
-  if (config_.endpoint.tls) {
-    ci.ssl_connection = LCCSCF_USE_SSL;
-    if (!config_.verify_tls) {
-      ci.ssl_connection |= LCCSCF_ALLOW_SELFSIGNED | LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
-                           LCCSCF_ALLOW_EXPIRED | LCCSCF_ALLOW_INSECURE;
-    }
-  }
-  ci.opaque_user_data = static_cast<WsLinkHandler*>(this);
-  ci.pwsi = &wsi_;
+  const Settings& st = config_.settings;
+  LinkOptions o;
+  o.endpoint = config_.endpoint;
+  o.path = handshake_path(to_string(config_.mode));
+  o.subprotocols = {st.ws_subprotocol};
+  o.access_token = config_.access_token;
+  o.client_token = config_.client_token;
+  o.trust = TlsTrust{config_.capath, config_.cafile};
+  o.verify_tls = config_.verify_tls;
+  o.max_frame_size = static_cast<std::size_t>(
+      std::clamp(st.ws_max_frame_size, 1024, static_cast<int>(kMaxFrameSize)));
+  o.write_low_watermark = static_cast<std::size_t>(std::max(1, st.ws_write_buffer_size / 2));
+  o.connect_timeout_ms = st.ws_connect_timeout_ms;
+  o.ping_period_ms = st.ws_ping_period_ms;
+  o.pong_timeout_ms = st.ws_pong_timeout_ms;
   log_->debug("connecting to {}:{} as {}", config_.endpoint.host, config_.endpoint.port,
               to_string(config_.mode));
-  link_active_ = true;
-  start_timer(&connect_timer_, ms(config_.settings.ws_connect_timeout_ms), [](uv_timer_t* t) {
-    auto* self = static_cast<ProxySession*>(t->data);
-    if (!self->established_) self->kill_link("timed out connecting to the service");
-  });
-  lws* w = lws_client_connect_via_info(&ci);
-  if (!w && link_active_) {
-    // lws failed before creating the connection and reported nothing.
-    on_link_gone("cannot start the connection to the service", 0);
-  }
+  link_.connect(o);
 }
 
-int ProxySession::on_ws_event(lws* wsi, lws_callback_reasons reason, void* user, void* in,
-                              std::size_t len) {
-  switch (reason) {
-    case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
-      auto** p = static_cast<unsigned char**>(in);
-      unsigned char* end = *p + len;
-      const auto& at = config_.access_token;
-      const auto& ct = config_.client_token;
-      if (lws_add_http_header_by_name(wsi, reinterpret_cast<const unsigned char*>("access-token:"),
-                                      reinterpret_cast<const unsigned char*>(at.data()),
-                                      static_cast<int>(at.size()), p, end) ||
-          lws_add_http_header_by_name(wsi, reinterpret_cast<const unsigned char*>("client-token:"),
-                                      reinterpret_cast<const unsigned char*>(ct.data()),
-                                      static_cast<int>(ct.size()), p, end)) {
-        return -1;
-      }
-      return 0;
-    }
-    case LWS_CALLBACK_CLIENT_FILTER_PRE_ESTABLISH: {
-      // The response headers are only available until ESTABLISHED.
-      char buf[160];
-      int n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_PROTOCOL);
-      chosen_subprotocol_ = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
-      n = lws_hdr_custom_copy(wsi, buf, sizeof buf, "channel-id:", 11);
-      stats_.channel_id = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
-      return 0;
-    }
-    case LWS_CALLBACK_OPENSSL_PERFORM_SERVER_CERT_VERIFICATION: {
-      // len is OpenSSL's preverify_ok; user is the X509_STORE_CTX. Remember
-      // why verification failed so the user sees it; never override it.
-      if (len == 0 && user) {
-        auto* store = static_cast<X509_STORE_CTX*>(user);
-        tls_error_ = std::string("TLS certificate verification failed: ") +
-                     X509_verify_cert_error_string(X509_STORE_CTX_get_error(store));
-      }
-      return 0;
-    }
-    case LWS_CALLBACK_CLIENT_ESTABLISHED:
-      wsi_ = wsi;
-      on_established(wsi);
-      return drop_in_callback_ ? -1 : 0;
-    case LWS_CALLBACK_CLIENT_RECEIVE:
-      on_receive(wsi, in, len);
-      if (drop_in_callback_) {
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, nullptr, 0);
-        return -1;
-      }
-      return 0;
-    case LWS_CALLBACK_CLIENT_RECEIVE_PONG:
-      if (awaiting_pong_) {
-        awaiting_pong_ = false;
-        stats_.last_rtt_us =
-            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - ping_sent_)
-                .count();
-      }
-      return 0;
-    case LWS_CALLBACK_CLIENT_WRITEABLE:
-      return on_writeable(wsi);
-    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-      if (len >= 2) {
-        const auto* b = static_cast<const unsigned char*>(in);
-        peer_close_code_ = (b[0] << 8) | b[1];
-      } else {
-        peer_close_code_ = 1005;  // no status given
-      }
-      return 0;
-    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
-      const int status = lws_http_client_http_response(wsi);
-      std::string why =
-          in ? std::string(static_cast<const char*>(in), strnlen(static_cast<const char*>(in), 256))
-             : std::string("connection failed");
-      if (!tls_error_.empty()) {
-        why = tls_error_ + " (trust the service's CA with -c DIR or --cafile FILE)";
-        tls_error_.clear();
-      }
-      lws_set_opaque_user_data(wsi, nullptr);
-      on_link_gone(why, status);
-      return 0;
-    }
-    case LWS_CALLBACK_CLIENT_CLOSED:
-    case LWS_CALLBACK_WSI_DESTROY:
-      lws_set_opaque_user_data(wsi, nullptr);
-      on_link_gone("connection closed", 0);
-      return 0;
-    default:
-      return 0;
-  }
-}
-
-void ProxySession::on_established(lws* wsi) {
-  uv_timer_stop(&connect_timer_);
-  const std::string chosen = chosen_subprotocol_;
-  if (chosen != config_.settings.ws_subprotocol) {
-    // Speaking a version the service did not choose would corrupt the stream.
-    SessionOutcome o{false,
-                     "the service chose subprotocol '" + chosen + "', not the one offered ('" +
-                         config_.settings.ws_subprotocol + "')",
-                     0};
-    drop_in_callback_ = true;
-    finish(std::move(o));
-    return;
-  }
+void ProxySession::on_link_open(const std::string& subprotocol, const std::string& channel_id) {
   established_ = true;
   state_ = SessionState::connected;
   consecutive_failures_ = 0;
   backoff_.reset();
   if (stats_.connects++ > 0) ++stats_.reconnects;
   stats_.connected_since = Clock::now();
-  stats_.subprotocol = chosen;
+  stats_.subprotocol = subprotocol;
+  stats_.channel_id = channel_id;
   decoder_.reset();
-  out_.resize(LWS_PRE);
-  out_off_ = LWS_PRE;
-  message_bytes_ = 0;
   rx_paused_ = false;
-  awaiting_pong_ = false;
-  ping_due_ = false;
   log_->info("connected to {}:{} as {} (channel-id {}, protocol {})", config_.endpoint.host,
-             config_.endpoint.port, to_string(config_.mode),
-             stats_.channel_id.empty() ? "-" : stats_.channel_id, chosen);
+             config_.endpoint.port, to_string(config_.mode), channel_id.empty() ? "-" : channel_id,
+             subprotocol);
   machine_.on_link_up();
-  const auto period = ms(config_.settings.ws_ping_period_ms);
-  uv_timer_start(
-      &ping_timer_, [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->on_ping_tick(); },
-      period, period);
   if (config_.mode == Mode::source) {
     if (!listening_) {
-      start_listening();
+      listen_attempt();
     } else {
       schedule_accept();
     }
   }
 }
 
-void ProxySession::on_receive(lws* wsi, const void* in, std::size_t len) {
-  if (!lws_frame_is_binary(wsi)) {
-    protocol_error("text frame received (the protocol allows binary frames only)");
-    return;
-  }
-  message_bytes_ += len;
-  if (message_bytes_ > kMaxFrameSize) {
-    protocol_error("WebSocket message larger than " + std::to_string(kMaxFrameSize) + " bytes");
-    return;
-  }
-  if (lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0) message_bytes_ = 0;
+void ProxySession::on_link_data(std::span<const std::uint8_t> bytes) {
   in_receive_ = true;
-  const CodecError err =
-      decoder_.feed(std::string_view(static_cast<const char*>(in), len), [this](Message& m) {
-        machine_.on_record(m);
-        return !drop_in_callback_ && !finished_;
-      });
+  const CodecError err = decoder_.feed(bytes, [this](Message& m) {
+    machine_.on_record(m);
+    return link_.is_open() && !finished_;
+  });
   in_receive_ = false;
-  if (err != CodecError::none && !drop_in_callback_) {
+  if (err != CodecError::none && link_.is_open()) {
     protocol_error("bad record from the service: " + std::string(to_string(err)));
   }
 }
 
-int ProxySession::on_writeable(lws* wsi) {
-  if (drop_in_callback_) return -1;
-  if (ping_due_) {
-    unsigned char ping[LWS_PRE + 8] = {};
-    ping_due_ = false;
-    awaiting_pong_ = true;
-    ping_sent_ = Clock::now();
-    if (lws_write(wsi, ping + LWS_PRE, 8, LWS_WRITE_PING) < 0) return -1;
-    lws_callback_on_writable(wsi);
-    return 0;
-  }
-  std::size_t avail = out_.size() - out_off_;
-  if (avail > 0) {
-    const std::size_t max_frame = static_cast<std::size_t>(
-        std::clamp(config_.settings.ws_max_frame_size, 1024, static_cast<int>(kMaxFrameSize)));
-    const std::size_t n = std::min(avail, max_frame);
-    // The LWS_PRE bytes before out_off_ are headroom or already sent: lws may
-    // write the frame header there, and masks the payload in place.
-    auto* p = reinterpret_cast<unsigned char*>(out_.data()) + out_off_;
-    if (lws_write(wsi, p, n, LWS_WRITE_BINARY) < static_cast<int>(n)) return -1;
-    out_off_ += n;
-    avail -= n;
-    if (avail == 0) {
-      out_.resize(LWS_PRE);
-      out_off_ = LWS_PRE;
-    } else if (out_off_ >= 65536 && out_off_ - LWS_PRE >= avail) {
-      out_.erase(LWS_PRE, out_off_ - LWS_PRE);
-      out_off_ = LWS_PRE;
-    }
-  }
-  const std::size_t low = static_cast<std::size_t>(config_.settings.ws_write_buffer_size) / 2;
-  if (local_paused_ && conn_ && avail <= low) {
+void ProxySession::on_link_drained() {
+  if (local_paused_ && conn_) {
     local_paused_ = false;
     conn_->resume_reading();
   }
-  if (avail > 0 || ping_due_) {
-    lws_callback_on_writable(wsi);
-  } else if (close_requested_) {
-    // Everything is flushed: close politely, from outside this callback.
-    // Returning -1 here makes Debian's (debug) lws on libuv drop the socket
-    // before the close frame goes out.
-    start_timer(&accept_timer_, 0,
-                [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->close_link_politely(); });
-  }
-  return 0;
 }
 
-void ProxySession::close_link_politely() {
-  if (!wsi_ || !link_active_) return;
-  static const char kBye[] = "local proxy stopping";
-  lws_close_reason(wsi_, LWS_CLOSE_STATUS_NORMAL,
-                   reinterpret_cast<unsigned char*>(const_cast<char*>(kBye)), sizeof kBye - 1);
-  // Synchronous: lws sends the close frame, then ends the link (CLIENT_CLOSED
-  // may run inside this call).
-  lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
-}
+void ProxySession::on_link_rtt(std::int64_t rtt_us) { stats_.last_rtt_us = rtt_us; }
 
-void ProxySession::want_write() {
-  if (wsi_ && established_) lws_callback_on_writable(wsi_);
-}
+void ProxySession::kill_link(const std::string& why) { link_.abort(why); }
 
-void ProxySession::kill_link(const std::string& why) {
-  if (!link_active_ || link_kill_requested_) return;
-  link_kill_requested_ = true;
-  kill_reason_ = why;
-  if (in_receive_ || !wsi_) {
-    drop_in_callback_ = true;
-    if (wsi_) lws_callback_on_writable(wsi_);
-    return;
-  }
-  // lws_set_timeout alone is not enough on a foreign loop: a wsi whose
-  // receive is paused, or whose peer is silent, may not be serviced for a
-  // long time. Shutting the socket down makes lws see the end at once.
-  if (rx_paused_) {
-    rx_paused_ = false;
-    lws_rx_flow_control(wsi_, 1);
-  }
-  const lws_sockfd_type fd = lws_get_socket_fd(wsi_);
-  if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
-  lws_set_timeout(wsi_, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
-}
-
-void ProxySession::on_link_gone(const std::string& why, int http_status) {
-  if (!link_active_) return;
-  link_active_ = false;
-  wsi_ = nullptr;
-  drop_in_callback_ = false;
+void ProxySession::on_link_closed(const LinkEnd& end) {
   const bool was_established = established_;
   established_ = false;
-  uv_timer_stop(&ping_timer_);
-  uv_timer_stop(&connect_timer_);
   machine_.on_link_down();
-  out_.resize(LWS_PRE);
-  out_off_ = LWS_PRE;
   rx_paused_ = false;
+  if (local_paused_ && conn_) conn_->resume_reading();
   local_paused_ = false;
   if (finished_) {
     close_handles();
@@ -421,23 +196,29 @@ void ProxySession::on_link_gone(const std::string& why, int http_status) {
     finish({true, "stopped", 0});
     return;
   }
-  const std::string reason = link_kill_requested_ ? kill_reason_ : why;
-  if (http_status >= 400 && http_status < 500) {
+  if (end.http_status >= 400 && end.http_status < 500) {
     finish({false,
-            "handshake rejected by the service: HTTP " + std::to_string(http_status) + " (" +
-                http_status_hint(http_status) + ")",
-            http_status});
+            "handshake rejected by the service: HTTP " + std::to_string(end.http_status) + " (" +
+                http_status_hint(end.http_status) + ")",
+            end.http_status});
     return;
   }
-  if (was_established && peer_close_code_ != 0 && !link_kill_requested_ &&
-      !close_code_is_transient(peer_close_code_)) {
+  if (was_established && end.peer_close_code != 0 &&
+      !close_code_is_transient(end.peer_close_code)) {
     finish({true,
-            "tunnel closed by the service (close code " + std::to_string(peer_close_code_) + ")",
+            "tunnel closed by the service (close code " + std::to_string(end.peer_close_code) + ")",
             0});
     return;
   }
+  if (end.protocol_error) {
+    log_->error("protocol error: {}", end.reason);
+    if (!config_.settings.ws_reconnect_on_data_error) {
+      finish({false, "protocol error: " + end.reason, 0});
+      return;
+    }
+  }
   stats_.last_error =
-      reason + (http_status > 0 ? " (HTTP " + std::to_string(http_status) + ")" : "");
+      end.reason + (end.http_status > 0 ? " (HTTP " + std::to_string(end.http_status) + ")" : "");
   if (was_established) {
     log_->warn("lost the connection to the service: {}", stats_.last_error);
   } else {
@@ -464,48 +245,27 @@ void ProxySession::schedule_reconnect() {
               [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->connect_ws(); });
 }
 
-void ProxySession::on_ping_tick() {
-  if (!established_) return;
-  if (rx_paused_) {
-    // We stopped reading the link ourselves (slow local reader): a pong could
-    // not arrive, so silence proves nothing. Measure again once resumed.
-    awaiting_pong_ = false;
-    return;
-  }
-  if (awaiting_pong_) {
-    const auto waited =
-        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - ping_sent_).count();
-    if (waited >= config_.settings.ws_pong_timeout_ms) {
-      log_->warn("no pong from the service for {} ms: the link is dead", waited);
-      kill_link("no pong within " + std::to_string(config_.settings.ws_pong_timeout_ms) + " ms");
-    }
-    return;
-  }
-  ping_due_ = true;
-  want_write();
-}
-
 void ProxySession::set_rx_paused(bool paused) {
   if (rx_paused_ == paused) return;
   rx_paused_ = paused;
   log_->trace("tunnel receive {}", paused ? "paused: local writes pending" : "resumed");
-  if (wsi_ && established_) lws_rx_flow_control(wsi_, paused ? 0 : 1);
+  link_.pause_receive(paused);
 }
 
 // ---------------------------------------------------------------- effects
 
 void ProxySession::send_record(const Message& m) {
-  if (!encode_record(m, out_)) {
+  if (!encode_record(m, link_.outbox())) {
     log_->error("cannot encode a record of type {}", static_cast<int>(m.type()));
     return;
   }
-  want_write();
+  link_.flush();
 }
 
 void ProxySession::send_data(std::int32_t stream_id, std::string_view chunk) {
-  encode_data_record(stream_id, chunk, out_, machine_.service_id());
+  encode_data_record(stream_id, chunk, link_.outbox(), machine_.service_id());
   stats_.bytes_to_service += chunk.size();
-  want_write();
+  link_.flush();
 }
 
 void ProxySession::open_local(std::int32_t stream_id) {
@@ -580,7 +340,7 @@ void ProxySession::on_local_connect_failed(LocalConnection& c, const std::string
 void ProxySession::on_local_read(LocalConnection& c, std::string_view bytes) {
   if (&c != conn_) return;
   machine_.on_local_data(c.stream_id(), bytes);
-  if (out_.size() - out_off_ >= static_cast<std::size_t>(config_.settings.ws_write_buffer_size)) {
+  if (link_.queued() >= static_cast<std::size_t>(config_.settings.ws_write_buffer_size)) {
     local_paused_ = true;
     c.pause_reading();
   }
@@ -605,8 +365,6 @@ void ProxySession::on_local_drained(LocalConnection& c) {
     set_rx_paused(false);
   }
 }
-
-void ProxySession::start_listening() { listen_attempt(); }
 
 void ProxySession::listen_attempt() {
   if (finished_ || listening_ || listener_) return;
@@ -709,20 +467,18 @@ void ProxySession::stop() {
     return;
   }
   state_ = SessionState::stopping;
-  if (established_ && wsi_) {
+  if (established_ && link_.is_open()) {
     if (auto id = machine_.active_stream()) {
       if (conn_) conn_->close(false);
       conn_ = nullptr;
       machine_.on_local_closed(*id);  // STREAM_RESET to the peer
     }
-    close_requested_ = true;
-    want_write();
-    start_timer(&connect_timer_, 2000, [](uv_timer_t* t) {
-      static_cast<ProxySession*>(t->data)->kill_link("the service did not acknowledge the close");
-    });
+    // Flushes, sends the close frame (1000) and waits up to 2 s for the
+    // service's answer; on_link_closed then ends the session.
+    link_.close(1000, "local proxy stopping");
     return;
   }
-  if (link_active_) {
+  if (link_.active()) {
     kill_link("stopping");
     return;
   }
@@ -740,8 +496,8 @@ void ProxySession::finish(SessionOutcome outcome) {
   }
   if (conn_) conn_->close(false);
   conn_ = nullptr;
-  if (link_active_) {
-    kill_link(outcome_.reason);  // close_handles() follows in on_link_gone
+  if (link_.active()) {
+    kill_link(outcome_.reason);  // close_handles() follows in on_link_closed
     return;
   }
   close_handles();
@@ -767,7 +523,8 @@ void ProxySession::close_handles() {
     }
     self->release_handle();
   };
-  for (uv_timer_t* t : {&ping_timer_, &retry_timer_, &connect_timer_, &accept_timer_}) {
+  link_.shutdown();
+  for (uv_timer_t* t : {&retry_timer_, &accept_timer_}) {
     if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(t))) {
       uv_close(reinterpret_cast<uv_handle_t*>(t), on_closed);
     }

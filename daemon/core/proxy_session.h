@@ -5,8 +5,11 @@
 // Flow control (bounded memory, both directions):
 //  - tunnel-bound: local reads stop while more than ws_write_buffer_size bytes
 //    of records wait for the WebSocket; they resume once it drains.
-//  - local-bound: the WebSocket is paused (lws_rx_flow_control) while more than
+//  - local-bound: the link's receive is paused while more than
 //    tcp.write_buffer_limit bytes wait to be written to the local connection.
+//
+// The link to the service (TCP, TLS, WebSocket) is a ServiceLink; this class
+// is the glue between it, the pure V1 machine and the local side.
 #pragma once
 
 #include <uv.h>
@@ -22,6 +25,7 @@
 #include "local_connection.h"
 #include "proxy_config.h"
 #include "record_codec.h"
+#include "service_link.h"
 #include "session_machine.h"
 #include "ws_context.h"
 
@@ -54,7 +58,7 @@ struct SessionStats {
   std::chrono::steady_clock::time_point connected_since;
 };
 
-class ProxySession final : public WsLinkHandler,
+class ProxySession final : public ServiceLinkEvents,
                            public SessionEffects,
                            public LocalConnectionEvents {
  public:
@@ -87,9 +91,12 @@ class ProxySession final : public WsLinkHandler,
   std::optional<std::int32_t> active_stream() const { return machine_.active_stream(); }
 
  private:
-  // WsLinkHandler
-  int on_ws_event(lws* wsi, lws_callback_reasons reason, void* user, void* in,
-                  std::size_t len) override;
+  // ServiceLinkEvents
+  void on_link_open(const std::string& subprotocol, const std::string& channel_id) override;
+  void on_link_data(std::span<const std::uint8_t> bytes) override;
+  void on_link_drained() override;
+  void on_link_rtt(std::int64_t rtt_us) override;
+  void on_link_closed(const LinkEnd& end) override;
   // SessionEffects
   void send_record(const Message& m) override;
   void send_data(std::int32_t stream_id, std::string_view chunk) override;
@@ -106,15 +113,8 @@ class ProxySession final : public WsLinkHandler,
   void on_local_drained(LocalConnection& c) override;
 
   void connect_ws();
-  void on_established(lws* wsi);
-  void on_receive(lws* wsi, const void* in, std::size_t len);
-  int on_writeable(lws* wsi);
-  void on_link_gone(const std::string& why, int http_status);
   void schedule_reconnect();
   void kill_link(const std::string& why);
-  void want_write();
-  void on_ping_tick();
-  void start_listening();
   void listen_attempt();
   void try_accept();
   void drop_local(bool flush);
@@ -123,7 +123,6 @@ class ProxySession final : public WsLinkHandler,
   void release_handle();
   void set_rx_paused(bool paused);
   void schedule_accept();
-  void close_link_politely();
 
   WsContext& ws_;
   ProxyConfig config_;
@@ -137,29 +136,12 @@ class ProxySession final : public WsLinkHandler,
   SessionStats stats_;
   SessionOutcome outcome_;
 
-  // WebSocket link
-  lws* wsi_ = nullptr;
-  std::string path_;
-  std::string host_header_;
+  // link to the service
+  ServiceLink link_;
   bool established_ = false;
-  bool link_active_ = false;  // a wsi exists whose end we have not seen yet
-  bool link_kill_requested_ = false;
-  std::string kill_reason_;
-  std::string chosen_subprotocol_;
-  std::string tls_error_;
-  bool close_requested_ = false;  // graceful close once out_ is flushed
   bool in_receive_ = false;
-  bool drop_in_callback_ = false;
-  int peer_close_code_ = 0;
   int consecutive_failures_ = 0;
-  std::size_t message_bytes_ = 0;  // of the WebSocket message being received
-  std::string out_;                // encoded records waiting for the WebSocket
-  std::size_t out_off_ = 0;
-  std::string frame_;  // LWS_PRE + one frame being written
   bool rx_paused_ = false;
-  bool ping_due_ = false;
-  bool awaiting_pong_ = false;
-  std::chrono::steady_clock::time_point ping_sent_;
 
   // local side
   LocalConnection* conn_ = nullptr;  // the active stream's connection (V1: one)
@@ -170,10 +152,8 @@ class ProxySession final : public WsLinkHandler,
   int listen_attempts_ = 0;
   std::uint16_t listen_port_ = 0;
 
-  uv_timer_t ping_timer_{};
-  uv_timer_t retry_timer_{};    // reconnect backoff, listen retry
-  uv_timer_t connect_timer_{};  // handshake deadline, stop deadline
-  uv_timer_t accept_timer_{};   // deferred accept (never re-enter the machine)
+  uv_timer_t retry_timer_{};   // reconnect backoff, listen retry
+  uv_timer_t accept_timer_{};  // deferred accept (never re-enter the machine)
   int open_handles_ = 0;
   bool handles_closing_ = false;
   bool finished_ = false;

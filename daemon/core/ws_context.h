@@ -1,26 +1,18 @@
-// One libwebsockets context running on the host's libuv loop (foreign loop),
-// shared by every tunnel session of the process. Sessions create client
-// connections in it; lws events for a connection go to the WsLinkHandler set as
-// the connection's opaque user data.
+// What every service link of a process shares: the host's libuv loop and one
+// OpenSSL client context per trust configuration (CA file, CA directory), so
+// that tunneld's many sessions load each trust store once.
 #pragma once
 
-#include <libwebsockets.h>
-#include <uv.h>  // must precede libwebsockets.h
+#include <openssl/ssl.h>
+#include <uv.h>
 
+#include <cstdint>
 #include <list>
 #include <memory>
+#include <span>
 #include <string>
 
 namespace tunnel {
-
-// Receives the lws callbacks of one client connection. Returning non-zero from
-// on_ws_event closes the connection (lws semantics).
-class WsLinkHandler {
- public:
-  virtual ~WsLinkHandler() = default;
-  virtual int on_ws_event(lws* wsi, lws_callback_reasons reason, void* user, void* in,
-                          std::size_t len) = 0;
-};
 
 struct TlsTrust {
   std::string capath;  // extra hashed CA directory (openssl rehash)
@@ -30,40 +22,38 @@ struct TlsTrust {
 
 class WsContext {
  public:
-  // Throws std::runtime_error with a user-facing message (e.g. the libuv event
-  // plugin is missing) when the context cannot be created.
   explicit WsContext(uv_loop_t* loop);
   ~WsContext();
   WsContext(const WsContext&) = delete;
   WsContext& operator=(const WsContext&) = delete;
 
-  lws_context* context() const { return ctx_; }
   uv_loop_t* loop() const { return loop_; }
 
-  // The client vhost for a trust configuration, created once and cached (one
-  // SSL_CTX per distinct trust set). Never null; throws on failure.
-  lws_vhost* client_vhost(const TlsTrust& trust);
+  // The client TLS context for a trust configuration, created once and
+  // cached: TLS 1.2 at least, the system CA directory (read lazily) plus the
+  // configured anchors, peer verification on (a link that runs with -k turns
+  // it off on its own connection). Never null; throws std::runtime_error with
+  // a user-facing message (e.g. an unreadable CA file).
+  SSL_CTX* client_tls(const TlsTrust& trust);
 
-  // The name of the protocol entry client connections must use.
-  static const char* protocol_name();
+  // One read buffer for every link of the loop (single-threaded): a link
+  // reads into it and hands the payload on before anything else runs, so
+  // idle sessions hold no read buffer of their own.
+  std::span<std::uint8_t> read_buffer() { return {read_buf_.get(), kReadBufferSize}; }
+  static constexpr std::size_t kReadBufferSize = 256 * 1024;
 
-  // Starts tearing lws down; call from a libuv callback (never from inside an
-  // lws callback). The loop then drains; the destructor finishes the job.
-  void begin_shutdown();
+  // Kept for the hosts' shutdown sequence: the context owns no loop handles,
+  // so there is nothing to drain.
+  void begin_shutdown() {}
 
  private:
-  static lws_protocols* protocols();
-  static int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::size_t len);
-
   uv_loop_t* loop_;
-  lws_context* ctx_ = nullptr;
-  bool shutting_down_ = false;
-  struct VhostEntry {
+  struct Entry {
     TlsTrust trust;
-    std::string name;
-    lws_vhost* vhost = nullptr;
+    SSL_CTX* ctx = nullptr;
   };
-  std::list<VhostEntry> vhosts_;  // stable addresses: the vhost user pointer
+  std::list<Entry> contexts_;
+  std::unique_ptr<std::uint8_t[]> read_buf_;
 };
 
 }  // namespace tunnel
