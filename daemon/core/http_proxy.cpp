@@ -422,7 +422,7 @@ bool resolve_https_proxy(std::string_view explicit_url, std::string_view explici
     if (is_direct(explicit_url)) return true;
     auto p = parse_proxy_url(explicit_url, error);
     if (!p) {
-      error = std::string(explicit_origin) + ": " + error;
+      error.insert(0, ": ").insert(0, explicit_origin);
       return false;
     }
     out.proxy = std::move(*p);
@@ -443,7 +443,7 @@ bool resolve_https_proxy(std::string_view explicit_url, std::string_view explici
     }
     auto p = parse_proxy_url(*value, error);
     if (!p) {
-      error = std::string(name) + ": " + error;
+      error.insert(0, ": ").insert(0, name);
       return false;
     }
     out.origin = std::string(name);
