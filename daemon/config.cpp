@@ -359,6 +359,9 @@ class Parser {
     try {
       tunnel::Settings s = tunnel::settings_from_json(root.dump(), base);
       tunnel::validate(s);
+      if (const auto it = lines.find("https_proxy"); it != lines.end()) {
+        refuse_proxy_credentials(s.https_proxy, it->second, join_key(prefix, "https_proxy"));
+      }
       return s;
     } catch (const tunnel::SettingsError& e) {
       constexpr std::string_view kPrefix = "tunneling.proxy.";
@@ -371,6 +374,22 @@ class Parser {
                 std::string(what.substr(colon + 2)));
       }
       fail_at(table_line, prefix, std::string(what));
+    }
+  }
+
+  // The file holds no secrets (it may be readable by the tunneld group);
+  // proxy credentials come from tunneld's environment or from tunnelctl.
+  void refuse_proxy_credentials(const std::string& url, int line, std::string_view key) {
+    std::string ignored;
+    const auto p = tunnel::parse_proxy_url(url, ignored);
+    if (p && p->has_credentials()) {
+      fail_at(line, key,
+              "proxy credentials do not belong in the configuration file (it may be readable by "
+              "the tunneld group); write http://" +
+                  p->display() +
+                  " here and give the credentials in tunneld's environment instead "
+                  "(HTTPS_PROXY in a mode-0600 systemd EnvironmentFile), or open the session "
+                  "with tunnelctl open --https-proxy");
     }
   }
 
@@ -447,7 +466,8 @@ class Parser {
     s.line = line_of(t.source());
     check_keys(t, P,
                {"name", "mode", "target", "listen", "endpoint", "region", "access_token_file",
-                "client_token_file", "capath", "cafile", "verify", "bind_address", "settings"});
+                "client_token_file", "capath", "cafile", "verify", "bind_address", "settings",
+                "https_proxy"});
     tunnel::ProxyConfig& p = s.proxy;
 
     const auto name = get_string(t, P, "name");
@@ -561,6 +581,16 @@ class Parser {
       require_path(*t.get("cafile"), "session.cafile", p.cafile, false);
     }
     if (const auto v = get_bool(t, P, "verify")) p.verify_tls = *v;
+    // Overrides the settings' https_proxy (and so the daemon's HTTPS_PROXY).
+    // The message never repeats the value: it may hold a password.
+    if (const auto v = get_string(t, P, "https_proxy")) {
+      std::string proxy_error;
+      if (!tunnel::is_direct(*v) && !tunnel::parse_proxy_url(*v, proxy_error)) {
+        fail(*t.get("https_proxy"), "session.https_proxy", proxy_error);
+      }
+      refuse_proxy_credentials(*v, line_of(t.get("https_proxy")->source()), "session.https_proxy");
+      p.settings.https_proxy = *v;
+    }
     return s;
   }
 };

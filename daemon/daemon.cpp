@@ -130,6 +130,21 @@ Daemon::Managed* Daemon::start_session(std::string id, Origin origin, tunnel::Pr
   m->origin = origin;
   cfg.name = m->name;
   cfg.listen_at_start = true;
+  // The proxy is resolved here, for sessions from tunnelctl, from the state
+  // directory and from tunneld.toml alike: the explicit value (request,
+  // session, settings) first, else tunneld's own HTTPS_PROXY / NO_PROXY.
+  tunnel::ProxyResolution via;
+  if (!tunnel::resolve_https_proxy(cfg.settings.https_proxy, "https_proxy",
+                                   tunnel::process_environment(), cfg.endpoint.host, via,
+                                   error_text)) {
+    return nullptr;
+  }
+  cfg.https_proxy = std::move(via.proxy);
+  cfg.https_proxy_origin = std::move(via.origin);
+  if (cfg.https_proxy) {
+    log()->info("session {}: reaching the service through the HTTPS proxy {} (from {})", m->name,
+                cfg.https_proxy->display(), cfg.https_proxy_origin);
+  }
   const std::string endpoint = cfg.endpoint.host + ":" + std::to_string(cfg.endpoint.port);
   auto logger = platform::make_field_logger(
       tunnel::logging::get("session"), "session " + m->name,

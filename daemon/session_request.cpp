@@ -83,6 +83,16 @@ tunnel::ProxyConfig proxy_config_from(const control::OpenRequest& r,
     }
     c.client_token = r.client_token();
   }
+  if (!r.https_proxy().empty()) {
+    // Overrides the settings' https_proxy; the daemon's environment is only
+    // consulted when neither is set (Daemon::start_session resolves).
+    std::string proxy_error;
+    if (!tunnel::is_direct(r.https_proxy()) &&
+        !tunnel::parse_proxy_url(r.https_proxy(), proxy_error)) {
+      throw InvalidRequest("https proxy: " + proxy_error);
+    }
+    c.settings.https_proxy = r.https_proxy();
+  }
   c.capath = r.capath();
   c.cafile = r.cafile();
   c.verify_tls = !r.no_ssl_host_verify();
@@ -129,6 +139,7 @@ void fill_session_info(const tunnel::ProxySession& s, control::SessionInfo& info
   const bool ended = s.state() == tunnel::SessionState::ended;
   info.set_last_error(ended ? s.outcome().reason : st.last_error);
   info.set_channel_id(st.channel_id);
+  info.set_https_proxy(cfg.https_proxy ? cfg.https_proxy->display() : std::string());
 }
 
 }  // namespace tunneld

@@ -55,6 +55,7 @@ enum Id : std::size_t {
   kSettingsJson,
   kConfig,
   kExport,
+  kHttpsProxy,
   kSpecCount,
 };
 
@@ -77,6 +78,9 @@ constexpr std::array<Spec, kSpecCount> kSpecs = {{
     {"", "settings-json", Kind::value, true, "", false},
     {"", "config", Kind::value, false, "", false},
     {"", "export-default-settings", Kind::value, false, "", false},
+    // Secret: the URL may carry credentials. Its environment variables
+    // (HTTPS_PROXY, https_proxy, NO_PROXY) are read by resolve_https_proxy.
+    {"", "https-proxy", Kind::value, true, "", true},
 }};
 
 std::string display(const Spec& s) {
@@ -346,6 +350,16 @@ void read_config_file(Sources& sources, std::vector<std::string>& secrets,
     warnings.push_back("config file " + path +
                        " holds the access token and is readable by every user; chmod 600 it");
   }
+  if (const auto it = sources.config_file.find(kHttpsProxy); it != sources.config_file.end()) {
+    std::string ignored;
+    const auto p = parse_proxy_url(it->second.value, ignored);
+    if (p && p->has_credentials() && ::stat(path.c_str(), &st) == 0 &&
+        (st.st_mode & S_IROTH) != 0) {
+      warnings.push_back("config file " + path +
+                         " holds proxy credentials (https-proxy) and is readable by every user; "
+                         "chmod 600 it");
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -472,11 +486,12 @@ void collect_argv_secrets(int argc, const char* const* argv, std::vector<std::st
         continue;
       }
       const std::string long_form = "--" + std::string(s.long_name);
-      if ((arg == s.short_name || arg == long_form) && i + 1 < argc && argv[i + 1] != nullptr) {
+      const bool short_form = !s.short_name.empty() && arg == s.short_name;
+      if ((short_form || arg == long_form) && i + 1 < argc && argv[i + 1] != nullptr) {
         secrets.emplace_back(argv[i + 1]);
       } else if (arg.starts_with(long_form + "=")) {
         secrets.emplace_back(arg.substr(long_form.size() + 1));
-      } else if (arg.size() > 2 && arg.starts_with(s.short_name)) {
+      } else if (!s.short_name.empty() && arg.size() > 2 && arg.starts_with(s.short_name)) {
         auto v = arg.substr(2);
         if (!v.empty() && v.front() == '=') {
           v.remove_prefix(1);
@@ -600,6 +615,35 @@ void resolve_endpoint(const Sources& sources, ProxyConfig& config,
     throw UsageError(described(choice->id, choice->found) + ": " + error);
   }
   config.endpoint = *ep;
+}
+
+// Needs the endpoint (NO_PROXY is matched against its host) and the settings.
+void resolve_proxy(const Sources& sources, const Env& env, ProxyConfig& config,
+                   std::vector<std::string>& warnings) {
+  std::string url = config.settings.https_proxy;
+  std::string origin;
+  if (const auto f = sources.pick(kSettingsJson)) {
+    origin = "tunneling.proxy.https_proxy in the settings file " + f->value;
+  }
+  if (const auto f = sources.pick(kHttpsProxy)) {
+    url = f->value;
+    origin = described(kHttpsProxy, *f);
+    std::string ignored;
+    const auto p = parse_proxy_url(url, ignored);
+    if (f->level == Level::command_line && p && p->has_credentials()) {
+      warnings.push_back(
+          "the proxy credentials given with --https-proxy are visible to other users in process "
+          "listings; set HTTPS_PROXY, or put the URL in a --config or --settings-json file "
+          "(mode 0600)");
+    }
+  }
+  ProxyResolution via;
+  std::string error;
+  if (!resolve_https_proxy(url, origin, env, config.endpoint.host, via, error)) {
+    throw UsageError(error);
+  }
+  config.https_proxy = std::move(via.proxy);
+  config.https_proxy_origin = std::move(via.origin);
 }
 
 std::string mode_name(Mode m) { return m == Mode::source ? "source" : "destination"; }
@@ -758,6 +802,7 @@ Options parse(int argc, const char* const* argv, const Env& env,
   resolve_endpoint(sources, out.config, out.warnings);
   resolve_local(sources, out.config, out.warnings);
   resolve_tls(sources, out.config, out.warnings);
+  resolve_proxy(sources, env, out.config, out.warnings);
   out.destination_client_type = resolve_client_type(sources, out.config.mode, out.warnings);
   out.config.name = "localproxy";
   return out;
@@ -783,6 +828,11 @@ Options parse_command_line(int argc, const char* const* argv, const Env& env) {
       if (auto v = env(s.env)) {
         secrets.push_back(std::move(*v));
       }
+    }
+  }
+  for (const std::string_view name : {"HTTPS_PROXY", "https_proxy"}) {
+    if (auto v = env(name)) {
+      secrets.push_back(std::move(*v));
     }
   }
   try {
@@ -839,9 +889,17 @@ Options:
       --settings-json FILE         fine-grained settings (JSON) over the defaults
       --export-default-settings FILE
                                    write the default settings as JSON and exit
+      --https-proxy URL            reach the service through this HTTP CONNECT
+                                   proxy: http://[user:password@]host[:port]
+                                   (port 80 by default), or 'direct' for none;
+                                   default: HTTPS_PROXY, then https_proxy, unless
+                                   NO_PROXY/no_proxy matches the service host.
+                                   Credentials on argv are visible to other
+                                   users: prefer HTTPS_PROXY or a 0600 file
 
 Precedence: command line > --config file > environment (AWSIOT_TUNNEL_ACCESS_TOKEN,
-AWSIOT_TUNNEL_CLIENT_TOKEN, AWSIOT_TUNNEL_ENDPOINT, AWSIOT_TUNNEL_REGION).
+AWSIOT_TUNNEL_CLIENT_TOKEN, AWSIOT_TUNNEL_ENDPOINT, AWSIOT_TUNNEL_REGION); for the
+proxy: --https-proxy > settings' tunneling.proxy.https_proxy > HTTPS_PROXY.
 Exit status: 0 tunnel closed or stopped by a signal, 1 runtime failure, 2 usage error.
 )";
 }

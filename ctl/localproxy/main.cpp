@@ -97,6 +97,10 @@ int main(int argc, char** argv) {
     };
     uv_signal_start(&sigterm.handle, on_signal, SIGTERM);
     uv_signal_start(&sigint.handle, on_signal, SIGINT);
+    if (opts.config.https_proxy) {
+      log->info("reaching the service through the HTTPS proxy {} (from {})",
+                opts.config.https_proxy->display(), opts.config.https_proxy_origin);
+    }
     session->start();
     uv_run(&loop, UV_RUN_DEFAULT);
     session.reset();

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "endpoint.h"
+#include "http_proxy.h"
 #include "proxy_config.h"
 #include "settings.h"
 
@@ -107,13 +108,13 @@ void add_value(CLI::App& app, ValueOption& v, const std::string& names, std::str
 }
 
 // Names of every option, to tell "-s -d 22" (a forgotten value) from a value.
-constexpr std::array<std::string_view, 33> kOptionNames = {
+constexpr std::array<std::string_view, 34> kOptionNames = {
     "-h", "--help", "-V", "--version", "--socket", "--timeout", "--json",
     // open
     "-m", "--mode", "-s", "--listen", "--source-listen-port", "-d", "--target", "--destination-app",
     "-r", "--region", "-e", "--endpoint", "--proxy-endpoint", "-b", "--bind-address",
     "--local-bind-address", "-c", "--capath", "--cafile", "-k", "--no-ssl-host-verify",
-    "--settings-json", "-i", "--client-token", "--name", "--access-token-file"};
+    "--settings-json", "-i", "--client-token", "--name", "--access-token-file", "--https-proxy"};
 
 bool is_option_name(std::string_view s) {
   const auto name = s.substr(0, s.find('='));
@@ -163,6 +164,20 @@ std::vector<std::string> argv_client_tokens(int argc, const char* const* argv) {
       out.emplace_back(arg.substr(std::strlen("--client-token=")));
     } else if (arg.starts_with("-i") && arg.size() > 2) {
       out.emplace_back(arg.substr(arg[2] == '=' ? 3 : 2));
+    }
+  }
+  return out;
+}
+
+// --https-proxy URLs (they may carry credentials), to scrub them from any message.
+std::vector<std::string> argv_proxy_urls(int argc, const char* const* argv) {
+  std::vector<std::string> out;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i] != nullptr ? argv[i] : "";
+    if (arg == "--https-proxy" && i + 1 < argc && argv[i + 1] != nullptr) {
+      out.emplace_back(argv[i + 1]);
+    } else if (arg.starts_with("--https-proxy=")) {
+      out.emplace_back(arg.substr(std::strlen("--https-proxy=")));
     }
   }
   return out;
@@ -300,7 +315,7 @@ std::string read_settings_file(const std::string& path) {
 
 struct OpenOptions {
   ValueOption mode, listen, target, region, endpoint, bind, capath, cafile, settings, client_token,
-      name, token_file;
+      name, token_file, https_proxy;
   bool no_verify = false;
 };
 
@@ -317,6 +332,7 @@ void add_open_options(CLI::App& open, OpenOptions& o) {
   add_value(open, o.client_token, "-i,--client-token", "-i/--client-token");
   add_value(open, o.name, "--name", "--name");
   add_value(open, o.token_file, "--access-token-file", "--access-token-file");
+  add_value(open, o.https_proxy, "--https-proxy", "--https-proxy");
   open.add_flag("-k,--no-ssl-host-verify", o.no_verify);
 }
 
@@ -519,6 +535,25 @@ void resolve_tls(const OpenOptions& o, pb::OpenRequest& req, std::vector<std::st
   }
 }
 
+// Checked here for a quick usage error; tunneld checks again and resolves the
+// proxy against its own environment when none is given.
+void resolve_proxy(const OpenOptions& o, pb::OpenRequest& req, std::vector<std::string>& warnings) {
+  const auto url = get(o.https_proxy);
+  if (!url) return;
+  if (!is_direct(*url)) {
+    std::string error;
+    const auto p = parse_proxy_url(*url, error);
+    if (!p) throw UsageError("--https-proxy: " + error);
+    if (p->has_credentials()) {
+      warnings.push_back(
+          "the proxy credentials given with --https-proxy are visible to other users in process "
+          "listings; put \"https_proxy\" in a --settings-json file (mode 0600), or set "
+          "HTTPS_PROXY in tunneld's environment");
+    }
+  }
+  req.set_https_proxy(*url);
+}
+
 void resolve_settings(const OpenOptions& o, pb::OpenRequest& req) {
   const auto path = get(o.settings);
   if (!path) return;
@@ -540,6 +575,7 @@ pb::OpenRequest resolve_open(const OpenOptions& o, const Env& env, const Stdin& 
   if (const auto name = get(o.name)) req.set_name(*name);
   resolve_tls(o, req, warnings);
   resolve_settings(o, req);
+  resolve_proxy(o, req, warnings);
   resolve_client_token(o, env, req, warnings);
   resolve_access_token(o, env, in, req, warnings);
   return req;
@@ -622,7 +658,7 @@ Invocation parse(int argc, const char* const* argv, const Env& env, const Stdin&
        {&socket, &timeout, &open_options.mode, &open_options.listen, &open_options.target,
         &open_options.region, &open_options.endpoint, &open_options.bind, &open_options.capath,
         &open_options.cafile, &open_options.settings, &open_options.client_token,
-        &open_options.name, &open_options.token_file}) {
+        &open_options.name, &open_options.token_file, &open_options.https_proxy}) {
     get(*v);
   }
 
@@ -718,6 +754,7 @@ ordered_json session_object(const pb::SessionInfo& s) {
       {"uptime_s", s.uptime_s()},
       {"last_error", s.last_error()},
       {"channel_id", s.channel_id()},
+      {"https_proxy", s.https_proxy()},
   };
 }
 
@@ -841,6 +878,7 @@ Stdin process_stdin() {
 
 Invocation parse_command_line(int argc, const char* const* argv, const Env& env, const Stdin& in) {
   std::vector<std::string> secrets = argv_client_tokens(argc, argv);
+  for (auto& url : argv_proxy_urls(argc, argv)) secrets.push_back(std::move(url));
   for (const auto name : {kTokenEnv, kClientTokenEnv}) {
     if (auto v = env(name)) secrets.push_back(std::move(*v));
   }
@@ -1032,6 +1070,7 @@ std::string format_status(const pb::SessionInfo& s) {
       {"mode", std::string(mode_name(s.mode()))},
       {"state", state_name(s.state())},
       {"endpoint", dash_if_empty(s.endpoint())},
+      {"proxy", s.https_proxy().empty() ? "none (direct)" : printable(s.https_proxy())},
       {"protocol", dash_if_empty(s.protocol())},
       {"channel id", dash_if_empty(s.channel_id())},
       {"stream id", s.stream_id() == 0 ? "none" : std::to_string(s.stream_id())},
@@ -1109,6 +1148,11 @@ Options of open (the localproxy spellings work too):
   -i, --client-token TOKEN
                           client token to reconnect with (or set
                           AWSIOT_TUNNEL_CLIENT_TOKEN); default: tunneld makes one
+      --https-proxy URL   reach the service through this HTTP CONNECT proxy,
+                          http://[user:password@]host[:port], or 'direct';
+                          default: tunneld's settings, then its HTTPS_PROXY
+                          and NO_PROXY. Credentials here show in process
+                          listings: prefer a --settings-json file
       --name NAME         a name to use instead of the id
       --access-token-file FILE|-
                           read the access token from FILE (mode 0600) or,

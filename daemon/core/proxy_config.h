@@ -2,9 +2,11 @@
 // (localproxy's command line, tunnelctl over the control socket, tunneld.toml).
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "endpoint.h"
+#include "http_proxy.h"
 #include "session_machine.h"
 #include "settings.h"
 
@@ -28,6 +30,13 @@ struct ProxyConfig {
   // daemon reports the port at once and fails fast when it is taken). The
   // reference localproxy connects first, then listens (the default).
   bool listen_at_start = false;
+  // The HTTP CONNECT proxy to reach the service through, or nullopt to
+  // connect directly. Resolved by the front end with resolve_https_proxy()
+  // from settings.https_proxy (flag, settings key, tunneld.toml, tunnelctl)
+  // and the environment (HTTPS_PROXY, https_proxy, NO_PROXY, no_proxy). Holds
+  // credentials: only https_proxy->display() may be shown or logged.
+  std::optional<HttpProxy> https_proxy;
+  std::string https_proxy_origin;  // where it came from, e.g. "HTTPS_PROXY"; no secret
 };
 
 // A client token: 32 hex chars + dashes (UUIDv4 shape), from the OS CSPRNG.

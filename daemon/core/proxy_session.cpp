@@ -129,8 +129,11 @@ void ProxySession::connect_ws() {
   o.connect_timeout_ms = st.ws_connect_timeout_ms;
   o.ping_period_ms = st.ws_ping_period_ms;
   o.pong_timeout_ms = st.ws_pong_timeout_ms;
-  log_->debug("connecting to {}:{} as {}", config_.endpoint.host, config_.endpoint.port,
-              to_string(config_.mode));
+  o.https_proxy = config_.https_proxy;
+  log_->debug("connecting to {}:{} as {}{}", config_.endpoint.host, config_.endpoint.port,
+              to_string(config_.mode),
+              config_.https_proxy ? " through the HTTPS proxy " + config_.https_proxy->display()
+                                  : std::string());
   link_.connect(o);
 }
 
@@ -194,6 +197,11 @@ void ProxySession::on_link_closed(const LinkEnd& end) {
   }
   if (state_ == SessionState::stopping) {
     finish({true, "stopped", 0});
+    return;
+  }
+  if (end.proxy_status == 407) {
+    // Like a 4xx handshake: the credentials are wrong, a retry cannot help.
+    finish({false, end.reason, end.proxy_status});
     return;
   }
   if (end.http_status >= 400 && end.http_status < 500) {

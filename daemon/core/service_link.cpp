@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
@@ -39,6 +40,11 @@ std::string tls_error_text() {
   }
   ERR_clear_error();
   return text;
+}
+
+void wipe(std::string& secret) {
+  if (!secret.empty()) OPENSSL_cleanse(secret.data(), secret.size());
+  secret.clear();
 }
 
 bool is_ip_literal(const std::string& host) {
@@ -135,6 +141,7 @@ ServiceLink::ServiceLink(WsContext& ctx, ServiceLinkEvents& events)
 ServiceLink::~ServiceLink() { shutdown(); }
 
 void ServiceLink::shutdown() {
+  wipe(proxy_request_);
   close_socket();
   abandon_resolve();
   if (addrs_) {
@@ -153,6 +160,11 @@ void ServiceLink::shutdown() {
   }
   h_ = nullptr;
   state_ = State::idle;
+}
+
+std::string ServiceLink::peer_text() const {
+  return opt_.https_proxy ? "the HTTPS proxy " + opt_.https_proxy->display()
+                          : "the service at " + endpoint_text();
 }
 
 std::string ServiceLink::endpoint_text() const {
@@ -180,13 +192,24 @@ void ServiceLink::connect(const LinkOptions& options) {
   awaiting_pong_ = false;
   read_wants_write_ = write_wants_read_ = false;
   connect_error_.clear();
+  wipe(proxy_request_);
+  proxy_sent_ = 0;
+  proxy_reply_ = ConnectReplyParser();
 
   uv_timer_start(
       &h_->connect_timer,
       [](uv_timer_t* t) {
-        if (auto* self = Handles::of(t)->owner) {
-          self->fail(self->state_ == State::closing ? "the service did not acknowledge the close"
-                                                    : "timed out connecting to the service");
+        auto* self = Handles::of(t)->owner;
+        if (!self) return;
+        if (self->state_ == State::closing) {
+          self->fail("the service did not acknowledge the close");
+        } else if (self->state_ == State::proxy_connect) {
+          self->fail("timed out waiting for " + self->peer_text() + " to answer CONNECT");
+        } else if (self->opt_.https_proxy &&
+                   (self->state_ == State::resolving || self->state_ == State::connecting)) {
+          self->fail("timed out connecting to " + self->peer_text());
+        } else {
+          self->fail("timed out connecting to the service");
         }
       },
       ms(opt_.connect_timeout_ms), 0);
@@ -197,7 +220,11 @@ void ServiceLink::connect(const LinkOptions& options) {
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICSERV;
-  const std::string port = std::to_string(opt_.endpoint.port);
+  // Through a proxy, the TCP connection goes to the proxy; the service's name
+  // is only resolved by the proxy.
+  const std::string& host = opt_.https_proxy ? opt_.https_proxy->host : opt_.endpoint.host;
+  const std::string port =
+      std::to_string(opt_.https_proxy ? opt_.https_proxy->port : opt_.endpoint.port);
   const int rc = uv_getaddrinfo(
       ctx_.loop(), &resolve_->req,
       [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
@@ -211,11 +238,12 @@ void ServiceLink::connect(const LinkOptions& options) {
         self->resolve_ = nullptr;
         self->on_resolved(status, res);
       },
-      opt_.endpoint.host.c_str(), port.c_str(), &hints);
+      host.c_str(), port.c_str(), &hints);
   if (rc != 0) {
     delete resolve_;
     resolve_ = nullptr;
-    fail("cannot resolve " + opt_.endpoint.host + ": " + uv_strerror(rc));
+    fail("cannot resolve " + (opt_.https_proxy ? "the HTTPS proxy host " : std::string()) + host +
+         ": " + uv_strerror(rc));
   }
 }
 
@@ -233,7 +261,9 @@ void ServiceLink::on_resolved(int status, addrinfo* res) {
   }
   if (status != 0 || !res) {
     if (res) uv_freeaddrinfo(res);
-    fail("cannot resolve " + opt_.endpoint.host + ": " + uv_strerror(status));
+    fail(opt_.https_proxy ? "cannot resolve the HTTPS proxy host " + opt_.https_proxy->host + ": " +
+                                uv_strerror(status)
+                          : "cannot resolve " + opt_.endpoint.host + ": " + uv_strerror(status));
     return;
   }
   addrs_ = res;
@@ -267,7 +297,7 @@ void ServiceLink::try_next_address() {
     update_poll();
     return;
   }
-  fail("cannot connect to the service at " + endpoint_text() + ": " +
+  fail("cannot connect to " + peer_text() + ": " +
        (connect_error_.empty() ? std::string("no address") : connect_error_));
 }
 
@@ -296,6 +326,9 @@ void ServiceLink::update_poll() {
   switch (state_) {
     case State::connecting:
       ev = UV_WRITABLE;
+      break;
+    case State::proxy_connect:
+      ev = proxy_sent_ < proxy_request_.size() ? UV_WRITABLE : UV_READABLE;
       break;
     case State::tls:
       ev = write_wants_read_ ? UV_READABLE : UV_WRITABLE;
@@ -339,7 +372,13 @@ void ServiceLink::on_poll(int status, int events) {
     return;
   }
   if (status < 0) {
-    fail(std::string("connection to the service failed: ") + uv_strerror(status));
+    fail((state_ == State::proxy_connect ? "connection to " + peer_text() + " failed: "
+                                         : std::string("connection to the service failed: ")) +
+         uv_strerror(status));
+    return;
+  }
+  if (state_ == State::proxy_connect) {
+    step_proxy_connect();
     return;
   }
   if (state_ == State::tls) {
@@ -360,6 +399,105 @@ void ServiceLink::on_connected() {
     addrs_ = nullptr;
     next_addr_ = nullptr;
   }
+  if (opt_.https_proxy) {
+    start_proxy_connect();
+    return;
+  }
+  start_transport();
+}
+
+// ---------------------------------------------------------------- HTTPS proxy
+
+void ServiceLink::start_proxy_connect() {
+  state_ = State::proxy_connect;
+  proxy_request_ = connect_request(*opt_.https_proxy, opt_.endpoint.host, opt_.endpoint.port);
+  proxy_sent_ = 0;
+  proxy_reply_ = ConnectReplyParser();
+  step_proxy_connect();
+}
+
+void ServiceLink::step_proxy_connect() {
+  while (proxy_sent_ < proxy_request_.size()) {
+    const ssize_t put = ::send(fd_, proxy_request_.data() + proxy_sent_,
+                               proxy_request_.size() - proxy_sent_, MSG_NOSIGNAL);
+    if (put < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        update_poll();
+        return;
+      }
+      fail("connection to " + peer_text() + " failed: " + std::strerror(errno));
+      return;
+    }
+    proxy_sent_ += static_cast<std::size_t>(put);
+  }
+  // Sent: the request may carry credentials, keep no copy.
+  wipe(proxy_request_);
+  proxy_sent_ = 0;
+  on_proxy_reply();
+}
+
+void ServiceLink::on_proxy_reply() {
+  // Peek, then take exactly the reply's bytes off the socket: whatever
+  // follows the blank line belongs to the TLS stream, which OpenSSL reads
+  // from the same socket.
+  char buf[ConnectReplyParser::kMaxReplySize + 1];
+  for (;;) {
+    const ssize_t got = ::recv(fd_, buf, sizeof buf, MSG_PEEK);
+    if (got < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        update_poll();
+        return;
+      }
+      fail("connection to " + peer_text() + " failed: " + std::strerror(errno));
+      return;
+    }
+    if (got == 0) {
+      fail(peer_text() + " closed the connection without answering CONNECT");
+      return;
+    }
+    std::size_t used = 0;
+    const auto r = proxy_reply_.feed(std::string_view(buf, static_cast<std::size_t>(got)), used);
+    for (std::size_t dropped = 0; dropped < used;) {
+      const ssize_t n = ::recv(fd_, buf, used - dropped, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        fail("connection to " + peer_text() + " failed while reading its answer");
+        return;
+      }
+      dropped += static_cast<std::size_t>(n);
+    }
+    if (r == ConnectReplyParser::Result::malformed) {
+      fail("bad answer from " + peer_text() + " to CONNECT: " + proxy_reply_.error());
+      return;
+    }
+    if (r == ConnectReplyParser::Result::done) break;
+  }
+  const int status = proxy_reply_.status();
+  const std::string answer = "HTTP " + std::to_string(status) +
+                             (proxy_reply_.reason().empty() ? "" : " " + proxy_reply_.reason());
+  if (proxy_reply_.success()) {
+    logging::get("ws")->debug("{}: CONNECT {} answered {}", peer_text(), endpoint_text(), answer);
+    start_transport();
+    return;
+  }
+  end_.proxy_status = status;
+  if (status == 407) {
+    // Final: retrying with the same credentials cannot help.
+    fail(opt_.https_proxy->has_credentials()
+             ? peer_text() + " refused the credentials (" + answer +
+                   "); check the user and password in the proxy URL (HTTPS_PROXY, "
+                   "--https-proxy or the https_proxy setting)"
+             : peer_text() + " requires credentials (" + answer +
+                   "); give them in the proxy URL: http://USER:PASSWORD@" +
+                   opt_.https_proxy->display());
+    return;
+  }
+  fail(peer_text() + " answered CONNECT " + endpoint_text() + " with " + answer);
+}
+
+// ---------------------------------------------------------------- TLS
+
+void ServiceLink::start_transport() {
   if (!opt_.endpoint.tls) {
     start_upgrade();
     return;
@@ -867,6 +1005,7 @@ void ServiceLink::fail(std::string reason, int http_status, bool protocol_error)
 
 void ServiceLink::end_connection() {
   if (state_ == State::idle || state_ == State::ended || !h_) return;
+  wipe(proxy_request_);
   if (end_.reason.empty()) {
     end_.reason = end_.peer_close_code ? "closed by the service (close code " +
                                              std::to_string(end_.peer_close_code) + ")"

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "endpoint.h"
+#include "http_proxy.h"
 #include "ws_context.h"
 #include "ws_frame.h"
 #include "ws_handshake.h"
@@ -46,6 +47,9 @@ struct LinkOptions {
   int connect_timeout_ms = 10000;           // TCP + TLS + upgrade
   int ping_period_ms = 5000;
   int pong_timeout_ms = 10000;
+  // Reach the service through this HTTP CONNECT proxy (secret: may hold
+  // credentials; only display() is ever shown). nullopt: connect directly.
+  std::optional<HttpProxy> https_proxy;
 };
 
 struct LinkEnd {
@@ -54,6 +58,9 @@ struct LinkEnd {
   int peer_close_code = 0;  // the service's close frame (1005: no code), else 0
   bool was_open = false;
   bool protocol_error = false;  // the service broke RFC 6455 or the upgrade rules
+  // The HTTPS proxy's non-2xx answer to CONNECT, else 0. 407 (credentials
+  // missing or refused) is final; the rest are retried like network errors.
+  int proxy_status = 0;
 };
 
 class ServiceLinkEvents {
@@ -100,7 +107,17 @@ class ServiceLink {
   void shutdown();
 
  private:
-  enum class State { idle, resolving, connecting, tls, upgrading, open, closing, ended };
+  enum class State {
+    idle,
+    resolving,
+    connecting,
+    proxy_connect,  // CONNECT sent (or being sent) to the HTTPS proxy, reading its answer
+    tls,
+    upgrading,
+    open,
+    closing,
+    ended
+  };
   struct Handles;  // loop handles, freed from their close callbacks
   struct Resolve;  // a getaddrinfo request, freed from its callback
 
@@ -108,6 +125,11 @@ class ServiceLink {
   void try_next_address();
   void on_poll(int status, int events);
   void on_connected();
+  void start_transport();  // TLS (or the plain upgrade) on the connected socket
+  void start_proxy_connect();
+  void step_proxy_connect();
+  void on_proxy_reply();
+  std::string peer_text() const;  // "the service at h:p" or "the HTTPS proxy h:p"
   void step_tls_handshake();
   void start_upgrade();
   void on_upgrade_bytes(std::span<std::uint8_t> bytes);
@@ -149,6 +171,10 @@ class ServiceLink {
   bool read_wants_write_ = false;  // TLS: a read must wait for writability
   bool write_wants_read_ = false;  // TLS: a write must wait for readability
   int poll_events_ = 0;
+
+  std::string proxy_request_;  // CONNECT request (secret with credentials): wiped once sent
+  std::size_t proxy_sent_ = 0;
+  ConnectReplyParser proxy_reply_;
 
   ws::UpgradeRequest upgrade_;
   ws::HttpResponseHead response_;

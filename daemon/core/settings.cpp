@@ -9,6 +9,8 @@
 #include <span>
 #include <variant>
 
+#include "http_proxy.h"
+
 namespace tunnel {
 namespace {
 
@@ -52,6 +54,7 @@ struct Field {
 std::span<const Field> fields() {
   static const Field table[] = {
       {"", "default_bind_address", StringField{&Settings::default_bind_address}},
+      {"", "https_proxy", StringField{&Settings::https_proxy}},
       {"message", "data_length_size", IntField{&Settings::message_data_length_size, 2, 2}},
       {"message", "max_payload_size", IntField{&Settings::message_max_payload_size, 1, 64512}},
       {"message", "max_size", IntField{&Settings::message_max_size, 1, 65536}},
@@ -166,6 +169,13 @@ void check_string(const Field& f, const std::string& value) {
                           ": expected aws.iot.securetunneling-1.0, -2.0 or -3.0, got \"" + value +
                           "\"");
     }
+  } else if (f.name == "https_proxy") {
+    // Empty = the environment decides. The error never repeats the URL: it
+    // may hold a password.
+    std::string error;
+    if (!value.empty() && !is_direct(value) && !parse_proxy_url(value, error)) {
+      throw SettingsError(dotted_key(f) + ": " + error);
+    }
   } else if (value.empty()) {
     throw SettingsError(dotted_key(f) + ": must not be empty");
   }
@@ -242,6 +252,10 @@ std::string settings_to_json(const Settings& s) {
       value = s.*(spec->member) ? "true" : "false";
     } else if (const auto* spec = std::get_if<StringField>(&f.kind)) {
       value = s.*(spec->member);
+      // An exported file is shared and printed: never with proxy credentials.
+      if (spec->member == &Settings::https_proxy && !is_direct(value)) {
+        value = proxy_url_without_credentials(value);
+      }
     }
     if (f.group.empty()) {
       proxy[std::string(f.name)] = value;

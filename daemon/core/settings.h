@@ -12,6 +12,11 @@ namespace tunnel {
 
 struct Settings {
   std::string default_bind_address = "localhost";
+  // tunneld addition, tunneling.proxy.https_proxy: the HTTP CONNECT proxy to
+  // reach the service through ("http://[user:password@]host[:port]"),
+  // "direct" for none, or empty to follow HTTPS_PROXY/NO_PROXY (http_proxy.h).
+  // May hold credentials: secret; settings_to_json exports it without them.
+  std::string https_proxy;
   // tunneling.proxy.message.* (the reference says: do not edit)
   int message_data_length_size = 2;
   int message_max_payload_size = 64512;

@@ -364,3 +364,39 @@ access_token_file = "access.token"
     CHECK(f.parse("[control]\ngroup = \"\"\n").control.group.empty());
   }
 }
+
+TEST_SUITE("config https proxy") {
+  TEST_CASE("https_proxy per session and in [settings]; the session's wins") {
+    Fixture f;
+    Config c = f.parse(with_session("https_proxy = \"http://proxy.corp:3128\"\n"));
+    REQUIRE(c.sessions.size() == 1);
+    CHECK(c.sessions[0].proxy.settings.https_proxy == "http://proxy.corp:3128");
+    c = f.parse("[settings]\nhttps_proxy = \"proxy.corp:8080\"\n" + std::string(kSession));
+    CHECK(c.settings.https_proxy == "proxy.corp:8080");
+    CHECK(c.sessions[0].proxy.settings.https_proxy == "proxy.corp:8080");
+    c = f.parse("[settings]\nhttps_proxy = \"proxy.corp:8080\"\n" +
+                with_session("https_proxy = \"direct\"\n"));
+    CHECK(c.sessions[0].proxy.settings.https_proxy == "direct");
+    // The resolution against the environment happens when the session starts.
+    CHECK(!c.sessions[0].proxy.https_proxy);
+  }
+
+  TEST_CASE("https_proxy errors name the line and never repeat credentials") {
+    Fixture f;
+    std::string e = f.error_of(with_session("https_proxy = \"socks5://u:pw-s3cret-77@p:1\"\n"));
+    CHECK(e.find(f.at(7) + "session.https_proxy: ") == 0);
+    CHECK(e.find("s3cret") == std::string::npos);
+    e = f.error_of(with_session("https_proxy = \"http://u:pw-s3cret-77@proxy:3128\"\n"));
+    CHECK(e.find(f.at(7) + "session.https_proxy: proxy credentials do not belong") == 0);
+    CHECK(e.find("http://proxy:3128") != std::string::npos);
+    CHECK(e.find("s3cret") == std::string::npos);
+    e = f.error_of("[settings]\nhttps_proxy = \"http://u:pw-s3cret-77@proxy:3128\"\n");
+    CHECK(e.find(f.at(2) + "settings.https_proxy: proxy credentials") == 0);
+    CHECK(e.find("s3cret") == std::string::npos);
+    e = f.error_of(with_session("[session.settings]\nhttps_proxy = \"http://u:pw-s3cret-77@p\"\n"));
+    CHECK(e.find(f.at(8) + "session.settings.https_proxy: proxy credentials") == 0);
+    e = f.error_of("[settings]\nhttps_proxy = \"ftp://u:pw-s3cret-77@proxy\"\n");
+    CHECK(e.find(f.at(2) + "settings.https_proxy: ") == 0);
+    CHECK(e.find("s3cret") == std::string::npos);
+  }
+}

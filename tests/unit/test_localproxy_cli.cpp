@@ -637,3 +637,99 @@ TEST_SUITE("client_token") {
     CHECK_FALSE(tunnel::is_valid_client_token(""));
   }
 }
+
+TEST_SUITE("localproxy_cli https proxy") {
+  constexpr const char* kProxyPassword = "pr0xy-Pa55word-9f8e7d6c";
+
+  TEST_CASE("no proxy anywhere: direct") {
+    const auto o = parse({"-r", "us-east-1", "-s", "5000"});
+    CHECK(!o.config.https_proxy);
+    CHECK(o.config.https_proxy_origin.empty());
+  }
+
+  TEST_CASE("HTTPS_PROXY applies, with percent-decoded credentials; NO_PROXY bypasses") {
+    EnvMap env = kTokenEnv;
+    env["HTTPS_PROXY"] = std::string("http://alice:") + kProxyPassword + "%40@proxy.corp:3128";
+    auto o = parse({"-r", "us-east-1", "-s", "5000"}, env);
+    REQUIRE(o.config.https_proxy);
+    CHECK(o.config.https_proxy->display() == "proxy.corp:3128");
+    CHECK(o.config.https_proxy->password == std::string(kProxyPassword) + "@");
+    CHECK(o.config.https_proxy_origin == "HTTPS_PROXY");
+    env["NO_PROXY"] = ".amazonaws.com";
+    o = parse({"-r", "us-east-1", "-s", "5000"}, env);
+    CHECK(!o.config.https_proxy);
+    CHECK(o.config.https_proxy_origin == "NO_PROXY");
+    o = parse({"-e", "relay.example.net", "-s", "5000"}, env);
+    CHECK(o.config.https_proxy);
+  }
+
+  TEST_CASE("--https-proxy beats the settings key, which beats the environment") {
+    EnvMap env = kTokenEnv;
+    env["HTTPS_PROXY"] = "http://from-env:1";
+    env["NO_PROXY"] = "*";  // explicit values are not subject to NO_PROXY
+    TempFile settings(R"({"tunneling":{"proxy":{"https_proxy":"http://from-settings:2"}}})");
+    auto o = parse({"-r", "us-east-1", "-s", "5000", "--settings-json", settings.path()}, env);
+    REQUIRE(o.config.https_proxy);
+    CHECK(o.config.https_proxy->display() == "from-settings:2");
+    CHECK(contains(o.config.https_proxy_origin, settings.path()));
+    o = parse({"-r", "us-east-1", "-s", "5000", "--settings-json", settings.path(), "--https-proxy",
+               "http://from-flag:3"},
+              env);
+    REQUIRE(o.config.https_proxy);
+    CHECK(o.config.https_proxy->display() == "from-flag:3");
+    CHECK(o.config.https_proxy_origin == "--https-proxy on the command line");
+    CHECK(o.warnings.empty());  // no credentials on argv: no warning
+    o = parse({"-r", "us-east-1", "-s", "5000", "--https-proxy", "direct"}, env);
+    CHECK(!o.config.https_proxy);
+    TempFile config("https-proxy = http://from-config:4\n");
+    o = parse({"-r", "us-east-1", "-s", "5000", "--config", config.path()}, env);
+    REQUIRE(o.config.https_proxy);
+    CHECK(o.config.https_proxy->display() == "from-config:4");
+  }
+
+  TEST_CASE("credentials on argv work but warn; a world-readable config file warns") {
+    const std::string url = std::string("http://bob:") + kProxyPassword + "@proxy:3128";
+    const auto o = parse({"-r", "us-east-1", "-s", "5000", "--https-proxy", url});
+    REQUIRE(o.config.https_proxy);
+    CHECK(o.config.https_proxy->user == "bob");
+    CHECK(any_warning_contains(o, "process listings"));
+    for (const auto& w : o.warnings) CHECK(!contains(w, kProxyPassword));
+    TempFile config("https-proxy = " + url + "\n", 0644);
+    const auto c = parse({"-r", "us-east-1", "-s", "5000", "--config", config.path()});
+    CHECK(any_warning_contains(c, "proxy credentials"));
+    for (const auto& w : c.warnings) CHECK(!contains(w, kProxyPassword));
+  }
+
+  TEST_CASE("bad proxy URLs are usage errors naming the origin, never the credentials") {
+    const std::string pw = kProxyPassword;
+    auto e = usage_error(
+        {"-r", "us-east-1", "-s", "5000", "--https-proxy", "https://u:" + pw + "@proxy:3128"});
+    CHECK(contains(e, "--https-proxy"));
+    CHECK(!contains(e, pw));
+    e = usage_error({"-r", "us-east-1", "-s", "5000", "--https-proxy=socks5://u:" + pw + "@p"});
+    CHECK(!contains(e, pw));
+    EnvMap env = kTokenEnv;
+    env["https_proxy"] = "http://u:" + pw + "@proxy:0";
+    e = usage_error({"-r", "us-east-1", "-s", "5000"}, env);
+    CHECK(contains(e, "https_proxy"));
+    CHECK(!contains(e, pw));
+    TempFile settings(R"({"tunneling":{"proxy":{"https_proxy":"ftp://u:)" + pw + R"(@p"}}})");
+    e = usage_error({"-r", "us-east-1", "-s", "5000", "--settings-json", settings.path()});
+    CHECK(contains(e, "tunneling.proxy.https_proxy"));
+    CHECK(!contains(e, pw));
+  }
+
+  TEST_CASE("--export-default-settings never writes proxy credentials") {
+    TempFile settings(std::string(R"({"tunneling":{"proxy":{"https_proxy":"http://u:)") +
+                      kProxyPassword + R"(@proxy:3128"}}})");
+    const auto o = parse({"--settings-json", settings.path(), "--export-default-settings", "x"});
+    REQUIRE(o.action == Action::export_settings);
+    const std::string text = tunnel::settings_to_json(o.config.settings);
+    CHECK(!contains(text, kProxyPassword));
+    CHECK(contains(text, "\"https_proxy\": \"http://proxy:3128\""));
+  }
+
+  TEST_CASE("the help text documents --https-proxy") {
+    CHECK(contains(tunnel::localproxy::help_text(), "--https-proxy URL"));
+  }
+}

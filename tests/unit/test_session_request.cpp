@@ -123,3 +123,22 @@ TEST_SUITE("session_request") {
     CHECK(c.cafile == "/etc/tunneld/ca.pem");
   }
 }
+
+TEST_SUITE("session_request https proxy") {
+  TEST_CASE("https_proxy overrides the settings; bad ones are refused without echo") {
+    control::OpenRequest r = dest_request();
+    tunnel::Settings defaults;
+    defaults.https_proxy = "http://from-daemon-settings:1";
+    CHECK(proxy_config_from(r, defaults).settings.https_proxy == "http://from-daemon-settings:1");
+    r.set_https_proxy("http://u:pw-s3cret-42@proxy:3128");
+    const auto c = proxy_config_from(r, defaults);
+    CHECK(c.settings.https_proxy == "http://u:pw-s3cret-42@proxy:3128");
+    CHECK(!c.https_proxy);  // resolved when the session starts (Daemon::start_session)
+    r.set_https_proxy("direct");
+    CHECK(proxy_config_from(r, defaults).settings.https_proxy == "direct");
+    r.set_https_proxy("socks5://u:pw-s3cret-42@proxy:1080");
+    const std::string e = error_of(r);
+    CHECK(e.find("https proxy: ") == 0);
+    CHECK(e.find("s3cret") == std::string::npos);
+  }
+}

@@ -53,6 +53,7 @@ TEST_SUITE("settings") {
     REQUIRE(j.size() == 1);
     const auto& proxy = j.at("tunneling").at("proxy");
     CHECK(proxy.at("default_bind_address") == "localhost");
+    CHECK(proxy.at("https_proxy") == "");
     CHECK(proxy.at("message").at("data_length_size") == "2");
     CHECK(proxy.at("message").at("max_payload_size") == "64512");
     CHECK(proxy.at("message").at("max_size") == "65536");
@@ -84,7 +85,7 @@ TEST_SUITE("settings") {
         ++leaves;
       }
     }
-    CHECK(leaves == 19);
+    CHECK(leaves == 20);
   }
 
   TEST_CASE("the reference's own export file is read") {
@@ -230,5 +231,28 @@ TEST_SUITE("settings") {
     s = Settings{};
     s.ws_retry_delay_ms = 60000;  // above the default 30 s cap
     CHECK(error_of([&] { validate(s); }).find("tunneling.proxy.websocket.retry_max_delay_ms") == 0);
+  }
+}
+
+TEST_SUITE("settings https_proxy") {
+  TEST_CASE("https_proxy: empty by default, read, validated without echo, exported bare") {
+    CHECK(Settings{}.https_proxy.empty());
+    const auto j = nlohmann::json::parse(settings_to_json(Settings{}));
+    CHECK(j["tunneling"]["proxy"]["https_proxy"] == "");
+    Settings s = settings_from_json(proxy_json(R"("https_proxy":"http://u:pw-s3cret-1@p:3128")"));
+    CHECK(s.https_proxy == "http://u:pw-s3cret-1@p:3128");
+    CHECK_NOTHROW(validate(s));
+    const std::string exported = settings_to_json(s);
+    CHECK(exported.find("s3cret") == std::string::npos);
+    CHECK(exported.find("\"http://p:3128\"") != std::string::npos);
+    s.https_proxy = "direct";
+    CHECK(settings_from_json(settings_to_json(s)) == s);
+    s.https_proxy = "DIRECT";  // the keyword, not a host named DIRECT
+    CHECK(settings_from_json(settings_to_json(s)) == s);
+    const std::string e = error_of(
+        [] { settings_from_json(proxy_json(R"("https_proxy":"ftp://u:pw-s3cret-1@p")")); });
+    CHECK(e.find("tunneling.proxy.https_proxy: ") == 0);
+    CHECK(e.find("s3cret") == std::string::npos);
+    CHECK(error_of([] { settings_from_json(proxy_json(R"("https_proxy":3128)")); }) != "");
   }
 }

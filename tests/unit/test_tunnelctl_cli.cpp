@@ -546,8 +546,9 @@ TEST_SUITE("tunnelctl_cli") {
       CAPTURE(part);
       CHECK(has(text, part));
     }
+    CHECK(has(text, "proxy:      none (direct)\n"));
     // One line per field, nothing else.
-    CHECK(std::count(text.begin(), text.end(), '\n') == 17);
+    CHECK(std::count(text.begin(), text.end(), '\n') == 18);
     SessionInfo fresh;
     fresh.set_id("s-3");
     const std::string empty = format_status(fresh);
@@ -567,7 +568,8 @@ TEST_SUITE("tunnelctl_cli") {
     CHECK(j["ping_rtt_us"] == 12345);
     CHECK(j["uptime_s"] == 3723);
     CHECK(j["channel_id"] == "chan-0042");
-    CHECK(j.size() == 17);
+    CHECK(j["https_proxy"] == "");
+    CHECK(j.size() == 18);
     ListResponse list;
     *list.add_sessions() = sample_session();
     const auto l = nlohmann::json::parse(list_json(list));
@@ -699,5 +701,46 @@ TEST_SUITE("tunnelctl_cli") {
     const auto v = render_failure(parse({"version"}), connect_error(ENOENT, "/s"));
     CHECK(v.out == version_text());
     CHECK(v.exit_code == kExitUnreachable);
+  }
+}
+
+TEST_SUITE("tunnelctl_cli https proxy") {
+  constexpr const char* kProxyPassword = "pr0xy-Pa55word-9f8e7d6c";
+
+  TEST_CASE("open --https-proxy lands in the request; credentials warn") {
+    auto inv = parse({"open", "-s", "0", "-r", "us-east-1"});
+    CHECK(inv.open.https_proxy().empty());  // tunneld's environment decides
+    inv = parse({"open", "-s", "0", "-r", "us-east-1", "--https-proxy", "http://proxy:3128"});
+    CHECK(inv.open.https_proxy() == "http://proxy:3128");
+    CHECK(inv.warnings.empty());
+    inv = parse({"open", "-s", "0", "-r", "us-east-1", "--https-proxy", "direct"});
+    CHECK(inv.open.https_proxy() == "direct");
+    const std::string url = std::string("http://u:") + kProxyPassword + "@proxy:3128";
+    inv = parse({"open", "-s", "0", "-r", "us-east-1", "--https-proxy", url});
+    CHECK(inv.open.https_proxy() == url);
+    REQUIRE(inv.warnings.size() == 1);
+    CHECK(has(inv.warnings[0], "process listings"));
+    CHECK(!has(inv.warnings[0], kProxyPassword));
+  }
+
+  TEST_CASE("a bad --https-proxy is a usage error that never repeats it") {
+    const std::string pw = kProxyPassword;
+    for (const std::string& url : {"https://u:" + pw + "@proxy:3128", "http://u:" + pw + "@p:0",
+                                   "http://u:" + pw + "@p/x"}) {
+      const auto e = usage_error({"open", "-s", "0", "-r", "us-east-1", "--https-proxy", url});
+      CHECK(has(e, "--https-proxy"));
+      CHECK(!has(e, pw));
+    }
+    const auto e =
+        usage_error({"open", "-s", "0", "-r", "us-east-1",
+                     "--https-proxy=" + std::string("http://u:") + pw + "@p:1", "--bogus"});
+    CHECK(!has(e, pw));
+  }
+
+  TEST_CASE("status shows the proxy as host:port") {
+    SessionInfo s = sample_session();
+    s.set_https_proxy("proxy.corp:3128");
+    CHECK(has(format_status(s), "proxy:      proxy.corp:3128\n"));
+    CHECK(nlohmann::json::parse(session_json(s))["https_proxy"] == "proxy.corp:3128");
   }
 }
