@@ -3,12 +3,22 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "endpoint.h"
 #include "session_machine.h"
 #include "settings.h"
 
 namespace tunnel {
+
+// One service of a multi-service (V2/V3) tunnel: its id as the tunnel names
+// it, and where the source listens (port 0 = any free one) or what the
+// destination connects to.
+struct ServiceMapping {
+  std::string id;
+  HostPort local;
+  bool operator==(const ServiceMapping&) const = default;
+};
 
 struct ProxyConfig {
   Mode mode = Mode::source;
@@ -28,7 +38,23 @@ struct ProxyConfig {
   // daemon reports the port at once and fails fast when it is taken). The
   // reference localproxy connects first, then listens (the default).
   bool listen_at_start = false;
+  // Services by id (V2/V3). Empty: one unnamed service at `local`, whatever
+  // single service the tunnel names (the V1 way).
+  std::vector<ServiceMapping> services;
+  // 0: offer V3, V2 and V1 and speak what the service picks (the peer's
+  // version is then detected from its records). 1..3: offer only this one
+  // (-y V1|V2|V3); 3 also tells a source that the destination speaks V3.
+  int protocol_version = 0;
+
+  // The services this session carries: `services`, or {"", local}.
+  std::vector<ServiceMapping> effective_services() const;
+  // Sec-WebSocket-Protocol values to offer, preferred first.
+  std::vector<std::string> offered_subprotocols() const;
 };
+
+// "aws.iot.securetunneling-2.0" -> 2; 0 when not one of the three.
+int subprotocol_version(std::string_view subprotocol);
+std::string subprotocol_name(int version);
 
 // A client token: 32 hex chars + dashes (UUIDv4 shape), from the OS CSPRNG.
 std::string generate_client_token();

@@ -43,6 +43,31 @@ std::string http_status_hint(int status) {
   }
 }
 
+MachineOptions machine_options(const ProxyConfig& c) {
+  MachineOptions o;
+  for (const auto& m : c.services) o.services.push_back(m.id);
+  o.max_payload = static_cast<std::size_t>(
+      std::clamp(c.settings.message_max_payload_size, 1, static_cast<int>(kMaxPayloadSize)));
+  o.max_connections = static_cast<std::size_t>(std::max(1, c.settings.tcp_max_connections));
+  o.assume_v3_peer = c.protocol_version == 3;
+  return o;
+}
+
+std::string join(const std::vector<std::string>& items, std::string_view sep) {
+  std::string out;
+  for (const auto& i : items) out += (out.empty() ? "" : std::string(sep)) + i;
+  return out;
+}
+
+// How a connection names itself in logs: "stream 3" (V1), "SSH1 stream 3
+// connection 2" (V3).
+std::string conn_name(const ConnRef& c) {
+  std::string out = c.service.empty() ? std::string() : c.service + " ";
+  out += "stream " + std::to_string(c.stream_id);
+  if (c.connection_id > 1) out += " connection " + std::to_string(c.connection_id);
+  return out;
+}
+
 template <typename F>
 void start_timer(uv_timer_t* t, std::uint64_t delay_ms, F f) {
   static_assert(std::is_convertible_v<F, uv_timer_cb>);
@@ -74,9 +99,7 @@ ProxySession::ProxySession(WsContext& ws, ProxyConfig config, DoneFn done)
       config_(std::move(config)),
       done_(std::move(done)),
       log_(logging::get("session")),
-      machine_(config_.mode, *this,
-               static_cast<std::size_t>(std::clamp(config_.settings.message_max_payload_size, 1,
-                                                   static_cast<int>(kMaxPayloadSize)))),
+      machine_(config_.mode, *this, machine_options(config_)),
       decoder_(kMaxRecordSize, kMaxPayloadSize),
       backoff_(static_cast<std::uint32_t>(std::max(1, config_.settings.ws_retry_delay_ms)),
                static_cast<std::uint32_t>(std::max(config_.settings.ws_retry_delay_ms,
@@ -90,7 +113,7 @@ ProxySession::ProxySession(WsContext& ws, ProxyConfig config, DoneFn done)
 
 ProxySession::~ProxySession() {
   if (wsi_) lws_set_opaque_user_data(wsi_, nullptr);
-  if (conn_) conn_->close(false);
+  for (LocalConnection* c : streams_.take_all()) c->close(false);
 }
 
 void ProxySession::start() {
@@ -136,7 +159,9 @@ void ProxySession::connect_ws() {
   ci.host = config_.endpoint.host.c_str();
   ci.origin = config_.endpoint.host.c_str();
   ci.path = path_.c_str();
-  ci.protocol = config_.settings.ws_subprotocol.c_str();
+  // One header offering every version we speak, preferred first.
+  offer_ = join(config_.offered_subprotocols(), ", ");
+  ci.protocol = offer_.c_str();
   ci.local_protocol_name = WsContext::protocol_name();
   if (config_.endpoint.tls) {
     ci.ssl_connection = LCCSCF_USE_SSL;
@@ -253,11 +278,12 @@ int ProxySession::on_ws_event(lws* wsi, lws_callback_reasons reason, void* user,
 void ProxySession::on_established(lws* wsi) {
   uv_timer_stop(&connect_timer_);
   const std::string chosen = chosen_subprotocol_;
-  if (chosen != config_.settings.ws_subprotocol) {
+  const auto offered = config_.offered_subprotocols();
+  if (std::find(offered.begin(), offered.end(), chosen) == offered.end()) {
     // Speaking a version the service did not choose would corrupt the stream.
     SessionOutcome o{false,
-                     "the service chose subprotocol '" + chosen + "', not the one offered ('" +
-                         config_.settings.ws_subprotocol + "')",
+                     "the service chose subprotocol '" + chosen + "', not one of those offered (" +
+                         join(offered, ", ") + ")",
                      0};
     drop_in_callback_ = true;
     finish(std::move(o));
@@ -280,7 +306,8 @@ void ProxySession::on_established(lws* wsi) {
   log_->info("connected to {}:{} as {} (channel-id {}, protocol {})", config_.endpoint.host,
              config_.endpoint.port, to_string(config_.mode),
              stats_.channel_id.empty() ? "-" : stats_.channel_id, chosen);
-  machine_.on_link_up();
+  machine_.on_link_up(subprotocol_version(chosen));
+  if (finished_) return;  // the tunnel's services cannot work with this version
   const auto period = ms(config_.settings.ws_ping_period_ms);
   uv_timer_start(
       &ping_timer_, [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->on_ping_tick(); },
@@ -289,7 +316,7 @@ void ProxySession::on_established(lws* wsi) {
     if (!listening_) {
       start_listening();
     } else {
-      schedule_accept();
+      accept_ready();
     }
   }
 }
@@ -348,9 +375,9 @@ int ProxySession::on_writeable(lws* wsi) {
     }
   }
   const std::size_t low = static_cast<std::size_t>(config_.settings.ws_write_buffer_size) / 2;
-  if (local_paused_ && conn_ && avail <= low) {
-    local_paused_ = false;
-    conn_->resume_reading();
+  if (avail <= low) {
+    pump_local();  // the next round of local connections' chunks
+    avail = out_.size() - out_off_;
   }
   if (avail > 0 || ping_due_) {
     lws_callback_on_writable(wsi);
@@ -412,7 +439,6 @@ void ProxySession::on_link_gone(const std::string& why, int http_status) {
   out_.resize(LWS_PRE);
   out_off_ = LWS_PRE;
   rx_paused_ = false;
-  local_paused_ = false;
   if (finished_) {
     close_handles();
     return;
@@ -502,48 +528,85 @@ void ProxySession::send_record(const Message& m) {
   want_write();
 }
 
-void ProxySession::send_data(std::int32_t stream_id, std::string_view chunk) {
-  encode_data_record(stream_id, chunk, out_, machine_.service_id());
+void ProxySession::send_data(const WireAddress& to, std::string_view chunk) {
+  encode_data_record(to.stream_id, chunk, out_, to.service_id, to.connection_id);
   stats_.bytes_to_service += chunk.size();
   want_write();
 }
 
-void ProxySession::open_local(std::int32_t stream_id) {
+void ProxySession::open_local(const ConnRef& ref) {
+  const auto services = config_.effective_services();
+  const auto it = std::find_if(services.begin(), services.end(),
+                               [&](const ServiceMapping& m) { return m.id == ref.service; });
+  if (it == services.end()) return;  // the machine only names configured services
   ConnectOptions o;
-  o.target = config_.local;
+  o.target = it->local;
   o.bind_address = config_.bind_address;
   const int count = config_.settings.tcp_connection_retry_count;
   o.retry_count = count < 0 ? -1 : std::max(0, count - 1);  // count = attempts in all
   o.retry_delay_ms = config_.settings.tcp_connection_retry_delay_ms;
-  log_->debug("stream {}: connecting to {}:{}", stream_id, o.target.host, o.target.port);
-  conn_ = LocalConnection::connect(ws_.loop(), o, stream_id, *this,
-                                   static_cast<std::size_t>(config_.settings.tcp_read_buffer_size));
-  conn_->set_low_watermark(static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit) / 2);
+  log_->debug("{}: connecting to {}:{}", conn_name(ref), o.target.host, o.target.port);
+  LocalConnection* c =
+      LocalConnection::connect(ws_.loop(), o, ref.stream_id, *this,
+                               static_cast<std::size_t>(config_.settings.tcp_read_buffer_size));
+  c->set_low_watermark(static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit) / 2);
+  streams_.add(ref, c);
 }
 
-void ProxySession::write_local(std::int32_t stream_id, std::string&& bytes) {
-  if (!conn_ || conn_->stream_id() != stream_id) return;
+void ProxySession::write_local(const ConnRef& ref, std::string&& bytes) {
+  StreamEntry* e = streams_.find(ref);
+  if (!e || !e->conn) return;
   stats_.bytes_from_service += bytes.size();
-  conn_->write(std::move(bytes));
-  if (conn_->pending_write_bytes() >
-      static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit)) {
-    set_rx_paused(true);
+  e->bytes_from_tunnel += bytes.size();
+  e->conn->write(std::move(bytes));
+  check_local_bound(*e);
+}
+
+void ProxySession::check_local_bound(StreamEntry& e) {
+  const auto limit = static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit);
+  const std::size_t pending = e.conn->pending_write_bytes();
+  if (machine_.peer_connections() != PeerConnections::multiple || streams_.size() <= 1) {
+    // One connection per service: nobody else to starve, so pause the
+    // tunnel (lossless) as V1 always did.
+    if (pending > limit) set_rx_paused(true);
+    return;
   }
+  // Several connections: the protocol has no per-connection flow control, so
+  // pausing the WebSocket would stall all of them behind one slow reader.
+  // A connection that holds more than 4x the limit is stuck: reset it alone.
+  if (pending > 4 * limit) {
+    const ConnRef ref = e.ref;
+    log_->warn("{}: the local reader is stuck with {} bytes pending; resetting this connection",
+               conn_name(ref), pending);
+    if (LocalConnection* c = streams_.remove(ref)) c->close(false);
+    machine_.on_local_closed(ref);
+    maybe_resume_rx();
+    return;
+  }
+  // Memory bound of the session whatever the number of connections.
+  if (streams_.local_bound_bytes() > 16 * limit) set_rx_paused(true);
 }
 
-void ProxySession::close_local(std::int32_t stream_id, bool flush) {
-  if (!conn_ || conn_->stream_id() != stream_id) return;
-  log_->info("stream {}: closed by the tunnel{}", stream_id, flush ? "" : " (aborted)");
-  drop_local(flush);
+void ProxySession::maybe_resume_rx() {
+  if (!rx_paused_) return;
+  const auto limit = static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit);
+  const bool multi =
+      machine_.peer_connections() == PeerConnections::multiple && streams_.size() > 1;
+  if (streams_.local_bound_bytes() <= (multi ? 8 * limit : limit / 2)) set_rx_paused(false);
 }
 
-void ProxySession::drop_local(bool flush) {
+void ProxySession::close_local(const ConnRef& ref, bool flush) {
+  LocalConnection* c = streams_.remove(ref);
+  if (!c) return;
+  log_->info("{}: closed by the tunnel{}", conn_name(ref), flush ? "" : " (aborted)");
   // Closing with flush lets the local peer read what the tunnel delivered.
-  if (conn_) conn_->close(flush);
-  conn_ = nullptr;
-  local_paused_ = false;
+  c->close(flush);
+  maybe_resume_rx();
+}
+
+void ProxySession::abort_all_local() {
+  for (LocalConnection* c : streams_.take_all()) c->close(false);
   set_rx_paused(false);
-  schedule_accept();
 }
 
 void ProxySession::protocol_error(std::string reason) {
@@ -556,100 +619,116 @@ void ProxySession::protocol_error(std::string reason) {
   kill_link("protocol error: " + reason);
 }
 
+void ProxySession::session_error(std::string reason) {
+  // Reconnecting cannot help (the tunnel's services or version do not fit
+  // this configuration): the session fails with the reason.
+  stats_.last_error = reason;
+  if (in_receive_) drop_in_callback_ = true;
+  finish({false, std::move(reason), 0});
+}
+
+void ProxySession::accept_ready() {
+  if (config_.mode != Mode::source || handles_closing_) return;
+  start_timer(&accept_timer_, 0,
+              [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->try_accept_all(); });
+}
+
 void ProxySession::note(std::string_view what) { log_->debug("{}", what); }
 
 // ---------------------------------------------------------------- local side
 
+void ProxySession::pump_local() {
+  // Round robin: one record's worth from each connection with bytes waiting,
+  // while the WebSocket's queue has room.
+  const auto room = static_cast<std::size_t>(config_.settings.ws_write_buffer_size);
+  const auto chunk = static_cast<std::size_t>(
+      std::clamp(config_.settings.message_max_payload_size, 1, static_cast<int>(kMaxPayloadSize)));
+  while (out_.size() - out_off_ < room) {
+    StreamEntry* e = streams_.next_ready();
+    if (!e) break;
+    const std::size_t n = std::min(e->pending_bytes(), chunk);
+    machine_.on_local_data(e->ref, std::string_view(e->pending).substr(e->pending_off, n));
+    streams_.consumed(*e, n);
+  }
+}
+
 void ProxySession::on_local_connected(LocalConnection& c) {
-  if (&c != conn_) return;
-  log_->info("stream {}: connected to {}", c.stream_id(), c.peer());
-  machine_.on_local_connected(c.stream_id());
+  StreamEntry* e = streams_.find(&c);
+  if (!e) return;
+  e->peer = c.peer();
+  log_->info("{}: connected to {}", conn_name(e->ref), c.peer());
+  machine_.on_local_connected(e->ref);
 }
 
 void ProxySession::on_local_connect_failed(LocalConnection& c, const std::string& reason) {
-  if (&c != conn_) return;
-  const std::int32_t id = c.stream_id();
-  log_->warn("stream {}: {}; resetting the stream", id, reason);
+  StreamEntry* e = streams_.find(&c);
+  if (!e) return;
+  const ConnRef ref = e->ref;
+  log_->warn("{}: {}; resetting it", conn_name(ref), reason);
   stats_.last_error = reason;
+  streams_.remove(ref);
   c.close(false);
-  conn_ = nullptr;
-  set_rx_paused(false);
-  machine_.on_local_connect_failed(id);
+  maybe_resume_rx();
+  machine_.on_local_connect_failed(ref);
 }
 
 void ProxySession::on_local_read(LocalConnection& c, std::string_view bytes) {
-  if (&c != conn_) return;
-  machine_.on_local_data(c.stream_id(), bytes);
-  if (out_.size() - out_off_ >= static_cast<std::size_t>(config_.settings.ws_write_buffer_size)) {
-    local_paused_ = true;
-    c.pause_reading();
-  }
+  StreamEntry* e = streams_.find(&c);
+  if (!e) return;
+  streams_.stash(*e, bytes);
+  pump_local();
 }
 
 void ProxySession::on_local_closed(LocalConnection& c, const std::string& reason) {
-  if (&c != conn_) return;
-  const std::int32_t id = c.stream_id();
-  log_->info("stream {}: local connection ended ({})", id, reason);
-  conn_ = nullptr;
+  StreamEntry* e = streams_.find(&c);
+  if (!e) return;
+  const ConnRef ref = e->ref;
+  log_->info("{}: local connection ended ({})", conn_name(ref), reason);
+  // Bytes read before the end still go out, ahead of the reset.
+  while (e->pending_bytes() > 0) {
+    const std::size_t n = e->pending_bytes();
+    machine_.on_local_data(ref, std::string_view(e->pending).substr(e->pending_off, n));
+    e->pending_off += n;
+  }
+  streams_.remove(ref);
   c.close(true);
-  local_paused_ = false;
-  set_rx_paused(false);
-  machine_.on_local_closed(id);
-  schedule_accept();
+  maybe_resume_rx();
+  machine_.on_local_closed(ref);
 }
 
 void ProxySession::on_local_drained(LocalConnection& c) {
-  if (&c != conn_) return;
-  if (rx_paused_ && c.pending_write_bytes() <=
-                        static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit) / 2) {
-    set_rx_paused(false);
-  }
+  if (!streams_.find(&c)) return;
+  maybe_resume_rx();
+}
+
+std::uint16_t ProxySession::listen_port() const {
+  return listeners_.empty() ? 0 : listeners_.front()->port;
+}
+
+std::vector<std::pair<std::string, std::uint16_t>> ProxySession::listen_ports() const {
+  std::vector<std::pair<std::string, std::uint16_t>> out;
+  for (const auto& l : listeners_) out.emplace_back(l->service, l->port);
+  return out;
 }
 
 void ProxySession::start_listening() { listen_attempt(); }
 
 void ProxySession::listen_attempt() {
-  if (finished_ || listening_ || listener_) return;
+  if (finished_ || listening_) return;
   ++listen_attempts_;
-  std::string error;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  const std::string port = std::to_string(config_.local.port);
-  const std::string& host = config_.local.host;
-  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res);
-  if (rc != 0 || !res) {
-    error = "cannot resolve listen address " + host + ": " + gai_strerror(rc);
-  } else {
-    listener_ = new uv_tcp_t;
-    uv_tcp_init(ws_.loop(), listener_);
-    listener_->data = this;
-    ++open_handles_;
-    rc = uv_tcp_bind(listener_, res->ai_addr, 0);
-    if (rc == 0) {
-      rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), 16, [](uv_stream_t* s, int status) {
-        auto* self = static_cast<ProxySession*>(s->data);
-        if (status < 0) {
-          self->log_->warn("accept failed: {}", uv_strerror(status));
-          return;
-        }
-        self->pending_accept_ = true;
-        self->try_accept();
-      });
-    }
-    if (rc != 0) {
-      error = "cannot listen on " + sockaddr_to_string(res->ai_addr) + ": " + uv_strerror(rc);
-      uv_close(reinterpret_cast<uv_handle_t*>(listener_), [](uv_handle_t* h) {
-        auto* self = static_cast<ProxySession*>(h->data);
-        delete reinterpret_cast<uv_tcp_t*>(h);
-        self->release_handle();
-      });
-      listener_ = nullptr;
+  if (listeners_.empty()) {
+    for (const auto& m : config_.effective_services()) {
+      auto l = std::make_unique<Listener>();
+      l->owner = this;
+      l->service = m.id;
+      l->address = m.local;
+      listeners_.push_back(std::move(l));
     }
   }
-  if (res) freeaddrinfo(res);
+  std::string error;
+  for (auto& l : listeners_) {
+    if (!l->tcp && !bind_listener(*l, error)) break;
+  }
   if (!error.empty()) {
     stats_.last_error = error;
     const int count = config_.settings.tcp_connection_retry_count;
@@ -663,40 +742,100 @@ void ProxySession::listen_attempt() {
                 [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->listen_attempt(); });
     return;
   }
+  listening_ = true;
+  std::vector<std::string> where;
+  for (const auto& l : listeners_) {
+    const std::string addr =
+        (l->address.host.find(':') != std::string::npos ? "[" + l->address.host + "]"
+                                                        : l->address.host) +
+        ":" + std::to_string(l->port);
+    where.push_back(l->service.empty() ? addr : l->service + "=" + addr);
+    log_->info("listening on {}{}", addr, l->service.empty() ? "" : " for service " + l->service);
+  }
+  stats_.local_address = join(where, ",");
+  if (on_listening_) on_listening_(listen_port());
+}
+
+bool ProxySession::bind_listener(Listener& l, std::string& error) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  const std::string port = std::to_string(l.address.port);
+  const std::string& host = l.address.host;
+  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0 || !res) {
+    error = "cannot resolve listen address " + host + ": " + gai_strerror(rc);
+    if (res) freeaddrinfo(res);
+    return false;
+  }
+  l.tcp = new uv_tcp_t;
+  uv_tcp_init(ws_.loop(), l.tcp);
+  l.tcp->data = &l;
+  ++open_handles_;
+  rc = uv_tcp_bind(l.tcp, res->ai_addr, 0);
+  if (rc == 0) {
+    rc = uv_listen(reinterpret_cast<uv_stream_t*>(l.tcp), 128, [](uv_stream_t* s, int status) {
+      auto* lis = static_cast<Listener*>(s->data);
+      if (status < 0) {
+        lis->owner->log_->warn("accept failed: {}", uv_strerror(status));
+        return;
+      }
+      lis->pending = true;
+      lis->owner->try_accept(*lis);
+    });
+  }
+  if (rc != 0) {
+    error = "cannot listen on " + sockaddr_to_string(res->ai_addr) + ": " + uv_strerror(rc);
+    if (!l.service.empty()) error += " (service " + l.service + ")";
+    uv_close(reinterpret_cast<uv_handle_t*>(l.tcp), [](uv_handle_t* h) {
+      auto* lis = static_cast<Listener*>(h->data);
+      delete reinterpret_cast<uv_tcp_t*>(h);
+      lis->owner->release_handle();
+    });
+    l.tcp = nullptr;
+    freeaddrinfo(res);
+    return false;
+  }
+  freeaddrinfo(res);
   sockaddr_storage ss{};
   int len = sizeof ss;
-  uv_tcp_getsockname(listener_, reinterpret_cast<sockaddr*>(&ss), &len);
+  uv_tcp_getsockname(l.tcp, reinterpret_cast<sockaddr*>(&ss), &len);
   const auto* sa = reinterpret_cast<const sockaddr*>(&ss);
-  listen_port_ =
-      ntohs(sa->sa_family == AF_INET6 ? reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port
-                                      : reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
-  listening_ = true;
-  stats_.local_address = sockaddr_to_string(sa);
-  log_->info("listening on {}", stats_.local_address);
-  if (on_listening_) on_listening_(listen_port_);
+  l.port = ntohs(sa->sa_family == AF_INET6 ? reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port
+                                           : reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
+  return true;
 }
 
-void ProxySession::schedule_accept() {
-  if (config_.mode != Mode::source || handles_closing_ || !pending_accept_) return;
-  start_timer(&accept_timer_, 0,
-              [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->try_accept(); });
+void ProxySession::try_accept_all() {
+  for (auto& l : listeners_) try_accept(*l);
 }
 
-void ProxySession::try_accept() {
-  if (!pending_accept_ || conn_ || !established_ || finished_ || state_ == SessionState::stopping ||
-      !listener_) {
+void ProxySession::try_accept(Listener& l) {
+  if (!l.pending || !established_ || finished_ || state_ == SessionState::stopping || !l.tcp) {
     return;
   }
-  pending_accept_ = false;
+  // A client that must wait (its service's connection is active and the peer
+  // carries one at a time) stays in the backlog until accept_ready().
+  if (!machine_.can_accept(l.service)) return;
+  l.pending = false;
   LocalConnection* c =
-      LocalConnection::accept(reinterpret_cast<uv_stream_t*>(listener_), 0, *this,
+      LocalConnection::accept(reinterpret_cast<uv_stream_t*>(l.tcp), 0, *this,
                               static_cast<std::size_t>(config_.settings.tcp_read_buffer_size));
   if (!c) return;
-  conn_ = c;
+  const auto ref = machine_.on_local_accepted(l.service);
+  if (!ref) {
+    log_->warn("local client {} refused{}: {} simultaneous connections is the limit", c->peer(),
+               l.service.empty() ? "" : " on service " + l.service,
+               config_.settings.tcp_max_connections);
+    c->close(false);
+    return;
+  }
+  c->set_stream_id(ref->stream_id);
   c->set_low_watermark(static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit) / 2);
-  const std::int32_t id = machine_.on_local_accepted();
-  c->set_stream_id(id);
-  log_->info("stream {}: accepted {}", id, c->peer());
+  streams_.add(*ref, c);
+  log_->info("{}: accepted {}", conn_name(*ref), c->peer());
 }
 
 // ---------------------------------------------------------------- ending
@@ -710,10 +849,13 @@ void ProxySession::stop() {
   }
   state_ = SessionState::stopping;
   if (established_ && wsi_) {
-    if (auto id = machine_.active_stream()) {
-      if (conn_) conn_->close(false);
-      conn_ = nullptr;
-      machine_.on_local_closed(*id);  // STREAM_RESET to the peer
+    // Reset every connection toward the peer (CONNECTION_RESET or
+    // STREAM_RESET, as the peer speaks).
+    std::vector<ConnRef> refs;
+    for (const auto& [ref, e] : streams_.entries()) refs.push_back(ref);
+    for (const ConnRef& ref : refs) {
+      if (LocalConnection* c = streams_.remove(ref)) c->close(false);
+      machine_.on_local_closed(ref);
     }
     close_requested_ = true;
     want_write();
@@ -738,8 +880,7 @@ void ProxySession::finish(SessionOutcome outcome) {
   } else {
     log_->error("session failed: {}", outcome_.reason);
   }
-  if (conn_) conn_->close(false);
-  conn_ = nullptr;
+  abort_all_local();
   if (link_active_) {
     kill_link(outcome_.reason);  // close_handles() follows in on_link_gone
     return;
@@ -759,21 +900,20 @@ void ProxySession::close_handles() {
   if (handles_closing_) return;
   handles_closing_ = true;
   state_ = SessionState::stopping;
-  auto on_closed = [](uv_handle_t* h) {
-    auto* self = static_cast<ProxySession*>(h->data);
-    if (reinterpret_cast<uv_tcp_t*>(h) == self->listener_) {
-      delete self->listener_;
-      self->listener_ = nullptr;
-    }
-    self->release_handle();
-  };
+  auto on_closed = [](uv_handle_t* h) { static_cast<ProxySession*>(h->data)->release_handle(); };
   for (uv_timer_t* t : {&ping_timer_, &retry_timer_, &connect_timer_, &accept_timer_}) {
     if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(t))) {
       uv_close(reinterpret_cast<uv_handle_t*>(t), on_closed);
     }
   }
-  if (listener_ && !uv_is_closing(reinterpret_cast<uv_handle_t*>(listener_))) {
-    uv_close(reinterpret_cast<uv_handle_t*>(listener_), on_closed);
+  for (auto& l : listeners_) {
+    if (!l->tcp || uv_is_closing(reinterpret_cast<uv_handle_t*>(l->tcp))) continue;
+    uv_close(reinterpret_cast<uv_handle_t*>(l->tcp), [](uv_handle_t* h) {
+      auto* lis = static_cast<Listener*>(h->data);
+      delete reinterpret_cast<uv_tcp_t*>(h);
+      lis->tcp = nullptr;
+      lis->owner->release_handle();
+    });
   }
 }
 

@@ -1,12 +1,17 @@
-// One tunnel session: the V1 machine, its WebSocket link to the service and
-// its local TCP side, running on a libuv loop. localproxy hosts one; tunneld
+// One tunnel session: the V1/V2/V3 machine, its WebSocket link to the
+// service and its local TCP side (the stream table: every local connection
+// of every service), running on a libuv loop. localproxy hosts one; tunneld
 // hosts many on the same loop and WsContext.
 //
-// Flow control (bounded memory, both directions):
-//  - tunnel-bound: local reads stop while more than ws_write_buffer_size bytes
-//    of records wait for the WebSocket; they resume once it drains.
-//  - local-bound: the WebSocket is paused (lws_rx_flow_control) while more than
-//    tcp.write_buffer_limit bytes wait to be written to the local connection.
+// Flow control (bounded memory, both directions; docs/architecture.md):
+//  - tunnel-bound: each connection holds at most one read chunk; chunks are
+//    turned into records in round-robin order across connections while fewer
+//    than ws_write_buffer_size bytes wait for the WebSocket.
+//  - local-bound: one connection (V1/V2 peer): the WebSocket is paused while
+//    more than tcp.write_buffer_limit bytes wait for the local connection.
+//    Several (V3 peer): a connection holding more than 4x that limit is
+//    reset alone; the WebSocket is paused only while all of them together
+//    hold more than 16x the limit.
 #pragma once
 
 #include <uv.h>
@@ -23,6 +28,7 @@
 #include "proxy_config.h"
 #include "record_codec.h"
 #include "session_machine.h"
+#include "stream_table.h"
 #include "ws_context.h"
 
 namespace spdlog {
@@ -83,7 +89,12 @@ class ProxySession final : public WsLinkHandler,
   bool finished() const { return finished_; }
   const SessionStats& stats() const { return stats_; }
   const ProxyConfig& config() const { return config_; }
-  std::uint16_t listen_port() const { return listen_port_; }
+  // Source: the port of the first service's listener (0 until bound).
+  std::uint16_t listen_port() const;
+  // Source: (service id, bound port) of every listener, once listening.
+  std::vector<std::pair<std::string, std::uint16_t>> listen_ports() const;
+  const StreamTable& streams() const { return streams_; }
+  const SessionMachine& machine() const { return machine_; }
   std::optional<std::int32_t> active_stream() const { return machine_.active_stream(); }
 
  private:
@@ -92,11 +103,13 @@ class ProxySession final : public WsLinkHandler,
                   std::size_t len) override;
   // SessionEffects
   void send_record(const Message& m) override;
-  void send_data(std::int32_t stream_id, std::string_view chunk) override;
-  void open_local(std::int32_t stream_id) override;
-  void write_local(std::int32_t stream_id, std::string&& bytes) override;
-  void close_local(std::int32_t stream_id, bool flush) override;
+  void send_data(const WireAddress& to, std::string_view chunk) override;
+  void open_local(const ConnRef& c) override;
+  void write_local(const ConnRef& c, std::string&& bytes) override;
+  void close_local(const ConnRef& c, bool flush) override;
   void protocol_error(std::string reason) override;
+  void session_error(std::string reason) override;
+  void accept_ready() override;
   void note(std::string_view what) override;
   // LocalConnectionEvents
   void on_local_connected(LocalConnection& c) override;
@@ -114,10 +127,16 @@ class ProxySession final : public WsLinkHandler,
   void kill_link(const std::string& why);
   void want_write();
   void on_ping_tick();
+  struct Listener;
   void start_listening();
   void listen_attempt();
-  void try_accept();
-  void drop_local(bool flush);
+  bool bind_listener(Listener& l, std::string& error);
+  void try_accept(Listener& l);
+  void try_accept_all();
+  void pump_local();
+  void check_local_bound(StreamEntry& e);
+  void maybe_resume_rx();
+  void abort_all_local();
   void finish(SessionOutcome outcome);
   void close_handles();
   void release_handle();
@@ -146,6 +165,7 @@ class ProxySession final : public WsLinkHandler,
   bool link_kill_requested_ = false;
   std::string kill_reason_;
   std::string chosen_subprotocol_;
+  std::string offer_;  // Sec-WebSocket-Protocol offered (lws keeps the pointer)
   std::string tls_error_;
   bool close_requested_ = false;  // graceful close once out_ is flushed
   bool in_receive_ = false;
@@ -162,13 +182,18 @@ class ProxySession final : public WsLinkHandler,
   std::chrono::steady_clock::time_point ping_sent_;
 
   // local side
-  LocalConnection* conn_ = nullptr;  // the active stream's connection (V1: one)
-  bool local_paused_ = false;
-  uv_tcp_t* listener_ = nullptr;  // heap: re-created per bind attempt
-  bool listening_ = false;
-  bool pending_accept_ = false;
+  struct Listener {
+    ProxySession* owner = nullptr;
+    std::string service;
+    HostPort address;
+    uv_tcp_t* tcp = nullptr;  // heap: re-created per bind attempt
+    bool pending = false;     // a client waits in the backlog
+    std::uint16_t port = 0;
+  };
+  StreamTable streams_;
+  std::vector<std::unique_ptr<Listener>> listeners_;  // source: one per service
+  bool listening_ = false;                            // every listener is bound
   int listen_attempts_ = 0;
-  std::uint16_t listen_port_ = 0;
 
   uv_timer_t ping_timer_{};
   uv_timer_t retry_timer_{};    // reconnect backoff, listen retry
