@@ -830,7 +830,10 @@ std::string resolve_client_type(const Sources& sources, Mode mode,
     return {};
   }
   if (mode == Mode::destination) {
-    warnings.push_back(described(kClientType, *f) + " only matters in source mode; ignored");
+    warnings.push_back(described(kClientType, *f) +
+                       " is a source mode option in the reference; here it makes this "
+                       "destination speak only " +
+                       value);
   }
   return value;
 }
@@ -866,7 +869,7 @@ Options parse(int argc, const char* const* argv, const Env& env,
   resolve_local(sources, out.config, out.warnings);
   resolve_tls(sources, out.config, out.warnings);
   out.destination_client_type = resolve_client_type(sources, out.config.mode, out.warnings);
-  if (!out.destination_client_type.empty() && out.config.mode == Mode::source) {
+  if (!out.destination_client_type.empty()) {
     // -y V1|V2|V3: offer and speak only that version.
     out.config.protocol_version = out.destination_client_type[1] - '0';
   }
