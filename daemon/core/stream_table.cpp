@@ -83,7 +83,8 @@ void StreamTable::consumed(StreamEntry& e, std::size_t n) {
     return;
   }
   e.queued = false;
-  e.pending.clear();
+  // Release the chunk: an idle connection holds no tunnel-bound memory.
+  std::string().swap(e.pending);
   e.pending_off = 0;
   if (e.conn) e.conn->resume_reading();
 }
