@@ -174,6 +174,43 @@ def _(h):
     print(f"  49 connections done in {max(done_at) - t0:.2f} s while one reader stalled 2 s")
 
 
+@r.case("a local reader that never reads is reset alone after 1 MiB; the others go on")
+def _(h):
+    echo = h.echo_server()
+    # A service that accepts and never reads: its connection gets stuck.
+    stuck_srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    stuck_srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    stuck_srv.bind(("127.0.0.1", 0))
+    stuck_srv.listen(4)
+    h.sockets.append(stuck_srv)
+    _, dst, src, ports = multi_tunnel(h, ["OK1", "STUCK1"],
+                                      {"OK1": echo.port, "STUCK1": stuck_srv.getsockname()[1]})
+    good = connect(ports["OK1"])
+    check(ping(good, b"before\n") == b"before\n", "no echo")
+    stuck = connect(ports["STUCK1"])
+    sent = [0]
+
+    def push():
+        chunk = b"z" * 65536
+        try:
+            for _ in range(24 * 16):  # 24 MiB
+                stuck.sendall(chunk)
+                sent[0] += len(chunk)
+        except OSError:
+            pass
+
+    th = threading.Thread(target=push, daemon=True)
+    th.start()
+    check(closed_by_peer(stuck, scaled(15)), "the stuck connection was not reset")
+    th.join(scaled(5))
+    check(sent[0] < 24 * MIB, "all 24 MiB were accepted although nobody reads")
+    check(ping(good, b"after\n") == b"after\n", "the other connection was hurt")
+    dst.wait_line(r"local reader is stuck", scaled(5))
+    check(src.alive() and dst.alive(), "a localproxy exited")
+    stuck.close()
+    good.close()
+
+
 @r.case("connection limit: the 129th is refused, the 128 others unharmed")
 def _(h):
     echo = h.echo_server()
