@@ -25,6 +25,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "record_codec.h"
@@ -42,7 +43,10 @@ struct ConnRef {
   std::int32_t stream_id = 0;
   std::uint32_t connection_id = 0;
   bool operator==(const ConnRef&) const = default;
-  auto operator<=>(const ConnRef&) const = default;
+  bool operator<(const ConnRef& o) const {
+    return std::tie(service, stream_id, connection_id) <
+           std::tie(o.service, o.stream_id, o.connection_id);
+  }
 };
 
 // Where a DATA record goes on the wire. Empty service_id / connection_id 0 are
