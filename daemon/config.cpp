@@ -467,7 +467,7 @@ class Parser {
     check_keys(t, P,
                {"name", "mode", "target", "listen", "endpoint", "region", "access_token_file",
                 "client_token_file", "capath", "cafile", "verify", "bind_address", "settings",
-                "https_proxy"});
+                "https_proxy", "services", "protocol"});
     tunnel::ProxyConfig& p = s.proxy;
 
     const auto name = get_string(t, P, "name");
@@ -503,34 +503,76 @@ class Parser {
     }
 
     const auto bind_address = get_string(t, P, "bind_address");
-    const std::string_view wanted = source ? "listen" : "target";
-    const std::string_view other = source ? "target" : "listen";
-    if (const toml::node* n = t.get(other)) {
-      fail(*n, join_key(P, other),
-           "a " + std::string(source ? "source" : "destination") + " session takes " +
-               std::string(wanted) + ", not " + std::string(other));
+    if (const auto v = get_string(t, P, "protocol")) {
+      const std::string w = *v;
+      if (w == "V1" || w == "V2" || w == "V3" || w == "v1" || w == "v2" || w == "v3") {
+        p.protocol_version = w[1] - '0';
+      } else if (w != "auto") {
+        fail(*t.get("protocol"), "session.protocol",
+             "expected \"auto\", \"V1\", \"V2\" or \"V3\", got " + in_quotes(w));
+      }
     }
-    const auto local = get_string(t, P, wanted);
-    if (!local) {
-      fail_at(s.line, join_key(P, wanted),
-              source ? "missing; a source session needs listen = \"[host:]port\""
-                     : "missing; a destination session needs target = \"[host:]port\"");
+    if (const auto* services = get_table(t, P, "services")) {
+      // services = { SSH1 = "22", HTTP1 = "127.0.0.1:80" } (V2/V3): replaces
+      // listen/target; each value is what listen/target would be.
+      for (const char* k : {"listen", "target"}) {
+        if (const toml::node* n = t.get(k)) {
+          fail(*n, join_key(P, k), "give either services or " + std::string(k) + ", not both");
+        }
+      }
+      std::string default_host = p.settings.default_bind_address;
+      if (source && bind_address) default_host = *bind_address;
+      for (auto&& [key, node] : *services) {
+        const std::string name(key.str());
+        const auto value = node.value<std::string>();
+        if (!value) fail(node, "session.services." + name, "expected a \"[host:]port\" string");
+        if (name.empty() || name.size() > tunnel::kMaxServiceIdSize) {
+          fail(node, "session.services", "a service name must be 1..128 characters");
+        }
+        std::string error;
+        const auto hp = tunnel::parse_host_port(*value, source ? default_host : "localhost", error);
+        if (!hp) fail(node, "session.services." + name, error);
+        if (!source && hp->port == 0) {
+          fail(node, "session.services." + name, "port 0 is not a service port");
+        }
+        p.services.push_back(tunnel::ServiceMapping{name, *hp});
+      }
+      if (p.services.empty() || p.services.size() > 3) {
+        fail(*t.get("services"), "session.services", "give 1 to 3 services");
+      }
+      p.local = p.services.front().local;
+      if (!source && bind_address) p.bind_address = *bind_address;
+    } else {
+      const std::string_view wanted = source ? "listen" : "target";
+      const std::string_view other = source ? "target" : "listen";
+      if (const toml::node* n = t.get(other)) {
+        fail(*n, join_key(P, other),
+             "a " + std::string(source ? "source" : "destination") + " session takes " +
+                 std::string(wanted) + ", not " + std::string(other));
+      }
+      const auto local = get_string(t, P, wanted);
+      if (!local) {
+        fail_at(s.line, join_key(P, wanted),
+                source ? "missing; a source session needs listen = \"[host:]port\""
+                       : "missing; a destination session needs target = \"[host:]port\"");
+      }
+      const toml::node& local_node = *t.get(wanted);
+      std::string error;
+      std::string default_host = p.settings.default_bind_address;
+      if (source && bind_address) default_host = *bind_address;
+      // A destination's bare port means localhost, as in localproxy's -d.
+      const auto hp = tunnel::parse_host_port(*local, source ? default_host : "localhost", error);
+      if (!hp) fail(local_node, join_key(P, wanted), error);
+      if (source && bind_address && hp->host != *bind_address) {
+        fail(local_node, "session.listen",
+             "listens on " + in_quotes(hp->host) + " but bind_address is " +
+                 in_quotes(*bind_address) + "; give the address in one place");
+      }
+      p.local = *hp;
+      if (!source && bind_address) p.bind_address = *bind_address;
     }
-    const toml::node& local_node = *t.get(wanted);
-    std::string error;
-    std::string default_host = p.settings.default_bind_address;
-    if (source && bind_address) default_host = *bind_address;
-    // A destination's bare port means localhost, as in localproxy's -d.
-    const auto hp = tunnel::parse_host_port(*local, source ? default_host : "localhost", error);
-    if (!hp) fail(local_node, join_key(P, wanted), error);
-    if (source && bind_address && hp->host != *bind_address) {
-      fail(local_node, "session.listen",
-           "listens on " + in_quotes(hp->host) + " but bind_address is " +
-               in_quotes(*bind_address) + "; give the address in one place");
-    }
-    p.local = *hp;
-    if (!source && bind_address) p.bind_address = *bind_address;
 
+    std::string error;
     const auto endpoint = get_string(t, P, "endpoint");
     const auto region = get_string(t, P, "region");
     if (endpoint && region) {

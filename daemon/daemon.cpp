@@ -19,9 +19,10 @@ constexpr std::uint64_t kStopDeadlineMs = 4500;
 
 bool same_proxy_config(const tunnel::ProxyConfig& a, const tunnel::ProxyConfig& b) {
   return a.mode == b.mode && a.endpoint == b.endpoint && a.access_token == b.access_token &&
-         a.client_token == b.client_token && a.local == b.local &&
-         a.bind_address == b.bind_address && a.capath == b.capath && a.cafile == b.cafile &&
-         a.verify_tls == b.verify_tls && a.settings == b.settings && a.name == b.name;
+         a.client_token == b.client_token && a.local == b.local && a.services == b.services &&
+         a.protocol_version == b.protocol_version && a.bind_address == b.bind_address &&
+         a.capath == b.capath && a.cafile == b.cafile && a.verify_tls == b.verify_tls &&
+         a.settings == b.settings && a.name == b.name;
 }
 
 control::Response error(control::Response::Status s, std::string text) {

@@ -33,8 +33,37 @@ tunnel::ProxyConfig proxy_config_from(const control::OpenRequest& r,
   } catch (const tunnel::SettingsError& e) {
     throw InvalidRequest(std::string("settings: ") + e.what());
   }
+  if (r.services_size() > 3) throw InvalidRequest("services: a tunnel carries at most 3");
+  if (r.protocol_version() > 3) throw InvalidRequest("protocol_version: expected 0..3");
+  c.protocol_version = static_cast<int>(r.protocol_version());
+  for (const auto& m : r.services()) {
+    if (m.name().empty() || m.name().size() > tunnel::kMaxServiceIdSize) {
+      throw InvalidRequest("services: a service name must be 1..128 characters");
+    }
+    for (const auto& other : c.services) {
+      if (other.id == m.name()) throw InvalidRequest("services: " + m.name() + " given twice");
+    }
+    const bool source = r.mode() == control::MODE_SOURCE;
+    const std::string& host =
+        source ? (r.bind_address().empty() ? c.settings.default_bind_address : r.bind_address())
+               : std::string("localhost");
+    auto hp = tunnel::parse_host_port(m.address(), host, error);
+    if (!hp) throw InvalidRequest("service " + m.name() + ": " + error);
+    if (!source && hp->port == 0) {
+      throw InvalidRequest("service " + m.name() + ": port 0 is not a service port");
+    }
+    c.services.push_back(tunnel::ServiceMapping{m.name(), *hp});
+  }
+  const bool multi = !c.services.empty();
   switch (r.mode()) {
     case control::MODE_SOURCE: {
+      if (multi) {
+        c.mode = tunnel::Mode::source;
+        c.local = c.services.front().local;
+        if (!r.target().empty() || !r.listen().empty())
+          throw InvalidRequest("listen: give either services or one listen address");
+        break;
+      }
       c.mode = tunnel::Mode::source;
       if (!r.target().empty()) throw InvalidRequest("target: a source session listens (--listen)");
       const std::string& bind =
@@ -46,6 +75,13 @@ tunnel::ProxyConfig proxy_config_from(const control::OpenRequest& r,
     }
     case control::MODE_DESTINATION: {
       c.mode = tunnel::Mode::destination;
+      if (multi) {
+        c.local = c.services.front().local;
+        c.bind_address = r.bind_address();
+        if (!r.target().empty() || !r.listen().empty())
+          throw InvalidRequest("target: give either services or one target");
+        break;
+      }
       if (!r.listen().empty())
         throw InvalidRequest("listen: a destination session connects (--target)");
       auto hp = tunnel::parse_host_port(r.target(), "localhost", error);
@@ -140,6 +176,31 @@ void fill_session_info(const tunnel::ProxySession& s, control::SessionInfo& info
   info.set_last_error(ended ? s.outcome().reason : st.last_error);
   info.set_channel_id(st.channel_id);
   info.set_https_proxy(cfg.https_proxy ? cfg.https_proxy->display() : std::string());
+  const auto ports = s.listen_ports();
+  for (const auto& m : cfg.services) {
+    auto* sm = info.add_services();
+    sm->set_name(m.id);
+    std::uint16_t port = m.local.port;
+    for (const auto& [id, p] : ports) {
+      if (id == m.id && p != 0) port = p;
+    }
+    sm->set_address(m.local.host + ":" + std::to_string(port));
+  }
+  const auto now = std::chrono::steady_clock::now();
+  for (const auto& [ref, e] : s.streams().entries()) {
+    auto* c = info.add_connections();
+    c->set_service(ref.service);
+    c->set_stream_id(ref.stream_id);
+    c->set_connection_id(ref.connection_id);
+    c->set_peer(e.peer);
+    c->set_bytes_in(e.bytes_from_tunnel);
+    c->set_bytes_out(e.bytes_to_tunnel);
+    const auto age_ms = std::max<std::int64_t>(
+        1, std::chrono::duration_cast<std::chrono::milliseconds>(now - e.started).count());
+    c->set_age_s(static_cast<std::uint64_t>(age_ms / 1000));
+    c->set_rate_in(e.bytes_from_tunnel * 1000 / static_cast<std::uint64_t>(age_ms));
+    c->set_rate_out(e.bytes_to_tunnel * 1000 / static_cast<std::uint64_t>(age_ms));
+  }
 }
 
 }  // namespace tunneld

@@ -56,6 +56,7 @@ enum Id : std::size_t {
   kConfig,
   kExport,
   kHttpsProxy,
+  kConfigDir,
   kSpecCount,
 };
 
@@ -81,6 +82,7 @@ constexpr std::array<Spec, kSpecCount> kSpecs = {{
     // Secret: the URL may carry credentials. Its environment variables
     // (HTTPS_PROXY, https_proxy, NO_PROXY) are read by resolve_https_proxy.
     {"", "https-proxy", Kind::value, true, "", true},
+    {"", "config-dir", Kind::value, true, "", false},
 }};
 
 std::string display(const Spec& s) {
@@ -126,10 +128,6 @@ bool looks_like_a_name(std::string_view s) {
   return !s.empty() && s.size() <= 40 && std::all_of(s.begin(), s.end(), [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_';
   });
-}
-
-bool is_all_digits(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 // ---------------------------------------------------------------------------
@@ -655,6 +653,99 @@ std::optional<Mode> parse_mode(std::string_view text) {
   return std::nullopt;
 }
 
+HostPort parse_local(std::string_view text, Mode mode, const std::string& default_host,
+                     const std::string& what) {
+  std::string error;
+  auto local = parse_host_port(std::string(text), default_host, error);
+  if (!local) throw UsageError(what + ": " + error);
+  if (mode == Mode::destination && local->port == 0) {
+    throw UsageError(what + ": the destination port must be 1..65535");
+  }
+  return *local;
+}
+
+bool valid_service_name(std::string_view name) {
+  return !name.empty() && name.size() <= kMaxServiceIdSize &&
+         std::none_of(name.begin(), name.end(), [](char c) {
+           return std::isspace(static_cast<unsigned char>(c)) != 0 || c == '=' || c == ',';
+         });
+}
+
+void add_mapping(std::vector<ServiceMapping>& out, std::string_view name, std::string_view value,
+                 Mode mode, const std::string& default_host, const std::string& what,
+                 bool replace) {
+  name = trim(name);
+  value = trim(value);
+  if (!valid_service_name(name)) {
+    throw UsageError(what + ": " + in_quotes(name) +
+                     " is not a service name (1..128 characters, no spaces, '=' or ',')");
+  }
+  const auto it =
+      std::find_if(out.begin(), out.end(), [&](const ServiceMapping& m) { return m.id == name; });
+  if (it != out.end()) {
+    if (replace) throw UsageError(what + ": service " + std::string(name) + " is given twice");
+    return;  // the command line wins over --config-dir
+  }
+  out.push_back(ServiceMapping{
+      std::string(name),
+      parse_local(value, mode, default_host, what + " (service " + std::string(name) + ")")});
+}
+
+// "SSH1=5555,HTTP1=8080" (source) or "SSH1=22,HTTP1=127.0.0.1:80" (destination).
+std::vector<ServiceMapping> parse_mappings(std::string_view text, Mode mode,
+                                           const std::string& default_host,
+                                           const std::string& what) {
+  std::vector<ServiceMapping> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    std::size_t comma = text.find(',', start);
+    if (comma == std::string_view::npos) comma = text.size();
+    const std::string_view item = text.substr(start, comma - start);
+    const std::size_t eq = item.find('=');
+    if (eq == std::string_view::npos) {
+      throw UsageError(what + ": " + in_quotes(item) +
+                       " is not a NAME=PORT mapping; give every service as NAME=[ADDRESS:]PORT");
+    }
+    add_mapping(out, item.substr(0, eq), item.substr(eq + 1), mode, default_host, what, true);
+    start = comma + 1;
+  }
+  return out;
+}
+
+// The reference's service-mapping files: every regular file of DIR, lines
+// "NAME = [ADDRESS:]PORT", '#' comments. Names already mapped are kept.
+void read_config_dir(const std::string& dir, Mode mode, const std::string& default_host,
+                     std::vector<ServiceMapping>& out) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    throw UsageError("--config-dir " + dir + " is not a directory");
+  }
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.is_regular_file(ec)) files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) {
+    std::ifstream in(f);
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line)) {
+      ++n;
+      std::string_view l = line;
+      if (const auto hash = l.find('#'); hash != std::string_view::npos) l = l.substr(0, hash);
+      l = trim(l);
+      if (l.empty()) continue;
+      const std::string where = f.string() + ":" + std::to_string(n);
+      const std::size_t eq = l.find('=');
+      if (eq == std::string_view::npos) {
+        throw UsageError(where + ": expected NAME = [ADDRESS:]PORT, got " + in_quotes(l));
+      }
+      add_mapping(out, l.substr(0, eq), l.substr(eq + 1), mode, default_host, where, false);
+    }
+  }
+}
+
 void resolve_local(const Sources& sources, ProxyConfig& config,
                    std::vector<std::string>& warnings) {
   const auto role = resolve_pair(sources, kSource, kDestination, warnings);
@@ -668,7 +759,9 @@ void resolve_local(const Sources& sources, ProxyConfig& config,
                        ": expected source (src) or destination (dst)");
     }
   }
-  if (!role) {
+  if (!role && mode && sources.pick(kConfigDir)) {
+    // -m plus --config-dir: the mappings come from the directory.
+  } else if (!role) {
     if (mode == Mode::source) {
       throw UsageError("source mode needs -s/--source-listen-port [ADDRESS:]PORT to listen on");
     }
@@ -679,47 +772,57 @@ void resolve_local(const Sources& sources, ProxyConfig& config,
         "no mode: give -s [ADDRESS:]PORT to accept local clients (source), or -d [HOST:]PORT to "
         "forward to a local service (destination)");
   }
-  const Mode role_mode = role->id == kSource ? Mode::source : Mode::destination;
-  if (mode && *mode != role_mode) {
+  const Mode role_mode = role ? (role->id == kSource ? Mode::source : Mode::destination) : *mode;
+  if (role && mode && *mode != role_mode) {
     throw UsageError(described(kMode, *mode_found) + " says " + mode_name(*mode) + " mode but " +
                      described(role->id, role->found) + " selects " + mode_name(role_mode) +
                      " mode; drop one");
   }
   config.mode = role_mode;
 
-  const std::string& text = role->found.value;
-  if (text.find_first_of("=,") != std::string::npos) {
-    throw UsageError(
-        "service mappings such as SSH1=5555 (multi-port tunnels) are not supported by " +
-        display(role->id) + "; give a single [ADDRESS:]PORT");
-  }
   const auto bind = sources.pick(kBindAddress);
-  std::string error;
-  if (role_mode == Mode::source) {
-    const std::string default_host = bind ? bind->value : config.settings.default_bind_address;
-    auto local = parse_host_port(text, default_host, error);
-    if (!local) {
-      throw UsageError(described(kSource, role->found) + ": " + error);
+  const std::string default_host = role_mode == Mode::source
+                                       ? (bind ? bind->value : config.settings.default_bind_address)
+                                       : std::string("localhost");
+  std::vector<ServiceMapping> mappings;
+  if (role) {
+    const std::string& text = role->found.value;
+    if (text.find('=') != std::string::npos) {
+      mappings = parse_mappings(text, role_mode, default_host, described(role->id, role->found));
+    } else {
+      mappings.push_back(ServiceMapping{
+          "", parse_local(text, role_mode, default_host, described(role->id, role->found))});
     }
-    if (bind && !is_all_digits(text) && local->host != bind->value) {
-      throw UsageError(described(kSource, role->found) + " names the listen address " +
-                       in_quotes(local->host) + " but " + described(kBindAddress, *bind) +
-                       " says " + in_quotes(bind->value) + "; give the address in one place");
-    }
-    config.local = std::move(*local);
-  } else {
-    // A bare destination port means this machine, as in the reference; not
-    // default_bind_address, which is where to listen, not what to reach.
-    auto local = parse_host_port(text, "localhost", error);
-    if (!local) {
-      throw UsageError(described(kDestination, role->found) + ": " + error);
-    }
-    if (local->port == 0) {
-      throw UsageError(described(kDestination, role->found) +
-                       ": the destination port must be 1..65535");
-    }
-    config.local = std::move(*local);
   }
+  if (const auto dir = sources.pick(kConfigDir)) {
+    if (!mappings.empty() && mappings.front().id.empty()) {
+      throw UsageError(described(role->id, role->found) + " gives one unnamed service but " +
+                       described(kConfigDir, *dir) +
+                       " names services; use NAME=PORT mappings in one place");
+    }
+    read_config_dir(dir->value, role_mode, default_host, mappings);
+  }
+  if (mappings.empty()) {
+    throw UsageError(
+        mode_name(role_mode) + " mode needs " +
+        (role_mode == Mode::source ? "-s/--source-listen-port" : "-d/--destination-app") +
+        " or a --config-dir with service mappings");
+  }
+  if (mappings.size() > 3) {
+    throw UsageError(std::to_string(mappings.size()) +
+                     " services configured; a tunnel carries at most 3");
+  }
+  if (bind && role_mode == Mode::source) {
+    for (const auto& m : mappings) {
+      if (m.local.host != bind->value) {
+        throw UsageError("a listen address " + in_quotes(m.local.host) + " is given but " +
+                         described(kBindAddress, *bind) + " says " + in_quotes(bind->value) +
+                         "; give the address in one place");
+      }
+    }
+  }
+  config.local = mappings.front().local;
+  if (!mappings.front().id.empty()) config.services = std::move(mappings);
   // Destination: bind outgoing connections only when asked to, else connecting
   // to another host through a loopback default would fail.
   config.bind_address = bind ? bind->value : std::string();
@@ -767,7 +870,10 @@ std::string resolve_client_type(const Sources& sources, Mode mode,
     return {};
   }
   if (mode == Mode::destination) {
-    warnings.push_back(described(kClientType, *f) + " only matters in source mode; ignored");
+    warnings.push_back(described(kClientType, *f) +
+                       " is a source mode option in the reference; here it makes this "
+                       "destination speak only " +
+                       value);
   }
   return value;
 }
@@ -804,6 +910,10 @@ Options parse(int argc, const char* const* argv, const Env& env,
   resolve_tls(sources, out.config, out.warnings);
   resolve_proxy(sources, env, out.config, out.warnings);
   out.destination_client_type = resolve_client_type(sources, out.config.mode, out.warnings);
+  if (!out.destination_client_type.empty()) {
+    // -y V1|V2|V3: offer and speak only that version.
+    out.config.protocol_version = out.destination_client_type[1] - '0';
+  }
   out.config.name = "localproxy";
   return out;
 }
@@ -851,6 +961,8 @@ connects what arrives through the tunnel to a local service.
 
   localproxy -r us-east-1 -s 5000          # source: listen on localhost:5000
   localproxy -r us-east-1 -d 22            # destination: forward to localhost:22
+  localproxy -r us-east-1 -s SSH1=5555,HTTP1=8080        # several services
+  localproxy -r us-east-1 -d SSH1=22,HTTP1=127.0.0.1:80
   (with the access token in AWSIOT_TUNNEL_ACCESS_TOKEN)
 
 Options:
@@ -865,11 +977,15 @@ Options:
                                    or ws://HOST[:PORT] on loopback only
   -r, --region REGION              region of the tunnel (e.g. us-east-1);
                                    excludes -e
-  -s, --source-listen-port [ADDRESS:]PORT
-                                   source mode: listen here (0 = any free port)
-  -d, --destination-app [HOST:]PORT
+  -s, --source-listen-port [ADDRESS:]PORT | NAME=[ADDRESS:]PORT,...
+                                   source mode: listen here (0 = any free
+                                   port); one mapping per service (up to 3)
+  -d, --destination-app [HOST:]PORT | NAME=[HOST:]PORT,...
                                    destination mode: connect here (HOST
-                                   defaults to localhost)
+                                   defaults to localhost); one per service
+      --config-dir DIR             service mappings from the files of DIR,
+                                   lines NAME = [ADDRESS:]PORT (with -s/-d
+                                   or -m; the command line wins per name)
   -m, --mode MODE                  source|src|destination|dst; must agree with
                                    -s/-d
   -b, --local-bind-address ADDRESS source: listen address (default: settings'
@@ -879,9 +995,10 @@ Options:
       --cafile FILE                extra PEM bundle of CA certificates
   -k, --no-ssl-host-verify         do not verify the service's certificate
                                    (testing only)
-  -y, --destination-client-type V1|V2
-                                   source mode: the destination is an older
-                                   local proxy speaking this protocol version
+  -y, --destination-client-type V1|V2|V3
+                                   source mode: speak only this protocol
+                                   version (default: offer V3, V2 and V1 and
+                                   detect what the destination speaks)
   -v, --verbose LEVEL              0 off, 1 fatal, 2 error, 3 warning, 4 info
                                    (default), 5 debug, 6 trace (0..255)
       --config FILE                read options from FILE: 'name = value' lines

@@ -315,7 +315,8 @@ std::string read_settings_file(const std::string& path) {
 
 struct OpenOptions {
   ValueOption mode, listen, target, region, endpoint, bind, capath, cafile, settings, client_token,
-      name, token_file, https_proxy;
+      name, token_file, https_proxy, protocol;
+  std::vector<std::string> services;  // --service NAME=[HOST:]PORT, repeatable
   bool no_verify = false;
 };
 
@@ -334,6 +335,8 @@ void add_open_options(CLI::App& open, OpenOptions& o) {
   add_value(open, o.token_file, "--access-token-file", "--access-token-file");
   add_value(open, o.https_proxy, "--https-proxy", "--https-proxy");
   open.add_flag("-k,--no-ssl-host-verify", o.no_verify);
+  add_value(open, o.protocol, "-y,--protocol", "-y/--protocol");
+  open.add_option("--service", o.services);
 }
 
 std::optional<pb::Mode> parse_mode(std::string_view text) {
@@ -347,6 +350,41 @@ bool all_digits(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
+// "SSH1=5555,HTTP1=127.0.0.1:8080" into req.services (checked again by tunneld).
+void add_services(std::string_view text, const std::string& display, pb::Mode mode,
+                  const std::optional<std::string>& bind, pb::OpenRequest& req) {
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    std::size_t comma = text.find(',', start);
+    if (comma == std::string_view::npos) comma = text.size();
+    const std::string item(text.substr(start, comma - start));
+    start = comma + 1;
+    const std::size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw UsageError(display + ": '" + item + "' is not a NAME=[HOST:]PORT mapping");
+    }
+    const std::string name = item.substr(0, eq);
+    const std::string address = item.substr(eq + 1);
+    for (const auto& m : req.services()) {
+      if (m.name() == name) throw UsageError(display + ": service " + name + " given twice");
+    }
+    std::string error;
+    const auto hp = parse_host_port(address, "localhost", error);
+    if (!hp) throw UsageError(display + " (service " + name + "): " + error);
+    if (mode == pb::MODE_DESTINATION && hp->port == 0) {
+      throw UsageError(display + " (service " + name + "): the destination port must be 1..65535");
+    }
+    auto* m = req.add_services();
+    m->set_name(name);
+    m->set_address(address);
+  }
+  if (req.services_size() > 3) {
+    throw UsageError(display + ": " + std::to_string(req.services_size()) +
+                     " services; a tunnel carries at most 3");
+  }
+  if (bind) req.set_bind_address(*bind);
+}
+
 void resolve_role(const OpenOptions& o, pb::OpenRequest& req) {
   const auto mode_value = get(o.mode);
   const auto listen = get(o.listen);
@@ -358,6 +396,21 @@ void resolve_role(const OpenOptions& o, pb::OpenRequest& req) {
       throw UsageError("invalid --mode" + quoted_if_echoable(*mode_value) +
                        ": expected source (src) or dest (destination, dst)");
     }
+  }
+  if (!o.services.empty()) {
+    // --service NAME=[HOST:]PORT (repeatable): the mode comes from --mode, or
+    // from -s/-d given as mappings too.
+    if (listen || target) {
+      throw UsageError("--service replaces -s/--listen and -d/--target; give services one way");
+    }
+    if (!mode) {
+      throw UsageError("--service needs --mode source or --mode dest (listen or connect?)");
+    }
+    req.set_mode(*mode);
+    std::string joined;
+    for (const auto& s : o.services) joined += (joined.empty() ? "" : ",") + s;
+    add_services(joined, "--service", *mode, get(o.bind), req);
+    return;
   }
   if (listen && target) {
     throw UsageError(
@@ -386,9 +439,9 @@ void resolve_role(const OpenOptions& o, pb::OpenRequest& req) {
 
   const std::string& text = listen ? *listen : *target;
   const std::string& display = listen ? o.listen.display : o.target.display;
-  if (text.find_first_of("=,") != std::string::npos) {
-    throw UsageError("service mappings such as SSH1=5555 are not supported by " + display +
-                     "; give a single [HOST:]PORT");
+  if (text.find('=') != std::string::npos) {
+    add_services(text, display, role, get(o.bind), req);
+    return;
   }
   std::string error;
   const auto hp = parse_host_port(text, "localhost", error);
@@ -571,6 +624,15 @@ pb::OpenRequest resolve_open(const OpenOptions& o, const Env& env, const Stdin& 
   pb::OpenRequest req;
   // Cheap checks first: a usage mistake must not consume the token on stdin.
   resolve_role(o, req);
+  if (const auto v = get(o.protocol)) {
+    const std::string w = lower(*v);
+    if (w != "v1" && w != "v2" && w != "v3") {
+      throw UsageError(
+          "-y/--protocol: expected V1, V2 or V3 (default: offer all three and detect "
+          "the peer's)");
+    }
+    req.set_protocol_version(static_cast<unsigned>(w[1] - '0'));
+  }
   resolve_endpoint(o, env, req, warnings);
   if (const auto name = get(o.name)) req.set_name(*name);
   resolve_tls(o, req, warnings);
@@ -736,6 +798,22 @@ std::string pad(std::string s, std::size_t width, bool right) {
 }
 
 ordered_json session_object(const pb::SessionInfo& s) {
+  ordered_json services = ordered_json::array();
+  for (const auto& m : s.services()) {
+    services.push_back(ordered_json{{"name", m.name()}, {"address", m.address()}});
+  }
+  ordered_json connections = ordered_json::array();
+  for (const auto& c : s.connections()) {
+    connections.push_back(ordered_json{{"service", c.service()},
+                                       {"stream_id", c.stream_id()},
+                                       {"connection_id", c.connection_id()},
+                                       {"peer", c.peer()},
+                                       {"bytes_in", c.bytes_in()},
+                                       {"bytes_out", c.bytes_out()},
+                                       {"rate_in", c.rate_in()},
+                                       {"rate_out", c.rate_out()},
+                                       {"age_s", c.age_s()}});
+  }
   return ordered_json{
       {"id", s.id()},
       {"name", s.name()},
@@ -755,6 +833,8 @@ ordered_json session_object(const pb::SessionInfo& s) {
       {"last_error", s.last_error()},
       {"channel_id", s.channel_id()},
       {"https_proxy", s.https_proxy()},
+      {"services", std::move(services)},
+      {"connections", std::move(connections)},
   };
 }
 
@@ -1090,6 +1170,20 @@ std::string format_status(const pb::SessionInfo& s) {
   for (const auto& [label, value] : lines) {
     out += pad(std::string(label) + ":", 12, false) + value + "\n";
   }
+  for (const auto& m : s.services()) {
+    out += pad("service:", 12, false) + printable(m.name()) + " " + printable(m.address()) + "\n";
+  }
+  if (!s.connections().empty()) {
+    out += "connections:\n";
+    for (const auto& c : s.connections()) {
+      std::string id = (c.service().empty() ? "" : printable(c.service()) + " ") + "stream " +
+                       std::to_string(c.stream_id()) + " conn " + std::to_string(c.connection_id());
+      out += "  " + id + "  peer " + dash_if_empty(printable(c.peer())) + "  in " +
+             format_bytes(c.bytes_in()) + " (" + format_rate(c.rate_in()) + ")  out " +
+             format_bytes(c.bytes_out()) + " (" + format_rate(c.rate_out()) + ")  age " +
+             format_duration(c.age_s()) + "\n";
+    }
+  }
   return out;
 }
 
@@ -1133,6 +1227,12 @@ Options of open (the localproxy spellings work too):
                           source: accept local clients here (0 = any free port)
   -d, --target [HOST:]PORT
                           destination: connect here (HOST defaults to localhost)
+  -s/-d NAME=[HOST:]PORT,...
+      --service NAME=[HOST:]PORT
+                          several services (V2/V3, at most 3): one mapping
+                          each; --service is repeatable and needs --mode
+  -y, --protocol V1|V2|V3 speak only this version (default: offer V3, V2, V1
+                          and detect what the peer speaks)
   -r, --region REGION     region of the tunnel (e.g. us-east-1); or set
                           AWSIOT_TUNNEL_REGION
   -e, --endpoint ENDPOINT service endpoint HOST[:PORT] or wss://HOST[:PORT];

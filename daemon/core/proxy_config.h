@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "endpoint.h"
 #include "http_proxy.h"
@@ -11,6 +12,15 @@
 #include "settings.h"
 
 namespace tunnel {
+
+// One service of a multi-service (V2/V3) tunnel: its id as the tunnel names
+// it, and where the source listens (port 0 = any free one) or what the
+// destination connects to.
+struct ServiceMapping {
+  std::string id;
+  HostPort local;
+  bool operator==(const ServiceMapping&) const = default;
+};
 
 struct ProxyConfig {
   Mode mode = Mode::source;
@@ -37,7 +47,23 @@ struct ProxyConfig {
   // credentials: only https_proxy->display() may be shown or logged.
   std::optional<HttpProxy> https_proxy;
   std::string https_proxy_origin;  // where it came from, e.g. "HTTPS_PROXY"; no secret
+  // Services by id (V2/V3). Empty: one unnamed service at `local`, whatever
+  // single service the tunnel names (the V1 way).
+  std::vector<ServiceMapping> services;
+  // 0: offer V3, V2 and V1 and speak what the service picks (the peer's
+  // version is then detected from its records). 1..3: offer only this one
+  // (-y V1|V2|V3); 3 also tells a source that the destination speaks V3.
+  int protocol_version = 0;
+
+  // The services this session carries: `services`, or {"", local}.
+  std::vector<ServiceMapping> effective_services() const;
+  // Sec-WebSocket-Protocol values to offer, preferred first.
+  std::vector<std::string> offered_subprotocols() const;
 };
+
+// "aws.iot.securetunneling-2.0" -> 2; 0 when not one of the three.
+int subprotocol_version(std::string_view subprotocol);
+std::string subprotocol_name(int version);
 
 // A client token: 32 hex chars + dashes (UUIDv4 shape), from the OS CSPRNG.
 std::string generate_client_token();

@@ -42,6 +42,31 @@ std::string http_status_hint(int status) {
   }
 }
 
+MachineOptions machine_options(const ProxyConfig& c) {
+  MachineOptions o;
+  for (const auto& m : c.services) o.services.push_back(m.id);
+  o.max_payload = static_cast<std::size_t>(
+      std::clamp(c.settings.message_max_payload_size, 1, static_cast<int>(kMaxPayloadSize)));
+  o.max_connections = static_cast<std::size_t>(std::max(1, c.settings.tcp_max_connections));
+  o.assume_v3_peer = c.protocol_version == 3;
+  return o;
+}
+
+std::string join(const std::vector<std::string>& items, std::string_view sep) {
+  std::string out;
+  for (const auto& i : items) out += (out.empty() ? "" : std::string(sep)) + i;
+  return out;
+}
+
+// How a connection names itself in logs: "stream 3" (V1), "SSH1 stream 3
+// connection 2" (V3).
+std::string conn_name(const ConnRef& c) {
+  std::string out = c.service.empty() ? std::string() : c.service + " ";
+  out += "stream " + std::to_string(c.stream_id);
+  if (c.connection_id > 1) out += " connection " + std::to_string(c.connection_id);
+  return out;
+}
+
 template <typename F>
 void start_timer(uv_timer_t* t, std::uint64_t delay_ms, F f) {
   static_assert(std::is_convertible_v<F, uv_timer_cb>);
@@ -73,9 +98,7 @@ ProxySession::ProxySession(WsContext& ws, ProxyConfig config, DoneFn done)
       config_(std::move(config)),
       done_(std::move(done)),
       log_(logging::get("session")),
-      machine_(config_.mode, *this,
-               static_cast<std::size_t>(std::clamp(config_.settings.message_max_payload_size, 1,
-                                                   static_cast<int>(kMaxPayloadSize)))),
+      machine_(config_.mode, *this, machine_options(config_)),
       decoder_(kMaxRecordSize, kMaxPayloadSize),
       backoff_(static_cast<std::uint32_t>(std::max(1, config_.settings.ws_retry_delay_ms)),
                static_cast<std::uint32_t>(std::max(config_.settings.ws_retry_delay_ms,
@@ -86,7 +109,7 @@ ProxySession::ProxySession(WsContext& ws, ProxyConfig config, DoneFn done)
 }
 
 ProxySession::~ProxySession() {
-  if (conn_) conn_->close(false);
+  for (LocalConnection* c : streams_.take_all()) c->close(false);
 }
 
 void ProxySession::start() {
@@ -118,7 +141,8 @@ void ProxySession::connect_ws() {
   LinkOptions o;
   o.endpoint = config_.endpoint;
   o.path = handshake_path(to_string(config_.mode));
-  o.subprotocols = {st.ws_subprotocol};
+  // One header offering every version we speak, preferred first.
+  o.subprotocols = config_.offered_subprotocols();
   o.access_token = config_.access_token;
   o.client_token = config_.client_token;
   o.trust = TlsTrust{config_.capath, config_.cafile};
@@ -151,12 +175,13 @@ void ProxySession::on_link_open(const std::string& subprotocol, const std::strin
   log_->info("connected to {}:{} as {} (channel-id {}, protocol {})", config_.endpoint.host,
              config_.endpoint.port, to_string(config_.mode), channel_id.empty() ? "-" : channel_id,
              subprotocol);
-  machine_.on_link_up();
+  machine_.on_link_up(subprotocol_version(subprotocol));
+  if (finished_) return;  // the tunnel's services cannot work with this version
   if (config_.mode == Mode::source) {
     if (!listening_) {
       listen_attempt();
     } else {
-      schedule_accept();
+      accept_ready();
     }
   }
 }
@@ -173,12 +198,9 @@ void ProxySession::on_link_data(std::span<const std::uint8_t> bytes) {
   }
 }
 
-void ProxySession::on_link_drained() {
-  if (local_paused_ && conn_) {
-    local_paused_ = false;
-    conn_->resume_reading();
-  }
-}
+// The send queue fell to half of websocket.write_buffer_size: the next round
+// of local connections' chunks.
+void ProxySession::on_link_drained() { pump_local(); }
 
 void ProxySession::on_link_rtt(std::int64_t rtt_us) { stats_.last_rtt_us = rtt_us; }
 
@@ -189,8 +211,6 @@ void ProxySession::on_link_closed(const LinkEnd& end) {
   established_ = false;
   machine_.on_link_down();
   rx_paused_ = false;
-  if (local_paused_ && conn_) conn_->resume_reading();
-  local_paused_ = false;
   if (finished_) {
     close_handles();
     return;
@@ -270,48 +290,85 @@ void ProxySession::send_record(const Message& m) {
   link_.flush();
 }
 
-void ProxySession::send_data(std::int32_t stream_id, std::string_view chunk) {
-  encode_data_record(stream_id, chunk, link_.outbox(), machine_.service_id());
+void ProxySession::send_data(const WireAddress& to, std::string_view chunk) {
+  encode_data_record(to.stream_id, chunk, link_.outbox(), to.service_id, to.connection_id);
   stats_.bytes_to_service += chunk.size();
   link_.flush();
 }
 
-void ProxySession::open_local(std::int32_t stream_id) {
+void ProxySession::open_local(const ConnRef& ref) {
+  const auto services = config_.effective_services();
+  const auto it = std::find_if(services.begin(), services.end(),
+                               [&](const ServiceMapping& m) { return m.id == ref.service; });
+  if (it == services.end()) return;  // the machine only names configured services
   ConnectOptions o;
-  o.target = config_.local;
+  o.target = it->local;
   o.bind_address = config_.bind_address;
   const int count = config_.settings.tcp_connection_retry_count;
   o.retry_count = count < 0 ? -1 : std::max(0, count - 1);  // count = attempts in all
   o.retry_delay_ms = config_.settings.tcp_connection_retry_delay_ms;
-  log_->debug("stream {}: connecting to {}:{}", stream_id, o.target.host, o.target.port);
-  conn_ = LocalConnection::connect(ws_.loop(), o, stream_id, *this,
-                                   static_cast<std::size_t>(config_.settings.tcp_read_buffer_size));
-  conn_->set_low_watermark(static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit) / 2);
+  log_->debug("{}: connecting to {}:{}", conn_name(ref), o.target.host, o.target.port);
+  LocalConnection* c =
+      LocalConnection::connect(ws_.loop(), o, ref.stream_id, *this,
+                               static_cast<std::size_t>(config_.settings.tcp_read_buffer_size));
+  c->set_low_watermark(static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit) / 2);
+  streams_.add(ref, c);
 }
 
-void ProxySession::write_local(std::int32_t stream_id, std::string&& bytes) {
-  if (!conn_ || conn_->stream_id() != stream_id) return;
+void ProxySession::write_local(const ConnRef& ref, std::string&& bytes) {
+  StreamEntry* e = streams_.find(ref);
+  if (!e || !e->conn) return;
   stats_.bytes_from_service += bytes.size();
-  conn_->write(std::move(bytes));
-  if (conn_->pending_write_bytes() >
-      static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit)) {
-    set_rx_paused(true);
+  e->bytes_from_tunnel += bytes.size();
+  e->conn->write(std::move(bytes));
+  check_local_bound(*e);
+}
+
+void ProxySession::check_local_bound(StreamEntry& e) {
+  const auto limit = static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit);
+  const std::size_t pending = e.conn->pending_write_bytes();
+  if (machine_.peer_connections() != PeerConnections::multiple || streams_.size() <= 1) {
+    // One connection per service: nobody else to starve, so pause the
+    // tunnel (lossless) as V1 always did.
+    if (pending > limit) set_rx_paused(true);
+    return;
   }
+  // Several connections: the protocol has no per-connection flow control, so
+  // pausing the WebSocket would stall all of them behind one slow reader.
+  // A connection that holds more than 4x the limit is stuck: reset it alone.
+  if (pending > 4 * limit) {
+    const ConnRef ref = e.ref;
+    log_->warn("{}: the local reader is stuck with {} bytes pending; resetting this connection",
+               conn_name(ref), pending);
+    if (LocalConnection* c = streams_.remove(ref)) c->close(false);
+    machine_.on_local_closed(ref);
+    maybe_resume_rx();
+    return;
+  }
+  // Memory bound of the session whatever the number of connections.
+  if (streams_.local_bound_bytes() > 16 * limit) set_rx_paused(true);
 }
 
-void ProxySession::close_local(std::int32_t stream_id, bool flush) {
-  if (!conn_ || conn_->stream_id() != stream_id) return;
-  log_->info("stream {}: closed by the tunnel{}", stream_id, flush ? "" : " (aborted)");
-  drop_local(flush);
+void ProxySession::maybe_resume_rx() {
+  if (!rx_paused_) return;
+  const auto limit = static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit);
+  const bool multi =
+      machine_.peer_connections() == PeerConnections::multiple && streams_.size() > 1;
+  if (streams_.local_bound_bytes() <= (multi ? 8 * limit : limit / 2)) set_rx_paused(false);
 }
 
-void ProxySession::drop_local(bool flush) {
+void ProxySession::close_local(const ConnRef& ref, bool flush) {
+  LocalConnection* c = streams_.remove(ref);
+  if (!c) return;
+  log_->info("{}: closed by the tunnel{}", conn_name(ref), flush ? "" : " (aborted)");
   // Closing with flush lets the local peer read what the tunnel delivered.
-  if (conn_) conn_->close(flush);
-  conn_ = nullptr;
-  local_paused_ = false;
+  c->close(flush);
+  maybe_resume_rx();
+}
+
+void ProxySession::abort_all_local() {
+  for (LocalConnection* c : streams_.take_all()) c->close(false);
   set_rx_paused(false);
-  schedule_accept();
 }
 
 void ProxySession::protocol_error(std::string reason) {
@@ -324,107 +381,122 @@ void ProxySession::protocol_error(std::string reason) {
   kill_link("protocol error: " + reason);
 }
 
+void ProxySession::session_error(std::string reason) {
+  // Reconnecting cannot help (the tunnel's services or version do not fit
+  // this configuration): the session fails with the reason.
+  stats_.last_error = reason;
+  finish({false, std::move(reason), 0});
+}
+
+void ProxySession::accept_ready() {
+  if (config_.mode != Mode::source || handles_closing_) return;
+  start_timer(&accept_timer_, 0,
+              [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->try_accept_all(); });
+}
+
 void ProxySession::note(std::string_view what) { log_->debug("{}", what); }
 
-void ProxySession::schedule_nudge(std::int32_t stream_id, std::uint32_t delay_ms) {
+void ProxySession::schedule_nudge(const ConnRef& c, std::uint32_t delay_ms) {
   if (handles_closing_) return;
-  nudge_stream_ = stream_id;
+  nudge_conn_ = c;
   start_timer(&nudge_timer_, delay_ms, [](uv_timer_t* t) {
     auto* self = static_cast<ProxySession*>(t->data);
-    self->machine_.on_nudge_due(self->nudge_stream_);
+    self->machine_.on_nudge_due(self->nudge_conn_);
   });
 }
 
 // ---------------------------------------------------------------- local side
 
+void ProxySession::pump_local() {
+  // Round robin: one record's worth from each connection with bytes waiting,
+  // while the WebSocket's queue has room.
+  const auto room = static_cast<std::size_t>(config_.settings.ws_write_buffer_size);
+  const auto chunk = static_cast<std::size_t>(
+      std::clamp(config_.settings.message_max_payload_size, 1, static_cast<int>(kMaxPayloadSize)));
+  while (link_.queued() < room) {
+    StreamEntry* e = streams_.next_ready();
+    if (!e) break;
+    const std::size_t n = std::min(e->pending_bytes(), chunk);
+    machine_.on_local_data(e->ref, std::string_view(e->pending).substr(e->pending_off, n));
+    streams_.consumed(*e, n);
+  }
+}
+
 void ProxySession::on_local_connected(LocalConnection& c) {
-  if (&c != conn_) return;
-  log_->info("stream {}: connected to {}", c.stream_id(), c.peer());
-  machine_.on_local_connected(c.stream_id());
+  StreamEntry* e = streams_.find(&c);
+  if (!e) return;
+  e->peer = c.peer();
+  log_->info("{}: connected to {}", conn_name(e->ref), c.peer());
+  machine_.on_local_connected(e->ref);
 }
 
 void ProxySession::on_local_connect_failed(LocalConnection& c, const std::string& reason) {
-  if (&c != conn_) return;
-  const std::int32_t id = c.stream_id();
-  log_->warn("stream {}: {}; resetting the stream", id, reason);
+  StreamEntry* e = streams_.find(&c);
+  if (!e) return;
+  const ConnRef ref = e->ref;
+  log_->warn("{}: {}; resetting it", conn_name(ref), reason);
   stats_.last_error = reason;
+  streams_.remove(ref);
   c.close(false);
-  conn_ = nullptr;
-  set_rx_paused(false);
-  machine_.on_local_connect_failed(id);
+  maybe_resume_rx();
+  machine_.on_local_connect_failed(ref);
 }
 
 void ProxySession::on_local_read(LocalConnection& c, std::string_view bytes) {
-  if (&c != conn_) return;
-  machine_.on_local_data(c.stream_id(), bytes);
-  if (link_.queued() >= static_cast<std::size_t>(config_.settings.ws_write_buffer_size)) {
-    local_paused_ = true;
-    c.pause_reading();
-  }
+  StreamEntry* e = streams_.find(&c);
+  if (!e) return;
+  streams_.stash(*e, bytes);
+  pump_local();
 }
 
 void ProxySession::on_local_closed(LocalConnection& c, const std::string& reason) {
-  if (&c != conn_) return;
-  const std::int32_t id = c.stream_id();
-  log_->info("stream {}: local connection ended ({})", id, reason);
-  conn_ = nullptr;
+  StreamEntry* e = streams_.find(&c);
+  if (!e) return;
+  const ConnRef ref = e->ref;
+  log_->info("{}: local connection ended ({})", conn_name(ref), reason);
+  // Bytes read before the end still go out, ahead of the reset.
+  while (e->pending_bytes() > 0) {
+    const std::size_t n = e->pending_bytes();
+    machine_.on_local_data(ref, std::string_view(e->pending).substr(e->pending_off, n));
+    e->pending_off += n;
+  }
+  streams_.remove(ref);
   c.close(true);
-  local_paused_ = false;
-  set_rx_paused(false);
-  machine_.on_local_closed(id);
-  schedule_accept();
+  maybe_resume_rx();
+  machine_.on_local_closed(ref);
 }
 
 void ProxySession::on_local_drained(LocalConnection& c) {
-  if (&c != conn_) return;
-  if (rx_paused_ && c.pending_write_bytes() <=
-                        static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit) / 2) {
-    set_rx_paused(false);
-  }
+  if (!streams_.find(&c)) return;
+  maybe_resume_rx();
+}
+
+std::uint16_t ProxySession::listen_port() const {
+  return listeners_.empty() ? 0 : listeners_.front()->port;
+}
+
+std::vector<std::pair<std::string, std::uint16_t>> ProxySession::listen_ports() const {
+  std::vector<std::pair<std::string, std::uint16_t>> out;
+  for (const auto& l : listeners_) out.emplace_back(l->service, l->port);
+  return out;
 }
 
 void ProxySession::listen_attempt() {
-  if (finished_ || listening_ || listener_) return;
+  if (finished_ || listening_) return;
   ++listen_attempts_;
-  std::string error;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  const std::string port = std::to_string(config_.local.port);
-  const std::string& host = config_.local.host;
-  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res);
-  if (rc != 0 || !res) {
-    error = "cannot resolve listen address " + host + ": " + gai_strerror(rc);
-  } else {
-    listener_ = new uv_tcp_t;
-    uv_tcp_init(ws_.loop(), listener_);
-    listener_->data = this;
-    ++open_handles_;
-    rc = uv_tcp_bind(listener_, res->ai_addr, 0);
-    if (rc == 0) {
-      rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), 16, [](uv_stream_t* s, int status) {
-        auto* self = static_cast<ProxySession*>(s->data);
-        if (status < 0) {
-          self->log_->warn("accept failed: {}", uv_strerror(status));
-          return;
-        }
-        self->pending_accept_ = true;
-        self->try_accept();
-      });
-    }
-    if (rc != 0) {
-      error = "cannot listen on " + sockaddr_to_string(res->ai_addr) + ": " + uv_strerror(rc);
-      uv_close(reinterpret_cast<uv_handle_t*>(listener_), [](uv_handle_t* h) {
-        auto* self = static_cast<ProxySession*>(h->data);
-        delete reinterpret_cast<uv_tcp_t*>(h);
-        self->release_handle();
-      });
-      listener_ = nullptr;
+  if (listeners_.empty()) {
+    for (const auto& m : config_.effective_services()) {
+      auto l = std::make_unique<Listener>();
+      l->owner = this;
+      l->service = m.id;
+      l->address = m.local;
+      listeners_.push_back(std::move(l));
     }
   }
-  if (res) freeaddrinfo(res);
+  std::string error;
+  for (auto& l : listeners_) {
+    if (!l->tcp && !bind_listener(*l, error)) break;
+  }
   if (!error.empty()) {
     stats_.last_error = error;
     const int count = config_.settings.tcp_connection_retry_count;
@@ -438,40 +510,100 @@ void ProxySession::listen_attempt() {
                 [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->listen_attempt(); });
     return;
   }
+  listening_ = true;
+  std::vector<std::string> where;
+  for (const auto& l : listeners_) {
+    const std::string addr =
+        (l->address.host.find(':') != std::string::npos ? "[" + l->address.host + "]"
+                                                        : l->address.host) +
+        ":" + std::to_string(l->port);
+    where.push_back(l->service.empty() ? addr : l->service + "=" + addr);
+    log_->info("listening on {}{}", addr, l->service.empty() ? "" : " for service " + l->service);
+  }
+  stats_.local_address = join(where, ",");
+  if (on_listening_) on_listening_(listen_port());
+}
+
+bool ProxySession::bind_listener(Listener& l, std::string& error) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  const std::string port = std::to_string(l.address.port);
+  const std::string& host = l.address.host;
+  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0 || !res) {
+    error = "cannot resolve listen address " + host + ": " + gai_strerror(rc);
+    if (res) freeaddrinfo(res);
+    return false;
+  }
+  l.tcp = new uv_tcp_t;
+  uv_tcp_init(ws_.loop(), l.tcp);
+  l.tcp->data = &l;
+  ++open_handles_;
+  rc = uv_tcp_bind(l.tcp, res->ai_addr, 0);
+  if (rc == 0) {
+    rc = uv_listen(reinterpret_cast<uv_stream_t*>(l.tcp), 128, [](uv_stream_t* s, int status) {
+      auto* lis = static_cast<Listener*>(s->data);
+      if (status < 0) {
+        lis->owner->log_->warn("accept failed: {}", uv_strerror(status));
+        return;
+      }
+      lis->pending = true;
+      lis->owner->try_accept(*lis);
+    });
+  }
+  if (rc != 0) {
+    error = "cannot listen on " + sockaddr_to_string(res->ai_addr) + ": " + uv_strerror(rc);
+    if (!l.service.empty()) error += " (service " + l.service + ")";
+    uv_close(reinterpret_cast<uv_handle_t*>(l.tcp), [](uv_handle_t* h) {
+      auto* lis = static_cast<Listener*>(h->data);
+      delete reinterpret_cast<uv_tcp_t*>(h);
+      lis->owner->release_handle();
+    });
+    l.tcp = nullptr;
+    freeaddrinfo(res);
+    return false;
+  }
+  freeaddrinfo(res);
   sockaddr_storage ss{};
   int len = sizeof ss;
-  uv_tcp_getsockname(listener_, reinterpret_cast<sockaddr*>(&ss), &len);
+  uv_tcp_getsockname(l.tcp, reinterpret_cast<sockaddr*>(&ss), &len);
   const auto* sa = reinterpret_cast<const sockaddr*>(&ss);
-  listen_port_ =
-      ntohs(sa->sa_family == AF_INET6 ? reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port
-                                      : reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
-  listening_ = true;
-  stats_.local_address = sockaddr_to_string(sa);
-  log_->info("listening on {}", stats_.local_address);
-  if (on_listening_) on_listening_(listen_port_);
+  l.port = ntohs(sa->sa_family == AF_INET6 ? reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port
+                                           : reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
+  return true;
 }
 
-void ProxySession::schedule_accept() {
-  if (config_.mode != Mode::source || handles_closing_ || !pending_accept_) return;
-  start_timer(&accept_timer_, 0,
-              [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->try_accept(); });
+void ProxySession::try_accept_all() {
+  for (auto& l : listeners_) try_accept(*l);
 }
 
-void ProxySession::try_accept() {
-  if (!pending_accept_ || conn_ || !established_ || finished_ || state_ == SessionState::stopping ||
-      !listener_) {
+void ProxySession::try_accept(Listener& l) {
+  if (!l.pending || !established_ || finished_ || state_ == SessionState::stopping || !l.tcp) {
     return;
   }
-  pending_accept_ = false;
+  // A client that must wait (its service's connection is active and the peer
+  // carries one at a time) stays in the backlog until accept_ready().
+  if (!machine_.can_accept(l.service)) return;
+  l.pending = false;
   LocalConnection* c =
-      LocalConnection::accept(reinterpret_cast<uv_stream_t*>(listener_), 0, *this,
+      LocalConnection::accept(reinterpret_cast<uv_stream_t*>(l.tcp), 0, *this,
                               static_cast<std::size_t>(config_.settings.tcp_read_buffer_size));
   if (!c) return;
-  conn_ = c;
+  const auto ref = machine_.on_local_accepted(l.service);
+  if (!ref) {
+    log_->warn("local client {} refused{}: {} simultaneous connections is the limit", c->peer(),
+               l.service.empty() ? "" : " on service " + l.service,
+               config_.settings.tcp_max_connections);
+    c->close(false);
+    return;
+  }
+  c->set_stream_id(ref->stream_id);
   c->set_low_watermark(static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit) / 2);
-  const std::int32_t id = machine_.on_local_accepted();
-  c->set_stream_id(id);
-  log_->info("stream {}: accepted {}", id, c->peer());
+  streams_.add(*ref, c);
+  log_->info("{}: accepted {}", conn_name(*ref), c->peer());
 }
 
 // ---------------------------------------------------------------- ending
@@ -485,10 +617,13 @@ void ProxySession::stop() {
   }
   state_ = SessionState::stopping;
   if (established_ && link_.is_open()) {
-    if (auto id = machine_.active_stream()) {
-      if (conn_) conn_->close(false);
-      conn_ = nullptr;
-      machine_.on_local_closed(*id);  // STREAM_RESET to the peer
+    // Reset every connection toward the peer (CONNECTION_RESET or
+    // STREAM_RESET, as the peer speaks).
+    std::vector<ConnRef> refs;
+    for (const auto& [ref, e] : streams_.entries()) refs.push_back(ref);
+    for (const ConnRef& ref : refs) {
+      if (LocalConnection* c = streams_.remove(ref)) c->close(false);
+      machine_.on_local_closed(ref);
     }
     // Flushes, sends the close frame (1000) and waits up to 2 s for the
     // service's answer; on_link_closed then ends the session.
@@ -511,8 +646,7 @@ void ProxySession::finish(SessionOutcome outcome) {
   } else {
     log_->error("session failed: {}", outcome_.reason);
   }
-  if (conn_) conn_->close(false);
-  conn_ = nullptr;
+  abort_all_local();
   if (link_.active()) {
     kill_link(outcome_.reason);  // close_handles() follows in on_link_closed
     return;
@@ -532,22 +666,21 @@ void ProxySession::close_handles() {
   if (handles_closing_) return;
   handles_closing_ = true;
   state_ = SessionState::stopping;
-  auto on_closed = [](uv_handle_t* h) {
-    auto* self = static_cast<ProxySession*>(h->data);
-    if (reinterpret_cast<uv_tcp_t*>(h) == self->listener_) {
-      delete self->listener_;
-      self->listener_ = nullptr;
-    }
-    self->release_handle();
-  };
+  auto on_closed = [](uv_handle_t* h) { static_cast<ProxySession*>(h->data)->release_handle(); };
   link_.shutdown();
   for (uv_timer_t* t : {&retry_timer_, &accept_timer_, &nudge_timer_}) {
     if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(t))) {
       uv_close(reinterpret_cast<uv_handle_t*>(t), on_closed);
     }
   }
-  if (listener_ && !uv_is_closing(reinterpret_cast<uv_handle_t*>(listener_))) {
-    uv_close(reinterpret_cast<uv_handle_t*>(listener_), on_closed);
+  for (auto& l : listeners_) {
+    if (!l->tcp || uv_is_closing(reinterpret_cast<uv_handle_t*>(l->tcp))) continue;
+    uv_close(reinterpret_cast<uv_handle_t*>(l->tcp), [](uv_handle_t* h) {
+      auto* lis = static_cast<Listener*>(h->data);
+      delete reinterpret_cast<uv_tcp_t*>(h);
+      lis->tcp = nullptr;
+      lis->owner->release_handle();
+    });
   }
 }
 

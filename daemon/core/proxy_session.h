@@ -1,15 +1,17 @@
-// One tunnel session: the V1 machine, its WebSocket link to the service and
-// its local TCP side, running on a libuv loop. localproxy hosts one; tunneld
+// One tunnel session: the V1/V2/V3 machine, its WebSocket link to the
+// service and its local TCP side (the stream table: every local connection
+// of every service), running on a libuv loop. localproxy hosts one; tunneld
 // hosts many on the same loop and WsContext.
 //
-// Flow control (bounded memory, both directions):
-//  - tunnel-bound: local reads stop while more than ws_write_buffer_size bytes
-//    of records wait for the WebSocket; they resume once it drains.
-//  - local-bound: the link's receive is paused while more than
-//    tcp.write_buffer_limit bytes wait to be written to the local connection.
-//
-// The link to the service (TCP, TLS, WebSocket) is a ServiceLink; this class
-// is the glue between it, the pure V1 machine and the local side.
+// Flow control (bounded memory, both directions; docs/architecture.md):
+//  - tunnel-bound: each connection holds at most one read chunk; chunks are
+//    turned into records in round-robin order across connections while fewer
+//    than ws_write_buffer_size bytes wait for the WebSocket.
+//  - local-bound: one connection (V1/V2 peer): the WebSocket is paused while
+//    more than tcp.write_buffer_limit bytes wait for the local connection.
+//    Several (V3 peer): a connection holding more than 4x that limit is
+//    reset alone; the WebSocket is paused only while all of them together
+//    hold more than 16x the limit.
 #pragma once
 
 #include <uv.h>
@@ -27,6 +29,7 @@
 #include "record_codec.h"
 #include "service_link.h"
 #include "session_machine.h"
+#include "stream_table.h"
 #include "ws_context.h"
 
 namespace spdlog {
@@ -87,7 +90,12 @@ class ProxySession final : public ServiceLinkEvents,
   bool finished() const { return finished_; }
   const SessionStats& stats() const { return stats_; }
   const ProxyConfig& config() const { return config_; }
-  std::uint16_t listen_port() const { return listen_port_; }
+  // Source: the port of the first service's listener (0 until bound).
+  std::uint16_t listen_port() const;
+  // Source: (service id, bound port) of every listener, once listening.
+  std::vector<std::pair<std::string, std::uint16_t>> listen_ports() const;
+  const StreamTable& streams() const { return streams_; }
+  const SessionMachine& machine() const { return machine_; }
   std::optional<std::int32_t> active_stream() const { return machine_.active_stream(); }
 
  private:
@@ -99,13 +107,15 @@ class ProxySession final : public ServiceLinkEvents,
   void on_link_closed(const LinkEnd& end) override;
   // SessionEffects
   void send_record(const Message& m) override;
-  void send_data(std::int32_t stream_id, std::string_view chunk) override;
-  void open_local(std::int32_t stream_id) override;
-  void write_local(std::int32_t stream_id, std::string&& bytes) override;
-  void close_local(std::int32_t stream_id, bool flush) override;
+  void send_data(const WireAddress& to, std::string_view chunk) override;
+  void open_local(const ConnRef& c) override;
+  void write_local(const ConnRef& c, std::string&& bytes) override;
+  void close_local(const ConnRef& c, bool flush) override;
   void protocol_error(std::string reason) override;
+  void session_error(std::string reason) override;
+  void accept_ready() override;
   void note(std::string_view what) override;
-  void schedule_nudge(std::int32_t stream_id, std::uint32_t delay_ms) override;
+  void schedule_nudge(const ConnRef& c, std::uint32_t delay_ms) override;
   // LocalConnectionEvents
   void on_local_connected(LocalConnection& c) override;
   void on_local_connect_failed(LocalConnection& c, const std::string& reason) override;
@@ -116,9 +126,15 @@ class ProxySession final : public ServiceLinkEvents,
   void connect_ws();
   void schedule_reconnect();
   void kill_link(const std::string& why);
+  struct Listener;
   void listen_attempt();
-  void try_accept();
-  void drop_local(bool flush);
+  bool bind_listener(Listener& l, std::string& error);
+  void try_accept(Listener& l);
+  void try_accept_all();
+  void pump_local();
+  void check_local_bound(StreamEntry& e);
+  void maybe_resume_rx();
+  void abort_all_local();
   void finish(SessionOutcome outcome);
   void close_handles();
   void release_handle();
@@ -145,18 +161,23 @@ class ProxySession final : public ServiceLinkEvents,
   bool rx_paused_ = false;
 
   // local side
-  LocalConnection* conn_ = nullptr;  // the active stream's connection (V1: one)
-  bool local_paused_ = false;
-  uv_tcp_t* listener_ = nullptr;  // heap: re-created per bind attempt
-  bool listening_ = false;
-  bool pending_accept_ = false;
+  struct Listener {
+    ProxySession* owner = nullptr;
+    std::string service;
+    HostPort address;
+    uv_tcp_t* tcp = nullptr;  // heap: re-created per bind attempt
+    bool pending = false;     // a client waits in the backlog
+    std::uint16_t port = 0;
+  };
+  StreamTable streams_;
+  std::vector<std::unique_ptr<Listener>> listeners_;  // source: one per service
+  bool listening_ = false;                            // every listener is bound
   int listen_attempts_ = 0;
-  std::uint16_t listen_port_ = 0;
 
   uv_timer_t retry_timer_{};   // reconnect backoff, listen retry
   uv_timer_t accept_timer_{};  // deferred accept (never re-enter the machine)
   uv_timer_t nudge_timer_{};   // SessionMachine::on_nudge_due
-  std::int32_t nudge_stream_ = 0;
+  ConnRef nudge_conn_;
   int open_handles_ = 0;
   bool handles_closing_ = false;
   bool finished_ = false;

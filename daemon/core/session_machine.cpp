@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <iterator>
 #include <limits>
+#include <set>
 #include <utility>
 
 #include <fmt/format.h>
@@ -19,7 +20,14 @@ std::string_view type_name(int type) {
 }
 
 bool is_stream_message(int type) {
-  return type == Message::DATA || type == Message::STREAM_START || type == Message::STREAM_RESET;
+  return type == Message::DATA || type == Message::STREAM_START || type == Message::STREAM_RESET ||
+         type == Message::CONNECTION_START || type == Message::CONNECTION_RESET;
+}
+
+std::string set_text(const std::set<std::string>& ids) {
+  std::string out = "{";
+  for (const auto& id : ids) out += (out.size() > 1 ? ", " : "") + (id.empty() ? "(unnamed)" : id);
+  return out + "}";
 }
 
 }  // namespace
@@ -34,27 +42,90 @@ std::string_view to_string(Mode m) {
   return "?";
 }
 
-SessionMachine::SessionMachine(Mode mode, SessionEffects& effects, std::size_t max_payload)
-    : mode_(mode), fx_(effects), max_payload_(std::max<std::size_t>(max_payload, 1)) {}
-
-std::optional<std::int32_t> SessionMachine::active_stream() const {
-  if (active_ == 0) {
-    return std::nullopt;
+SessionMachine::SessionMachine(Mode mode, SessionEffects& effects, MachineOptions options)
+    : mode_(mode), fx_(effects), opt_(std::move(options)) {
+  opt_.max_payload = std::clamp<std::size_t>(opt_.max_payload, 1, kMaxPayloadSize);
+  opt_.max_connections = std::max<std::size_t>(opt_.max_connections, 1);
+  if (opt_.services.empty()) opt_.services.emplace_back();
+  for (const auto& id : opt_.services) {
+    Service s;
+    s.id = id;
+    svc_.push_back(std::move(s));
+    service_names_.push_back(id);
   }
-  return active_;
 }
 
-void SessionMachine::on_link_up() { link_up_ = true; }
+SessionMachine::SessionMachine(Mode mode, SessionEffects& effects, std::size_t max_payload)
+    : SessionMachine(mode, effects, MachineOptions{{}, max_payload, 128, false}) {}
+
+SessionMachine::Service* SessionMachine::find(std::string_view configured) {
+  for (auto& s : svc_) {
+    if (s.id == configured) return &s;
+  }
+  return nullptr;
+}
+
+const SessionMachine::Service* SessionMachine::find(std::string_view configured) const {
+  for (const auto& s : svc_) {
+    if (s.id == configured) return &s;
+  }
+  return nullptr;
+}
+
+std::optional<std::int32_t> SessionMachine::active_stream() const {
+  if (svc_.front().stream == 0) return std::nullopt;
+  return svc_.front().stream;
+}
+
+std::optional<std::int32_t> SessionMachine::active_stream(std::string_view service) const {
+  const Service* s = find(service);
+  if (!s || s->stream == 0) return std::nullopt;
+  return s->stream;
+}
+
+bool SessionMachine::live(const ConnRef& c) const {
+  const Service* s = find(c.service);
+  return s && s->stream != 0 && s->stream == c.stream_id && s->conns.count(c.connection_id) != 0;
+}
+
+std::size_t SessionMachine::connection_count() const {
+  std::size_t n = 0;
+  for (const auto& s : svc_) n += s.conns.size();
+  return n;
+}
+
+const std::string& SessionMachine::service_id() const { return svc_.front().wire_id; }
+
+std::string_view SessionMachine::wire_service_id(std::string_view service) const {
+  const Service* s = find(service);
+  return s ? std::string_view(s->wire_id) : std::string_view();
+}
+
+void SessionMachine::on_link_up(int version) {
+  link_up_ = true;
+  version_ = std::clamp(version, 1, 3);
+  if (version_ < 3) {
+    peer_ = PeerConnections::single;
+  } else if (mode_ == Mode::source && opt_.assume_v3_peer) {
+    peer_ = PeerConnections::multiple;
+  } else {
+    peer_ = PeerConnections::unknown;
+  }
+  for (auto& s : svc_) s.wire_id = version_ >= 2 ? s.id : std::string();
+  if (version_ == 1 && svc_.size() > 1) {
+    fx_.session_error(fmt::format(
+        "the service chose protocol V1, which carries one service; this session has {} ({}): use "
+        "a service that speaks V2 or V3, or one service per tunnel",
+        svc_.size(), set_text({service_names_.begin(), service_names_.end()})));
+  }
+}
 
 void SessionMachine::on_link_down() {
   link_up_ = false;
+  peer_ = PeerConnections::unknown;
   // protocol.md section 7: losing the WebSocket kills every stream; the peer
-  // will not see our bytes, so the local connection is aborted, not flushed.
-  if (active_ != 0) {
-    const std::int32_t id = active_;
-    forget_active();
-    fx_.close_local(id, false);
-  }
+  // will not see our bytes, so local connections are aborted, not flushed.
+  for (auto& s : svc_) end_stream(s, false);
 }
 
 void SessionMachine::on_record(Message& m) {
@@ -77,81 +148,188 @@ void SessionMachine::on_record(Message& m) {
     fx_.protocol_error(fmt::format("{} record with stream id 0", type_name(type)));
     return;
   }
-
+  if (type == Message::SESSION_RESET) {
+    for (auto& s : svc_) end_stream(s, true);
+    if (mode_ == Mode::source) fx_.accept_ready();
+    return;
+  }
+  if (type == Message::SERVICE_IDS) {
+    on_service_ids(m);
+    return;
+  }
+  if ((type == Message::CONNECTION_START || type == Message::CONNECTION_RESET) && version_ < 3) {
+    fx_.protocol_error(
+        fmt::format("{} received, but this session speaks V{} (one connection per stream)",
+                    type_name(type), version_));
+    return;
+  }
+  if (!is_stream_message(type)) {
+    // Type_IsValid() admitted it, so a newer schema added it without
+    // teaching this machine: treat like any other unknown type.
+    fx_.protocol_error(fmt::format("record of unhandled type {}", type));
+    return;
+  }
+  Service* s = resolve_incoming(m);
+  if (!s) return;
   switch (type) {
     case Message::DATA:
-      on_data(m);
+      on_data(*s, m);
       return;
     case Message::STREAM_START:
-      on_stream_start(m.streamid());
+      on_stream_start(*s, m);
       return;
     case Message::STREAM_RESET:
-      on_stream_reset(m.streamid());
-      return;
-    case Message::SESSION_RESET:
-      if (active_ != 0) {
-        const std::int32_t id = active_;
-        forget_active();
-        fx_.close_local(id, true);
-      }
-      return;
-    case Message::SERVICE_IDS:
-      on_service_ids(m);
+      on_stream_reset(*s, m.streamid());
       return;
     case Message::CONNECTION_START:
+      on_connection_start(*s, m);
+      return;
     case Message::CONNECTION_RESET:
-      fx_.protocol_error(fmt::format(
-          "{} received, but this session speaks V1 (one connection per stream)", type_name(type)));
+      on_connection_reset(*s, m);
       return;
     default:
-      // Type_IsValid() admitted it, so a newer schema added it without
-      // teaching this machine: treat like any other unknown type.
-      fx_.protocol_error(fmt::format("record of unhandled type {}", type));
       return;
   }
 }
 
-void SessionMachine::on_data(Message& m) {
-  const std::int32_t id = m.streamid();
-  if (id != active_) {
-    ignore_stale("DATA", id);
-    return;
+SessionMachine::Service* SessionMachine::resolve_incoming(const Message& m) {
+  const std::string& id = m.serviceid();
+  if (!id.empty()) {
+    for (auto& s : svc_) {
+      if (s.wire_id == id || s.id == id) return &s;
+    }
   }
-  // An empty DATA carries nothing (our source sends them as nudges).
-  if (m.payload().empty()) {
-    return;
+  // One service: records without serviceId (a V1 peer) or naming one the
+  // service never announced to us (a V1 link) are that service's.
+  if (svc_.size() == 1) return &svc_.front();
+  if (id.empty()) {
+    fx_.protocol_error(fmt::format("{} without serviceId on a tunnel with {} services",
+                                   type_name(m.type()), svc_.size()));
+    return nullptr;
   }
-  // Destination: also while the local connect runs; the connection queues it.
-  fx_.write_local(id, std::move(*m.mutable_payload()));
+  ++counters_.stale_records_ignored;
+  fx_.note(fmt::format("{} for unknown service '{}' ignored", type_name(m.type()), id));
+  return nullptr;
 }
 
-void SessionMachine::on_stream_start(std::int32_t id) {
+void SessionMachine::learn_peer(bool has_connection_id) {
+  if (version_ < 3 || peer_ != PeerConnections::unknown) return;
+  peer_ = has_connection_id ? PeerConnections::multiple : PeerConnections::single;
+  fx_.note(has_connection_id ? "peer speaks V3: several connections per service"
+                             : "peer speaks V1/V2: one connection per service at a time");
+  if (mode_ == Mode::source && has_connection_id) fx_.accept_ready();
+}
+
+void SessionMachine::on_data(Service& s, Message& m) {
+  const std::int32_t id = m.streamid();
+  if (id != s.stream) {
+    ignore_stale("DATA", s, id);
+    return;
+  }
+  if (mode_ == Mode::source) learn_peer(m.connectionid() != 0);
+  // connectionId 0 on a V3 link means the first connection (a V1/V2 peer).
+  const std::uint32_t conn = m.connectionid() == 0 ? 1 : m.connectionid();
+  if (s.conns.count(conn) == 0) {
+    ++counters_.stale_records_ignored;
+    fx_.note(
+        fmt::format("DATA for connection {} of stream {} ignored: no such connection", conn, id));
+    return;
+  }
+  // An empty DATA carries nothing (a source's nudge, docs/interop.md).
+  if (m.payload().empty()) return;
+  // Destination: also while the local connect runs; the connection queues it.
+  fx_.write_local(ref(s, conn), std::move(*m.mutable_payload()));
+}
+
+void SessionMachine::on_stream_start(Service& s, const Message& m) {
+  const std::int32_t id = m.streamid();
   if (mode_ == Mode::source) {
     fx_.protocol_error(fmt::format(
         "STREAM_START (stream {}) received by a source; only a source starts streams", id));
     return;
   }
-  // V1 carries one stream: a new start replaces the active one. The service
-  // already knows the old stream is over, so no STREAM_RESET is sent for it.
-  if (active_ != 0) {
-    const std::int32_t old = active_;
-    forget_active();
-    fx_.close_local(old, false);
+  // A new start replaces the service's active stream. The service already
+  // knows the old stream is over, so no STREAM_RESET is sent for it.
+  end_stream(s, false);
+  if (version_ >= 3) {
+    // protocol.md section 6: the first STREAM_START tells the peer's version.
+    peer_ = m.connectionid() != 0 ? PeerConnections::multiple : PeerConnections::single;
   }
-  active_ = id;
-  connecting_ = true;
+  const std::uint32_t conn = m.connectionid() == 0 ? 1 : m.connectionid();
+  s.stream = id;
+  s.conns[conn] = true;
   ++counters_.streams_started;
-  fx_.open_local(id);
+  ++counters_.connections_started;
+  fx_.open_local(ref(s, conn));
 }
 
-void SessionMachine::on_stream_reset(std::int32_t id) {
-  if (id != active_) {
-    ignore_stale("STREAM_RESET", id);
+void SessionMachine::on_connection_start(Service& s, const Message& m) {
+  const std::int32_t id = m.streamid();
+  const std::uint32_t conn = m.connectionid();
+  if (mode_ == Mode::source) {
+    fx_.protocol_error(fmt::format(
+        "CONNECTION_START (stream {}) received by a source; only a source starts connections", id));
     return;
   }
-  forget_active();
+  if (conn == 0) {
+    fx_.protocol_error(fmt::format("CONNECTION_START (stream {}) without connectionId", id));
+    return;
+  }
+  if (id != s.stream) {
+    ignore_stale("CONNECTION_START", s, id);
+    return;
+  }
+  peer_ = PeerConnections::multiple;
+  if (s.conns.count(conn) != 0) {
+    // protocol.md section 6: a duplicate id is answered with CONNECTION_RESET;
+    // both ends then forget that id.
+    fx_.note(fmt::format("CONNECTION_START for existing connection {} of stream {}", conn, id));
+    end_connection(s, conn, false);
+    send_control(Message::CONNECTION_RESET, s, id, conn);
+    return;
+  }
+  if (s.conns.size() >= opt_.max_connections) {
+    ++counters_.connections_refused;
+    fx_.note(fmt::format("connection {} of stream {} refused: {} simultaneous connections", conn,
+                         id, opt_.max_connections));
+    send_control(Message::CONNECTION_RESET, s, id, conn);
+    return;
+  }
+  s.conns[conn] = true;
+  ++counters_.connections_started;
+  fx_.open_local(ref(s, conn));
+}
+
+void SessionMachine::on_stream_reset(Service& s, std::int32_t id) {
+  if (id != s.stream) {
+    ignore_stale("STREAM_RESET", s, id);
+    return;
+  }
   // The peer closed its side: deliver what is queued, then close.
-  fx_.close_local(id, true);
+  end_stream(s, true);
+  if (mode_ == Mode::source) fx_.accept_ready();
+}
+
+void SessionMachine::on_connection_reset(Service& s, const Message& m) {
+  const std::int32_t id = m.streamid();
+  const std::uint32_t conn = m.connectionid();
+  if (conn == 0) {
+    fx_.protocol_error(fmt::format("CONNECTION_RESET (stream {}) without connectionId", id));
+    return;
+  }
+  if (id != s.stream) {
+    ignore_stale("CONNECTION_RESET", s, id);
+    return;
+  }
+  if (mode_ == Mode::source) learn_peer(true);
+  if (s.conns.count(conn) == 0) {
+    ++counters_.stale_records_ignored;
+    fx_.note(
+        fmt::format("CONNECTION_RESET for unknown connection {} of stream {} ignored", conn, id));
+    return;
+  }
+  end_connection(s, conn, true);
+  if (mode_ == Mode::source) fx_.accept_ready();
 }
 
 void SessionMachine::on_service_ids(const Message& m) {
@@ -161,131 +339,194 @@ void SessionMachine::on_service_ids(const Message& m) {
     fx_.note("empty SERVICE_IDS ignored");
     return;
   }
-  if (count > 1) {
-    fx_.protocol_error(fmt::format(
-        "tunnel has {} services; V1 carries one (use a V2 proxy for several services)", count));
+  std::set<std::string> announced;
+  for (const auto& id : m.availableserviceids()) {
+    if (id.size() > kMaxServiceIdSize) {
+      // It is echoed in every record we send; the service limits names to 128.
+      fx_.protocol_error(fmt::format("SERVICE_IDS names a service id of {} bytes (limit {})",
+                                     id.size(), kMaxServiceIdSize));
+      return;
+    }
+    announced.insert(id);
+  }
+  if (svc_.size() == 1 && svc_.front().id.empty()) {
+    // One unnamed service (-s PORT): it is whatever single service the
+    // tunnel has.
+    if (announced.size() > 1) {
+      fx_.session_error(
+          fmt::format("tunnel has {} services {}; {}name a local port or target for each (e.g. -s "
+                      "{}=PORT,...)",
+                      announced.size(), set_text(announced),
+                      version_ == 1 ? "V1 carries one; " : "", *announced.begin()));
+      return;
+    }
+    svc_.front().wire_id = *announced.begin();
     return;
   }
-  const std::string& id = m.availableserviceids(0);
-  if (id.size() > kMaxServiceIdSize) {
-    // It is echoed in every record we send; the service limits names to 128.
-    fx_.protocol_error(fmt::format("SERVICE_IDS names a service id of {} bytes (limit {})",
-                                   id.size(), kMaxServiceIdSize));
+  const std::set<std::string> configured(service_names_.begin(), service_names_.end());
+  if (announced != configured) {
+    fx_.session_error(fmt::format(
+        "service mismatch: the tunnel has services {} but this session is configured for {}; "
+        "configure exactly the tunnel's services",
+        set_text(announced), set_text(configured)));
     return;
   }
-  service_id_ = id;
+  for (auto& s : svc_) s.wire_id = s.id;
 }
 
-std::int32_t SessionMachine::on_local_accepted() {
+bool SessionMachine::can_accept(std::string_view service) const {
+  const Service* s = find(service);
+  if (mode_ != Mode::source || !link_up_ || !s) return false;
+  if (s->stream == 0) return true;
+  // Several connections on one stream only once the peer proved it is V3; a
+  // refused one (limit) is accepted and closed at once, not left pending.
+  return peer_ == PeerConnections::multiple && version_ >= 3;
+}
+
+std::optional<ConnRef> SessionMachine::on_local_accepted(std::string_view service) {
   // The proxy loop must not accept local clients while the link is down (or
-  // keep them pending until it is up): there is no service to carry the
-  // stream, so the machine refuses with 0 and changes nothing.
-  if (mode_ != Mode::source || !link_up_) {
-    return 0;
+  // keep them pending until it is up): there is no service to carry them.
+  Service* s = find(service);
+  if (mode_ != Mode::source || !link_up_ || !s) return std::nullopt;
+  if (s->stream != 0 && version_ >= 3 && peer_ == PeerConnections::multiple) {
+    if (s->conns.size() >= opt_.max_connections) {
+      ++counters_.connections_refused;
+      fx_.note(fmt::format("local client refused: {} simultaneous connections on service '{}'",
+                           opt_.max_connections, s->id));
+      return std::nullopt;
+    }
+    if (s->next_conn == std::numeric_limits<std::uint32_t>::max()) {
+      fx_.note("connection ids exhausted; local connection refused");
+      return std::nullopt;
+    }
+    const std::uint32_t conn = s->next_conn++;
+    s->conns[conn] = false;
+    ++counters_.connections_started;
+    send_control(Message::CONNECTION_START, *s, s->stream, conn);
+    return ref(*s, conn);
   }
   // Stream ids are never reused during the tunnel's life (protocol.md
   // section 4); after 2^31-1 streams there is no fresh id left.
   if (last_stream_id_ == std::numeric_limits<std::int32_t>::max()) {
     fx_.note("stream ids exhausted; local connection refused");
-    return 0;
+    return std::nullopt;
   }
-  if (active_ != 0) {
-    const std::int32_t old = active_;
-    forget_active();
-    send_control(Message::STREAM_RESET, old);
-    fx_.close_local(old, false);
+  if (s->stream != 0) {
+    // One connection per stream: a new client replaces the active one.
+    const std::int32_t old = s->stream;
+    send_control(Message::STREAM_RESET, *s, old);
+    end_stream(*s, false);
   }
-  const std::int32_t id = ++last_stream_id_;
-  active_ = id;
+  s->stream = ++last_stream_id_;
+  s->next_conn = 2;
+  s->conns[1] = false;
   ++counters_.streams_started;
-  send_control(Message::STREAM_START, id);
-  return id;
+  ++counters_.connections_started;
+  send_control(Message::STREAM_START, *s, s->stream, send_conn_ids() ? 1 : 0);
+  return ref(*s, 1);
 }
 
-void SessionMachine::on_local_connected(std::int32_t stream_id) {
-  if (stream_id == 0 || stream_id != active_ || !connecting_) {
-    // The stream was replaced or reset while connecting; close_local() for it
-    // was already issued.
-    fx_.note(fmt::format("local connect for inactive stream {} completed; ignored", stream_id));
+void SessionMachine::on_local_connected(const ConnRef& c) {
+  Service* s = find(c.service);
+  if (!live(c) || !s->conns[c.connection_id]) {
+    // Replaced or reset while connecting; close_local() was already issued.
+    fx_.note(fmt::format("local connect for inactive stream {} completed; ignored", c.stream_id));
     return;
   }
-  connecting_ = false;
+  s->conns[c.connection_id] = false;
 }
 
-void SessionMachine::on_local_connect_failed(std::int32_t stream_id) {
-  if (stream_id == 0 || stream_id != active_) {
-    fx_.note(fmt::format("local connect for inactive stream {} failed; ignored", stream_id));
+void SessionMachine::on_local_connect_failed(const ConnRef& c) {
+  if (!live(c)) {
+    fx_.note(fmt::format("local connect for inactive stream {} failed; ignored", c.stream_id));
     return;
   }
-  forget_active();
-  send_control(Message::STREAM_RESET, stream_id);
+  on_local_closed(c);
 }
 
-void SessionMachine::on_local_data(std::int32_t stream_id, std::string_view bytes) {
-  if (stream_id == 0 || stream_id != active_) {
-    return;
-  }
+void SessionMachine::on_local_data(const ConnRef& c, std::string_view bytes) {
+  if (!live(c)) return;
+  const Service& s = *find(c.service);
+  const WireAddress to{s.wire_id, c.stream_id, send_conn_ids() ? c.connection_id : 0};
   while (!bytes.empty()) {
-    const std::size_t n = std::min(bytes.size(), max_payload_);
+    const std::size_t n = std::min(bytes.size(), opt_.max_payload);
     ++counters_.records_out;
-    fx_.send_data(stream_id, bytes.substr(0, n));
+    fx_.send_data(to, bytes.substr(0, n));
     bytes.remove_prefix(n);
   }
-  // The first DATA after STREAM_START arms the nudges (kNudgeDelaysMs).
-  // Stream ids are never reused, so a new id always arms.
-  if (mode_ == Mode::source && nudge_stream_ != stream_id) {
-    nudge_stream_ = stream_id;
+  // The first DATA of a connection arms the nudges (kNudgeDelaysMs).
+  if (mode_ == Mode::source && !(nudge_ && *nudge_ == c)) {
+    nudge_ = c;
     nudges_sent_ = 0;
-    fx_.schedule_nudge(stream_id, kNudgeDelaysMs[0]);
+    fx_.schedule_nudge(c, kNudgeDelaysMs[0]);
   }
 }
 
-void SessionMachine::on_nudge_due(std::int32_t stream_id) {
-  // Only for the active stream that armed it. Once a stream has ended, its
-  // stale id would be dropped by a V1 peer; what the reference still holds
-  // of it is processed when the next message (at the latest the next
-  // STREAM_START) arrives.
-  if (mode_ != Mode::source || stream_id == 0 || stream_id != nudge_stream_ ||
-      stream_id != active_ || !link_up_ || nudges_sent_ >= std::size(kNudgeDelaysMs)) {
+void SessionMachine::on_nudge_due(const ConnRef& c) {
+  // Only for the live connection that armed it: once it has ended, what the
+  // reference still holds is processed when the next message arrives.
+  if (mode_ != Mode::source || !nudge_ || !(*nudge_ == c) || !link_up_ || !live(c) ||
+      nudges_sent_ >= std::size(kNudgeDelaysMs)) {
     return;
   }
+  const Service& s = *find(c.service);
+  const WireAddress to{s.wire_id, c.stream_id, send_conn_ids() ? c.connection_id : 0};
   ++counters_.records_out;
-  fx_.send_data(stream_id, {});
+  fx_.send_data(to, {});
   ++nudges_sent_;
   if (nudges_sent_ < std::size(kNudgeDelaysMs)) {
-    fx_.schedule_nudge(stream_id, kNudgeDelaysMs[nudges_sent_] - kNudgeDelaysMs[nudges_sent_ - 1]);
+    fx_.schedule_nudge(c, kNudgeDelaysMs[nudges_sent_] - kNudgeDelaysMs[nudges_sent_ - 1]);
   }
 }
 
-void SessionMachine::on_local_closed(std::int32_t stream_id) {
-  if (stream_id == 0 || stream_id != active_) {
-    return;
+void SessionMachine::on_local_closed(const ConnRef& c) {
+  if (!live(c)) return;
+  Service& s = *find(c.service);
+  if (version_ >= 3 && peer_ == PeerConnections::multiple) {
+    // One connection of the stream ends; the stream itself stays for the
+    // service's next connections.
+    s.conns.erase(c.connection_id);
+    send_control(Message::CONNECTION_RESET, s, c.stream_id, c.connection_id);
+  } else {
+    // A V1/V2 peer (or one not known yet) understands STREAM_RESET only.
+    const std::int32_t id = s.stream;
+    s.stream = 0;
+    s.conns.clear();
+    send_control(Message::STREAM_RESET, s, id);
   }
-  forget_active();
-  send_control(Message::STREAM_RESET, stream_id);
+  if (mode_ == Mode::source) fx_.accept_ready();
 }
 
-void SessionMachine::forget_active() {
-  active_ = 0;
-  connecting_ = false;
+void SessionMachine::end_stream(Service& s, bool flush) {
+  if (s.stream == 0) return;
+  const std::int32_t id = s.stream;
+  auto conns = std::move(s.conns);
+  s.conns.clear();
+  s.stream = 0;
+  for (const auto& [conn, connecting] : conns) fx_.close_local(ConnRef{s.id, id, conn}, flush);
 }
 
-void SessionMachine::ignore_stale(std::string_view what, std::int32_t id) {
+void SessionMachine::end_connection(Service& s, std::uint32_t conn, bool flush) {
+  if (s.conns.erase(conn) == 0) return;
+  fx_.close_local(ConnRef{s.id, s.stream, conn}, flush);
+}
+
+void SessionMachine::ignore_stale(std::string_view what, const Service& s, std::int32_t id) {
   ++counters_.stale_records_ignored;
-  if (active_ == 0) {
+  if (s.stream == 0) {
     fx_.note(fmt::format("{} for stream {} ignored: no active stream", what, id));
   } else {
-    fx_.note(fmt::format("{} for stream {} ignored: active stream is {}", what, id, active_));
+    fx_.note(fmt::format("{} for stream {} ignored: active stream is {}", what, id, s.stream));
   }
 }
 
-void SessionMachine::send_control(Message::Type type, std::int32_t stream_id) {
+void SessionMachine::send_control(Message::Type type, const Service& s, std::int32_t stream_id,
+                                  std::uint32_t connection_id) {
   Message m;
   m.set_type(type);
   m.set_streamid(stream_id);
-  if (!service_id_.empty()) {
-    m.set_serviceid(service_id_);
-  }
+  if (!s.wire_id.empty()) m.set_serviceid(s.wire_id);
+  if (connection_id != 0) m.set_connectionid(connection_id);
   ++counters_.records_out;
   fx_.send_record(m);
 }

@@ -64,6 +64,7 @@ std::span<const Field> fields() {
        IntField{&Settings::tcp_connection_retry_delay_ms, 1, kOneDayMs}},
       {"tcp", "read_buffer_size", IntField{&Settings::tcp_read_buffer_size, 1, kBufferMax}},
       {"tcp", "write_buffer_limit", IntField{&Settings::tcp_write_buffer_limit, 1, kWriteLimitMax}},
+      {"tcp", "max_simultaneous_connections", IntField{&Settings::tcp_max_connections, 1, 65535}},
       {"websocket", "ping_period_ms", IntField{&Settings::ws_ping_period_ms, 1, kOneDayMs}},
       {"websocket", "retry_delay_ms", IntField{&Settings::ws_retry_delay_ms, 1, kOneDayMs}},
       {"websocket", "connect_retry_count",

@@ -39,6 +39,8 @@ struct Settings {
   int ws_retry_max_delay_ms = 30000;    // websocket.retry_max_delay_ms: backoff cap
   int ws_connect_timeout_ms = 10000;    // websocket.connect_timeout_ms: TCP+TLS+upgrade
   int tcp_write_buffer_limit = 262144;  // tcp.write_buffer_limit: pause the tunnel past this
+  // tcp.max_simultaneous_connections: per service (V3); the next is refused.
+  int tcp_max_connections = 128;
 
   bool operator==(const Settings&) const = default;
 };

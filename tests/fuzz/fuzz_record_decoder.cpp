@@ -12,7 +12,10 @@
 // Run:
 //   mkdir -p /tmp/fuzz-corpus
 //   build-fuzz/tests/fuzz/fuzz-record-decoder -max_total_time=60 -max_len=140000 \
-//       /tmp/fuzz-corpus
+//       /tmp/fuzz-corpus tests/fuzz/seeds/record_decoder
+// The seeds are V2/V3 records (SERVICE_IDS, STREAM_START with connectionId,
+// CONNECTION_START/RESET, DATA with serviceId and connectionId), each after
+// the two selector bytes this target reads first.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>

@@ -1571,5 +1571,48 @@ def _(h):
         journal.close()
 
 
+@r.case("multi-service sessions via tunnelctl: status lists each connection; a service "
+        "mismatch fails the session with the reason")
+def _(h):
+    relay = h.start_relay()
+    d = Tunneld(h).start()
+    t = relay.open_tunnel(services=["SSH1", "WEB1"])
+    e1, e2 = h.echo_server(), h.echo_server()
+    d.open("destination", t["destinationAccessToken"], relay,
+           f"SSH1=127.0.0.1:{e1.port},WEB1=127.0.0.1:{e2.port}", "dst")
+    d.open("source", t["sourceAccessToken"], relay, "SSH1=127.0.0.1:0,WEB1=127.0.0.1:0", "src")
+    d.wait_states(["dst", "src"], "connected", scaled(10))
+    st = d.ctl_json("status", "src")
+    ports = {m["name"]: int(m["address"].rsplit(":", 1)[1]) for m in st.get("services", [])}
+    check(set(ports) == {"SSH1", "WEB1"} and all(ports.values()),
+          f"status --json services: {st.get('services')!r}")
+    socks = []
+    for name, port in ports.items():
+        s = connect(port)
+        socks.append(s)
+        s.sendall(name.encode())
+        s.settimeout(scaled(5))
+        check(s.recv(16) == name.encode(), f"{name}: no echo")
+    st = d.ctl_json("status", "src")
+    conns = st.get("connections", [])
+    check(sorted(c["service"] for c in conns) == ["SSH1", "WEB1"],
+          f"status --json connections: {conns!r}")
+    for c in conns:
+        check(c["peer"].startswith("127.0.0.1:") and c["bytes_in"] >= 4 and c["bytes_out"] >= 4
+              and c["connection_id"] >= 1 and c["stream_id"] >= 1, f"connection entry {c!r}")
+    text = d.ctl_ok("status", "src").stdout
+    check("connections:" in text and "SSH1 stream" in text, f"status text: {text!r}")
+    for s in socks:
+        s.close()
+
+    bad = relay.open_tunnel(services=["A1", "B1"])
+    d.open("source", bad["sourceAccessToken"], relay, "A1=127.0.0.1:0,C1=127.0.0.1:0", "bad")
+    sessions = d.wait_states(["bad"], "failed", scaled(10))
+    err = sessions["bad"]["last_error"]
+    check("service mismatch" in err and "{A1, B1}" in err and "{A1, C1}" in err,
+          f"failed session's reason: {err!r}")
+    check(d.sessions()["src"]["state"] == "connected", "the other sessions were hurt")
+
+
 if __name__ == "__main__":
     r.main()

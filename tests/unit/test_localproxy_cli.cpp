@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -150,7 +152,58 @@ TEST_SUITE("localproxy_cli") {
     const auto e = usage_error({"-r", "us-east-1", "-s", "127.0.0.1:5000", "-b", "0.0.0.0"});
     CHECK(contains(e, "-b/--local-bind-address"));
     CHECK(contains(usage_error({"-r", "us-east-1", "-s", "70000"}), "port"));
-    CHECK(contains(usage_error({"-r", "us-east-1", "-s", "SSH1=5555"}), "not supported"));
+  }
+
+  TEST_CASE("-s/-d service mappings (V2/V3), the reference's spelling") {
+    auto o = parse({"-r", "us-east-1", "-s", "SSH1=5555,HTTP1=127.0.0.1:8080"});
+    REQUIRE(o.config.services.size() == 2);
+    CHECK(o.config.services[0] ==
+          tunnel::ServiceMapping{"SSH1", tunnel::HostPort{"localhost", 5555}});
+    CHECK(o.config.services[1] ==
+          tunnel::ServiceMapping{"HTTP1", tunnel::HostPort{"127.0.0.1", 8080}});
+    CHECK(o.config.local == tunnel::HostPort{"localhost", 5555});
+    o = parse({"-r", "us-east-1", "-d", "SSH1=22,HTTP1=127.0.0.1:80"});
+    CHECK(o.config.mode == Mode::destination);
+    REQUIRE(o.config.services.size() == 2);
+    CHECK(o.config.services[1].local == tunnel::HostPort{"127.0.0.1", 80});
+    CHECK(contains(usage_error({"-r", "us-east-1", "-s", "SSH1=5555,SSH1=6666"}), "twice"));
+    CHECK(contains(usage_error({"-r", "us-east-1", "-s", "SSH1=5555,6666"}), "NAME=PORT"));
+    CHECK(contains(usage_error({"-r", "us-east-1", "-s", "A=1,B=2,C=3,D=4"}), "at most 3"));
+    CHECK(contains(usage_error({"-r", "us-east-1", "-d", "SSH1=0"}), "1..65535"));
+    CHECK(contains(usage_error({"-r", "us-east-1", "-s", "=5555"}), "service name"));
+  }
+
+  TEST_CASE("--config-dir: the reference's service-mapping files") {
+    namespace fs = std::filesystem;
+    const fs::path dir =
+        fs::temp_directory_path() / ("lp-config-dir-" + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    { std::ofstream(dir / "a.ini") << "# services\nSSH1 = 22\n\nHTTP1 = 127.0.0.1:80  # web\n"; }
+    auto o = parse({"-r", "us-east-1", "-m", "dst", "--config-dir", dir.string()});
+    CHECK(o.config.mode == Mode::destination);
+    REQUIRE(o.config.services.size() == 2);
+    CHECK(o.config.services[0].id == "SSH1");
+    CHECK(o.config.services[1].local == tunnel::HostPort{"127.0.0.1", 80});
+    // The command line wins per name.
+    o = parse({"-r", "us-east-1", "-d", "SSH1=2222", "--config-dir", dir.string()});
+    REQUIRE(o.config.services.size() == 2);
+    CHECK(o.config.services[0].local.port == 2222);
+    { std::ofstream(dir / "b.ini") << "broken line\n"; }
+    CHECK(contains(usage_error({"-r", "us-east-1", "-m", "dst", "--config-dir", dir.string()}),
+                   "b.ini:1"));
+    fs::remove_all(dir);
+  }
+
+  TEST_CASE("-y forces the protocol version; default offers all three") {
+    auto o = parse({"-r", "us-east-1", "-s", "5000"});
+    CHECK(o.config.protocol_version == 0);
+    CHECK(o.config.offered_subprotocols() ==
+          std::vector<std::string>{"aws.iot.securetunneling-3.0", "aws.iot.securetunneling-2.0",
+                                   "aws.iot.securetunneling-1.0"});
+    o = parse({"-r", "us-east-1", "-s", "5000", "-y", "v2"});
+    CHECK(o.config.protocol_version == 2);
+    CHECK(o.config.offered_subprotocols() ==
+          std::vector<std::string>{"aws.iot.securetunneling-2.0"});
   }
 
   TEST_CASE("source listens on settings' default_bind_address without -b") {

@@ -7,6 +7,7 @@
 
 #include "session_machine.h"
 
+using tunnel::ConnRef;
 using tunnel::Message;
 using tunnel::Mode;
 using tunnel::SessionEffects;
@@ -25,29 +26,38 @@ class RecordingEffects : public SessionEffects {
   void send_record(const Message& m) override {
     sent.push_back(m);
     std::string line = "send " + Message::Type_Name(m.type()) + " " + std::to_string(m.streamid());
+    if (m.connectionid() != 0) line += "/" + std::to_string(m.connectionid());
     if (!m.serviceid().empty()) line += " service=" + m.serviceid();
     log.push_back(line);
   }
-  void send_data(std::int32_t id, std::string_view chunk) override {
-    log.push_back("data " + std::to_string(id) + " " + std::to_string(chunk.size()));
+  void send_data(const tunnel::WireAddress& to, std::string_view chunk) override {
+    std::string line = "data " + std::to_string(to.stream_id);
+    if (to.connection_id != 0) line += "/" + std::to_string(to.connection_id);
+    line += " " + std::to_string(chunk.size());
+    if (!to.service_id.empty()) line += " service=" + std::string(to.service_id);
+    log.push_back(line);
     data_bytes += chunk;
   }
-  void open_local(std::int32_t id) override { log.push_back("open " + std::to_string(id)); }
-  void write_local(std::int32_t id, std::string&& bytes) override {
-    log.push_back("write " + std::to_string(id) + " " + bytes);
+  static std::string name(const ConnRef& c) {
+    std::string out = std::to_string(c.stream_id);
+    if (c.connection_id != 1) out += "/" + std::to_string(c.connection_id);
+    if (!c.service.empty()) out += "@" + c.service;
+    return out;
+  }
+  void open_local(const ConnRef& c) override { log.push_back("open " + name(c)); }
+  void write_local(const ConnRef& c, std::string&& bytes) override {
+    log.push_back("write " + name(c) + " " + bytes);
     written += bytes;
   }
-  void close_local(std::int32_t id, bool flush) override {
-    log.push_back("close " + std::to_string(id) + (flush ? " flush" : " abort"));
+  void close_local(const ConnRef& c, bool flush) override {
+    log.push_back("close " + name(c) + (flush ? " flush" : " abort"));
   }
   void protocol_error(std::string reason) override { log.push_back("error " + reason); }
+  void session_error(std::string reason) override { log.push_back("fatal " + reason); }
+  void accept_ready() override { ++accept_ready_calls; }
   void note(std::string_view what) override { notes.emplace_back(what); }
-  // Kept apart from `log`, so the conversations above read as before.
-  void schedule_nudge(std::int32_t id, std::uint32_t delay_ms) override {
-    nudges.push_back(std::to_string(id) + " after " + std::to_string(delay_ms) + " ms");
-  }
-  std::vector<std::string> nudges;
 
+  int accept_ready_calls = 0;
   std::string data_bytes;  // concatenation of every send_data chunk
 
   // The log since the last take(), then cleared.
@@ -77,6 +87,15 @@ Message service_ids(std::vector<std::string> ids) {
   return m;
 }
 
+// The V1 single unnamed service: connection 1 of a stream.
+ConnRef R(std::int32_t stream) { return ConnRef{"", stream, 1}; }
+
+// Accepts a local client; the stream id, or 0 when refused.
+std::int32_t accept(SessionMachine& sm, std::string_view service = {}) {
+  const auto r = sm.on_local_accepted(service);
+  return r ? r->stream_id : 0;
+}
+
 bool starts_with(const std::string& s, std::string_view prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
 }
@@ -96,22 +115,22 @@ TEST_CASE("session: source happy path") {
   sm.on_link_up();
   CHECK(sm.link_up());
 
-  const auto id = sm.on_local_accepted();
+  const auto id = accept(sm);
   CHECK(id == 1);
   CHECK(sm.active_stream() == 1);
   CHECK(fx.take() == Lines{"send STREAM_START 1"});
 
-  sm.on_local_data(1, "hello");
+  sm.on_local_data(R(1), "hello");
   CHECK(fx.take() == Lines{"data 1 5"});
   deliver(sm, record(Message::DATA, 1, "world"));
   CHECK(fx.take() == Lines{"write 1 world"});
 
-  sm.on_local_closed(1);
+  sm.on_local_closed(R(1));
   CHECK(fx.take() == Lines{"send STREAM_RESET 1"});
   CHECK_FALSE(sm.active_stream());
 
   // A second close of the same connection sends nothing more.
-  sm.on_local_closed(1);
+  sm.on_local_closed(R(1));
   CHECK(fx.take().empty());
 
   CHECK(sm.counters().records_in == 1);
@@ -124,15 +143,15 @@ TEST_CASE("session: source peer reset flushes and frees the slot") {
   RecordingEffects fx;
   SessionMachine sm(Mode::source, fx);
   sm.on_link_up();
-  REQUIRE(sm.on_local_accepted() == 1);
+  REQUIRE(accept(sm) == 1);
   fx.take();
   deliver(sm, record(Message::DATA, 1, "bye"));
   deliver(sm, record(Message::STREAM_RESET, 1));
   CHECK(fx.take() == Lines{"write 1 bye", "close 1 flush"});
   CHECK_FALSE(sm.active_stream());
   // The local side closes afterwards: the stream is already gone, no reset.
-  sm.on_local_closed(1);
-  sm.on_local_data(1, "late");
+  sm.on_local_closed(R(1));
+  sm.on_local_data(R(1), "late");
   CHECK(fx.take().empty());
 }
 
@@ -140,15 +159,15 @@ TEST_CASE("session: a new local client replaces the active stream") {
   RecordingEffects fx;
   SessionMachine sm(Mode::source, fx);
   sm.on_link_up();
-  REQUIRE(sm.on_local_accepted() == 1);
+  REQUIRE(accept(sm) == 1);
   fx.take();
-  CHECK(sm.on_local_accepted() == 2);
+  CHECK(accept(sm) == 2);
   CHECK(fx.take() == Lines{"send STREAM_RESET 1", "close 1 abort", "send STREAM_START 2"});
   CHECK(sm.active_stream() == 2);
 
   // The old connection's late events are ignored.
-  sm.on_local_data(1, "old");
-  sm.on_local_closed(1);
+  sm.on_local_data(R(1), "old");
+  sm.on_local_closed(R(1));
   CHECK(fx.take().empty());
   CHECK(sm.counters().streams_started == 2);
 }
@@ -159,10 +178,10 @@ TEST_CASE("session: stream ids are never reused across accepts") {
   sm.on_link_up();
   std::vector<std::int32_t> ids;
   for (int i = 0; i < 5; ++i) {
-    const auto id = sm.on_local_accepted();
+    const auto id = accept(sm);
     ids.push_back(id);
     if (i % 2 == 0) {
-      sm.on_local_closed(id);
+      sm.on_local_closed(R(id));
     } else {
       deliver(sm, record(Message::STREAM_RESET, id));
     }
@@ -170,27 +189,27 @@ TEST_CASE("session: stream ids are never reused across accepts") {
   // Including across a lost and restored link.
   sm.on_link_down();
   sm.on_link_up();
-  ids.push_back(sm.on_local_accepted());
+  ids.push_back(accept(sm));
   deliver(sm, record(Message::SESSION_RESET, 0));
-  ids.push_back(sm.on_local_accepted());
+  ids.push_back(accept(sm));
   CHECK(ids == std::vector<std::int32_t>{1, 2, 3, 4, 5, 6, 7});
 }
 
 TEST_CASE("session: no accept while the link is down") {
   RecordingEffects fx;
   SessionMachine sm(Mode::source, fx);
-  CHECK(sm.on_local_accepted() == 0);
+  CHECK(accept(sm) == 0);
   CHECK(fx.take().empty());
   CHECK_FALSE(sm.active_stream());
   sm.on_link_up();
-  CHECK(sm.on_local_accepted() == 1);  // 0 consumed no id
+  CHECK(accept(sm) == 1);  // 0 consumed no id
 }
 
 TEST_CASE("session: a destination does not accept local clients") {
   RecordingEffects fx;
   SessionMachine sm(Mode::destination, fx);
   sm.on_link_up();
-  CHECK(sm.on_local_accepted() == 0);
+  CHECK(accept(sm) == 0);
   CHECK(fx.take().empty());
 }
 
@@ -198,21 +217,21 @@ TEST_CASE("session: local data is chunked to the max payload") {
   RecordingEffects fx;
   SessionMachine sm(Mode::source, fx);
   sm.on_link_up();
-  REQUIRE(sm.on_local_accepted() == 1);
+  REQUIRE(accept(sm) == 1);
   fx.take();
   std::string bytes(150000, '\0');
   for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7);
-  sm.on_local_data(1, bytes);
+  sm.on_local_data(R(1), bytes);
   CHECK(fx.take() == Lines{"data 1 64512", "data 1 64512", "data 1 20976"});
   CHECK(fx.data_bytes == bytes);
   CHECK(sm.counters().records_out == 4);
 
   SUBCASE("nothing for nothing") {
-    sm.on_local_data(1, "");
+    sm.on_local_data(R(1), "");
     CHECK(fx.take().empty());
   }
   SUBCASE("exact multiple") {
-    sm.on_local_data(1, std::string(2 * tunnel::kMaxPayloadSize, 'x'));
+    sm.on_local_data(R(1), std::string(2 * tunnel::kMaxPayloadSize, 'x'));
     CHECK(fx.take() == Lines{"data 1 64512", "data 1 64512"});
   }
 }
@@ -221,9 +240,9 @@ TEST_CASE("session: a smaller configured max payload is honoured") {
   RecordingEffects fx;
   SessionMachine sm(Mode::source, fx, 4);
   sm.on_link_up();
-  REQUIRE(sm.on_local_accepted() == 1);
+  REQUIRE(accept(sm) == 1);
   fx.take();
-  sm.on_local_data(1, "abcdefghij");
+  sm.on_local_data(R(1), "abcdefghij");
   CHECK(fx.take() == Lines{"data 1 4", "data 1 4", "data 1 2"});
   CHECK(fx.data_bytes == "abcdefghij");
 }
@@ -237,8 +256,8 @@ TEST_CASE("session: stale DATA and STREAM_RESET are ignored") {
   deliver(sm, record(Message::DATA, 1, "early"));
   CHECK(sm.counters().stale_records_ignored == 1);
 
-  REQUIRE(sm.on_local_accepted() == 1);
-  REQUIRE(sm.on_local_accepted() == 2);
+  REQUIRE(accept(sm) == 1);
+  REQUIRE(accept(sm) == 2);
   fx.take();
   deliver(sm, record(Message::DATA, 1, "stale"));
   deliver(sm, record(Message::STREAM_RESET, 1));
@@ -260,7 +279,7 @@ TEST_CASE("session: SESSION_RESET closes the active stream") {
     SessionMachine sm(mode, fx);
     sm.on_link_up();
     if (mode == Mode::source) {
-      REQUIRE(sm.on_local_accepted() == 1);
+      REQUIRE(accept(sm) == 1);
     } else {
       deliver(sm, record(Message::STREAM_START, 1));
     }
@@ -293,12 +312,12 @@ TEST_CASE("session: destination happy path") {
   deliver(sm, record(Message::STREAM_START, 4));
   CHECK(fx.take() == Lines{"open 4"});
   CHECK(sm.active_stream() == 4);
-  sm.on_local_connected(4);
+  sm.on_local_connected(R(4));
   deliver(sm, record(Message::DATA, 4, "GET /"));
   CHECK(fx.take() == Lines{"write 4 GET /"});
-  sm.on_local_data(4, "200 OK");
+  sm.on_local_data(R(4), "200 OK");
   CHECK(fx.take() == Lines{"data 4 6"});
-  sm.on_local_closed(4);
+  sm.on_local_closed(R(4));
   CHECK(fx.take() == Lines{"send STREAM_RESET 4"});
   CHECK_FALSE(sm.active_stream());
   CHECK(sm.counters().streams_started == 1);
@@ -312,7 +331,7 @@ TEST_CASE("session: destination writes DATA that arrives before the connect comp
   deliver(sm, record(Message::DATA, 1, "SSH-2.0"));
   deliver(sm, record(Message::DATA, 1, "-client"));
   CHECK(fx.take() == Lines{"open 1", "write 1 SSH-2.0", "write 1 -client"});
-  sm.on_local_connected(1);
+  sm.on_local_connected(R(1));
   CHECK(fx.written == "SSH-2.0-client");
   CHECK(fx.take().empty());
 }
@@ -323,7 +342,7 @@ TEST_CASE("session: destination connect failure answers STREAM_RESET") {
   sm.on_link_up();
   deliver(sm, record(Message::STREAM_START, 9));
   fx.take();
-  sm.on_local_connect_failed(9);
+  sm.on_local_connect_failed(R(9));
   CHECK(fx.take() == Lines{"send STREAM_RESET 9"});
   CHECK_FALSE(sm.active_stream());
   // Data the source sent before it learnt of the failure is stale.
@@ -337,22 +356,22 @@ TEST_CASE("session: a new STREAM_START replaces the destination's stream") {
   SessionMachine sm(Mode::destination, fx);
   sm.on_link_up();
   deliver(sm, record(Message::STREAM_START, 1));
-  sm.on_local_connected(1);
+  sm.on_local_connected(R(1));
   fx.take();
   deliver(sm, record(Message::STREAM_START, 2));
   // The old local connection is aborted; no STREAM_RESET goes out for it.
   CHECK(fx.take() == Lines{"close 1 abort", "open 2"});
   CHECK(sm.active_stream() == 2);
   // The old stream's late connect outcome and data change nothing.
-  sm.on_local_connect_failed(1);
-  sm.on_local_data(1, "old");
+  sm.on_local_connect_failed(R(1));
+  sm.on_local_data(R(1), "old");
   deliver(sm, record(Message::DATA, 1, "old"));
   CHECK(fx.take().empty());
 
   SUBCASE("replacement while still connecting") {
     deliver(sm, record(Message::STREAM_START, 3));
     CHECK(fx.take() == Lines{"close 2 abort", "open 3"});
-    sm.on_local_connected(2);
+    sm.on_local_connected(R(2));
     CHECK(fx.take().empty());
     CHECK(sm.active_stream() == 3);
   }
@@ -363,11 +382,11 @@ TEST_CASE("session: destination peer reset flushes") {
   SessionMachine sm(Mode::destination, fx);
   sm.on_link_up();
   deliver(sm, record(Message::STREAM_START, 5));
-  sm.on_local_connected(5);
+  sm.on_local_connected(R(5));
   fx.take();
   deliver(sm, record(Message::STREAM_RESET, 5));
   CHECK(fx.take() == Lines{"close 5 flush"});
-  sm.on_local_closed(5);
+  sm.on_local_closed(R(5));
   CHECK(fx.take().empty());
 }
 
@@ -376,17 +395,17 @@ TEST_CASE("session: losing the link aborts the active stream") {
     RecordingEffects fx;
     SessionMachine sm(Mode::source, fx);
     sm.on_link_up();
-    REQUIRE(sm.on_local_accepted() == 1);
+    REQUIRE(accept(sm) == 1);
     fx.take();
     sm.on_link_down();
     CHECK(fx.take() == Lines{"close 1 abort"});
     CHECK_FALSE(sm.link_up());
     CHECK_FALSE(sm.active_stream());
     // The closed connection reports back: nothing to send, no link anyway.
-    sm.on_local_closed(1);
-    sm.on_local_data(1, "x");
+    sm.on_local_closed(R(1));
+    sm.on_local_data(R(1), "x");
     CHECK(fx.take().empty());
-    CHECK(sm.on_local_accepted() == 0);
+    CHECK(accept(sm) == 0);
   }
   SUBCASE("destination, while connecting") {
     RecordingEffects fx;
@@ -396,7 +415,7 @@ TEST_CASE("session: losing the link aborts the active stream") {
     fx.take();
     sm.on_link_down();
     CHECK(fx.take() == Lines{"close 3 abort"});
-    sm.on_local_connect_failed(3);
+    sm.on_local_connect_failed(R(3));
     CHECK(fx.take().empty());
   }
   SUBCASE("with no stream") {
@@ -423,9 +442,9 @@ TEST_CASE("session: SERVICE_IDS") {
     deliver(sm, service_ids({"ssh"}));
     CHECK(fx.take().empty());
     CHECK(sm.service_id() == "ssh");
-    REQUIRE(sm.on_local_accepted() == 1);
-    REQUIRE(sm.on_local_accepted() == 2);
-    sm.on_local_closed(2);
+    REQUIRE(accept(sm) == 1);
+    REQUIRE(accept(sm) == 2);
+    sm.on_local_closed(R(2));
     CHECK(fx.take() == Lines{"send STREAM_START 1 service=ssh", "send STREAM_RESET 1 service=ssh",
                              "close 1 abort", "send STREAM_START 2 service=ssh",
                              "send STREAM_RESET 2 service=ssh"});
@@ -436,14 +455,14 @@ TEST_CASE("session: SERVICE_IDS") {
     dst.on_link_up();
     deliver(dst, service_ids({"rdp"}));
     deliver(dst, record(Message::STREAM_START, 2));
-    dst.on_local_connect_failed(2);
+    dst.on_local_connect_failed(R(2));
     CHECK(dfx.take() == Lines{"open 2", "send STREAM_RESET 2 service=rdp"});
   }
   SUBCASE("several services are a protocol error naming the count") {
     deliver(sm, service_ids({"ssh", "rdp", "http"}));
     const auto lines = fx.take();
     REQUIRE(lines.size() == 1);
-    CHECK(starts_with(lines[0], "error tunnel has 3 services; V1 carries one"));
+    CHECK(starts_with(lines[0], "fatal tunnel has 3 services {http, rdp, ssh}; V1 carries one"));
     CHECK(sm.service_id().empty());
   }
   SUBCASE("an over-long service id is a protocol error") {
@@ -545,96 +564,268 @@ TEST_CASE("session: effects may call back into the machine") {
   // make the machine send a STREAM_RESET for a stream it already let go.
   struct Reentrant : RecordingEffects {
     SessionMachine* sm = nullptr;
-    void close_local(std::int32_t id, bool flush) override {
-      RecordingEffects::close_local(id, flush);
-      sm->on_local_closed(id);
+    void close_local(const ConnRef& c, bool flush) override {
+      RecordingEffects::close_local(c, flush);
+      sm->on_local_closed(c);
     }
   } fx;
   SessionMachine sm(Mode::source, fx);
   fx.sm = &sm;
   sm.on_link_up();
-  REQUIRE(sm.on_local_accepted() == 1);
-  REQUIRE(sm.on_local_accepted() == 2);
+  REQUIRE(accept(sm) == 1);
+  REQUIRE(accept(sm) == 2);
   deliver(sm, record(Message::STREAM_RESET, 2));
   CHECK(fx.take() == Lines{"send STREAM_START 1", "send STREAM_RESET 1", "close 1 abort",
                            "send STREAM_START 2", "close 2 flush"});
 }
 
-// docs/interop.md: the reference destination processes records that share a
-// WebSocket read with STREAM_START only when a later message arrives. A
-// source therefore follows the first DATA of each stream with three empty
-// DATA records, 20, 200 and 2000 ms later.
-TEST_CASE("session: a source nudges after the first DATA of a stream") {
-  RecordingEffects fx;
-  SessionMachine sm(Mode::source, fx);
-  sm.on_link_up();
-  REQUIRE(sm.on_local_accepted() == 1);
-  CHECK(fx.nudges.empty());
-  fx.take();
+// ---------------------------------------------------------------- V2 / V3
 
-  sm.on_local_data(1, "GET /");
-  CHECK(fx.take() == Lines{"data 1 5"});
-  CHECK(fx.nudges == Lines{"1 after 20 ms"});
-  sm.on_local_data(1, "more");
-  CHECK(fx.take() == Lines{"data 1 4"});
-  CHECK(fx.nudges.size() == 1);  // armed once per stream
+namespace {
 
-  sm.on_nudge_due(1);
-  CHECK(fx.take() == Lines{"data 1 0"});
-  CHECK(fx.nudges.back() == "1 after 180 ms");
-  sm.on_nudge_due(1);
-  CHECK(fx.take() == Lines{"data 1 0"});
-  CHECK(fx.nudges.back() == "1 after 1800 ms");
-  sm.on_nudge_due(1);
-  CHECK(fx.take() == Lines{"data 1 0"});
-  CHECK(fx.nudges.size() == 3);
-  // The schedule is over: a late call sends nothing, more data arms nothing.
-  sm.on_nudge_due(1);
-  sm.on_local_data(1, "x");
-  CHECK(fx.take() == Lines{"data 1 1"});
-  CHECK(fx.nudges.size() == 3);
-  CHECK(sm.counters().records_out == 7);  // START, 3 DATA, 3 nudges
+Message stream_rec(Message::Type type, std::int32_t stream, std::string service,
+                   std::uint32_t conn = 0, std::string payload = {}) {
+  Message m = record(type, stream, std::move(payload));
+  if (!service.empty()) m.set_serviceid(std::move(service));
+  if (conn != 0) m.set_connectionid(conn);
+  return m;
 }
 
-TEST_CASE("session: nudges end with their stream and re-arm for the next") {
-  RecordingEffects fx;
-  SessionMachine sm(Mode::source, fx);
-  sm.on_link_up();
-  REQUIRE(sm.on_local_accepted() == 1);
-  sm.on_local_data(1, "a");
-  sm.on_local_closed(1);
-  fx.take();
-  sm.on_nudge_due(1);  // the stream is gone: its id is stale for the peer
-  CHECK(fx.take().empty());
-
-  REQUIRE(sm.on_local_accepted() == 2);
-  fx.take();
-  sm.on_local_data(2, "b");
-  CHECK(fx.nudges == Lines{"1 after 20 ms", "2 after 20 ms"});
-  fx.take();
-  sm.on_nudge_due(1);  // stale timer
-  CHECK(fx.take().empty());
-  sm.on_nudge_due(2);
-  CHECK(fx.take() == Lines{"data 2 0"});
-
-  sm.on_link_down();
-  fx.take();
-  sm.on_nudge_due(2);
-  CHECK(fx.take().empty());
+tunnel::MachineOptions services(std::vector<std::string> ids, std::size_t max_conns = 128) {
+  tunnel::MachineOptions o;
+  o.services = std::move(ids);
+  o.max_connections = max_conns;
+  return o;
 }
 
-TEST_CASE("session: a destination never nudges and writes nothing for an empty DATA") {
+}  // namespace
+
+TEST_CASE("v2: service set must match SERVICE_IDS, naming both sets") {
   RecordingEffects fx;
-  SessionMachine sm(Mode::destination, fx);
-  sm.on_link_up();
-  deliver(sm, record(Message::STREAM_START, 4));
-  sm.on_local_connected(4);
-  deliver(sm, record(Message::DATA, 4));  // a source's nudge
-  CHECK(fx.take() == Lines{"open 4"});
-  sm.on_local_data(4, "200 OK");
-  CHECK(fx.take() == Lines{"data 4 6"});
-  CHECK(fx.nudges.empty());
-  sm.on_nudge_due(4);
-  CHECK(fx.take().empty());
-  CHECK(sm.counters().stale_records_ignored == 0);
+  SessionMachine sm(Mode::source, fx, services({"SSH1", "HTTP1"}));
+  sm.on_link_up(2);
+  SUBCASE("same set in another order") {
+    deliver(sm, service_ids({"HTTP1", "SSH1"}));
+    CHECK(fx.take().empty());
+  }
+  SUBCASE("a different set is fatal") {
+    deliver(sm, service_ids({"SSH1", "RDP1"}));
+    const auto lines = fx.take();
+    REQUIRE(lines.size() == 1);
+    CHECK(starts_with(lines[0],
+                      "fatal service mismatch: the tunnel has services {RDP1, SSH1} but "
+                      "this session is configured for {HTTP1, SSH1}"));
+  }
+  SUBCASE("one unnamed service cannot carry several") {
+    RecordingEffects f2;
+    SessionMachine one(Mode::destination, f2);
+    one.on_link_up(3);
+    deliver(one, service_ids({"A", "B"}));
+    REQUIRE(f2.log.size() == 1);
+    CHECK(starts_with(f2.log[0], "fatal tunnel has 2 services {A, B}; name a local port"));
+  }
+}
+
+TEST_CASE("v2: one stream per service, serviceId on every record") {
+  RecordingEffects fx;
+  SessionMachine sm(Mode::source, fx, services({"SSH1", "HTTP1"}));
+  sm.on_link_up(2);
+  deliver(sm, service_ids({"SSH1", "HTTP1"}));
+  CHECK(accept(sm, "SSH1") == 1);
+  CHECK(accept(sm, "HTTP1") == 2);
+  CHECK_FALSE(sm.can_accept("SSH1"));  // V2: one at a time per service
+  sm.on_local_data(ConnRef{"HTTP1", 2, 1}, "GET");
+  deliver(sm, stream_rec(Message::DATA, 1, "SSH1", 0, "banner"));
+  deliver(sm, stream_rec(Message::DATA, 2, "HTTP1", 0, "200"));
+  CHECK(fx.take() == Lines{"send STREAM_START 1 service=SSH1", "send STREAM_START 2 service=HTTP1",
+                           "data 2 3 service=HTTP1", "write 1@SSH1 banner", "write 2@HTTP1 200"});
+  deliver(sm, stream_rec(Message::STREAM_RESET, 2, "HTTP1"));
+  CHECK(fx.take() == Lines{"close 2@HTTP1 flush"});
+  CHECK(sm.active_stream("SSH1") == 1);
+  CHECK(sm.can_accept("HTTP1"));
+  SUBCASE("a record without serviceId on a multi-service tunnel is a protocol error") {
+    deliver(sm, record(Message::DATA, 1, "x"));
+    const auto lines = fx.take();
+    REQUIRE(lines.size() == 1);
+    CHECK(starts_with(lines[0], "error DATA without serviceId"));
+  }
+  SUBCASE("CONNECTION_START is not V2") {
+    deliver(sm, stream_rec(Message::CONNECTION_START, 1, "SSH1", 2));
+    CHECK(starts_with(fx.take().at(0),
+                      "error CONNECTION_START received, but this session speaks V2"));
+  }
+}
+
+TEST_CASE("v1 link with several services fails the session") {
+  RecordingEffects fx;
+  SessionMachine sm(Mode::destination, fx, services({"SSH1", "HTTP1"}));
+  sm.on_link_up(1);
+  REQUIRE(fx.log.size() == 1);
+  CHECK(starts_with(fx.log[0], "fatal the service chose protocol V1, which carries one service"));
+}
+
+TEST_CASE("v3 source: waits for the peer's version, then multiplexes") {
+  RecordingEffects fx;
+  SessionMachine sm(Mode::source, fx, services({"WEB"}, 3));
+  sm.on_link_up(3);
+  deliver(sm, service_ids({"WEB"}));
+  const auto c1 = sm.on_local_accepted("WEB");
+  REQUIRE(c1);
+  CHECK(*c1 == ConnRef{"WEB", 1, 1});
+  CHECK(fx.take() == Lines{"send STREAM_START 1/1 service=WEB"});
+  // Unknown peer: a second client waits.
+  CHECK_FALSE(sm.can_accept("WEB"));
+  CHECK(sm.peer_connections() == tunnel::PeerConnections::unknown);
+
+  SUBCASE("a DATA with connectionId proves V3") {
+    deliver(sm, stream_rec(Message::DATA, 1, "WEB", 1, "hi"));
+    CHECK(sm.peer_connections() == tunnel::PeerConnections::multiple);
+    CHECK(fx.accept_ready_calls == 1);
+    CHECK(sm.can_accept("WEB"));
+    const auto c2 = sm.on_local_accepted("WEB");
+    const auto c3 = sm.on_local_accepted("WEB");
+    REQUIRE(c2);
+    REQUIRE(c3);
+    CHECK(c2->connection_id == 2);
+    // The limit (3): the fourth is refused, nothing else changes.
+    CHECK_FALSE(sm.on_local_accepted("WEB"));
+    CHECK(sm.counters().connections_refused == 1);
+    sm.on_local_data(*c3, "abc");
+    deliver(sm, stream_rec(Message::DATA, 1, "WEB", 2, "two"));
+    CHECK(fx.take() == Lines{"write 1@WEB hi", "send CONNECTION_START 1/2 service=WEB",
+                             "send CONNECTION_START 1/3 service=WEB", "data 1/3 3 service=WEB",
+                             "write 1/2@WEB two"});
+    // CONNECTION_RESET closes just that client.
+    deliver(sm, stream_rec(Message::CONNECTION_RESET, 1, "WEB", 2));
+    CHECK(fx.take() == Lines{"close 1/2@WEB flush"});
+    CHECK(sm.live(*c3));
+    CHECK(sm.live(*c1));
+    // A local close sends CONNECTION_RESET; the stream stays.
+    sm.on_local_closed(*c1);
+    CHECK(fx.take() == Lines{"send CONNECTION_RESET 1/1 service=WEB"});
+    CHECK(sm.active_stream("WEB") == 1);
+    // STREAM_RESET closes all of the stream's connections.
+    deliver(sm, stream_rec(Message::STREAM_RESET, 1, "WEB"));
+    CHECK(fx.take() == Lines{"close 1/3@WEB flush"});
+    CHECK(sm.connection_count() == 0);
+    CHECK_FALSE(sm.active_stream("WEB"));
+  }
+  SUBCASE("a DATA without connectionId proves V1/V2: one at a time") {
+    deliver(sm, stream_rec(Message::DATA, 1, "WEB", 0, "hi"));
+    CHECK(sm.peer_connections() == tunnel::PeerConnections::single);
+    CHECK_FALSE(sm.can_accept("WEB"));
+    sm.on_local_data(*c1, "x");
+    sm.on_local_closed(*c1);
+    CHECK(fx.take() ==
+          Lines{"write 1@WEB hi", "data 1 1 service=WEB", "send STREAM_RESET 1 service=WEB"});
+    CHECK(sm.can_accept("WEB"));
+    CHECK(accept(sm, "WEB") == 2);
+    CHECK(fx.take() == Lines{"send STREAM_START 2 service=WEB"});
+  }
+  SUBCASE("a STREAM_RESET teaches nothing (the relay sends it for any peer)") {
+    deliver(sm, stream_rec(Message::STREAM_RESET, 1, "WEB"));
+    CHECK(sm.peer_connections() == tunnel::PeerConnections::unknown);
+  }
+  SUBCASE("a source never accepts CONNECTION_START") {
+    deliver(sm, stream_rec(Message::CONNECTION_START, 1, "WEB", 5));
+    CHECK(starts_with(fx.take().at(0), "error CONNECTION_START (stream 1) received by a source"));
+  }
+  SUBCASE("link loss aborts every connection and forgets the peer") {
+    sm.on_link_down();
+    CHECK(fx.take() == Lines{"close 1@WEB abort"});
+    CHECK(sm.peer_connections() == tunnel::PeerConnections::unknown);
+  }
+}
+
+TEST_CASE("v3 source told -y V3 does not wait") {
+  RecordingEffects fx;
+  auto o = services({});
+  o.assume_v3_peer = true;
+  SessionMachine sm(Mode::source, fx, o);
+  sm.on_link_up(3);
+  CHECK(accept(sm) == 1);
+  CHECK(sm.can_accept(""));
+  const auto c2 = sm.on_local_accepted();
+  REQUIRE(c2);
+  CHECK(fx.take() == Lines{"send STREAM_START 1/1", "send CONNECTION_START 1/2"});
+}
+
+TEST_CASE("v3 destination") {
+  RecordingEffects fx;
+  SessionMachine sm(Mode::destination, fx, services({"SSH1", "HTTP1"}, 2));
+  sm.on_link_up(3);
+  deliver(sm, service_ids({"SSH1", "HTTP1"}));
+
+  SUBCASE("V3 source: connections open, duplicate and over-limit ids are reset") {
+    deliver(sm, stream_rec(Message::STREAM_START, 7, "HTTP1", 1));
+    deliver(sm, stream_rec(Message::CONNECTION_START, 7, "HTTP1", 2));
+    deliver(sm, stream_rec(Message::DATA, 7, "HTTP1", 2, "GET"));
+    CHECK(fx.take() == Lines{"open 7@HTTP1", "open 7/2@HTTP1", "write 7/2@HTTP1 GET"});
+    deliver(sm, stream_rec(Message::CONNECTION_START, 7, "HTTP1", 3));  // limit 2
+    CHECK(fx.take() == Lines{"send CONNECTION_RESET 7/3 service=HTTP1"});
+    deliver(sm, stream_rec(Message::CONNECTION_START, 7, "HTTP1", 2));  // duplicate
+    CHECK(fx.take() == Lines{"close 7/2@HTTP1 abort", "send CONNECTION_RESET 7/2 service=HTTP1"});
+    // Answers carry the connectionId.
+    sm.on_local_connected(ConnRef{"HTTP1", 7, 1});
+    sm.on_local_data(ConnRef{"HTTP1", 7, 1}, "200");
+    CHECK(fx.take() == Lines{"data 7/1 3 service=HTTP1"});
+    // The other service is independent.
+    deliver(sm, stream_rec(Message::STREAM_START, 8, "SSH1", 1));
+    CHECK(fx.take() == Lines{"open 8@SSH1"});
+    CHECK(sm.connection_count() == 2);
+  }
+  SUBCASE("local connect failure resets just that connection") {
+    deliver(sm, stream_rec(Message::STREAM_START, 7, "HTTP1", 1));
+    deliver(sm, stream_rec(Message::CONNECTION_START, 7, "HTTP1", 2));
+    fx.take();
+    sm.on_local_connect_failed(ConnRef{"HTTP1", 7, 2});
+    CHECK(fx.take() == Lines{"send CONNECTION_RESET 7/2 service=HTTP1"});
+    CHECK(sm.live(ConnRef{"HTTP1", 7, 1}));
+  }
+  SUBCASE("a V1/V2 source (no connectionId) gets answers without one") {
+    deliver(sm, stream_rec(Message::STREAM_START, 3, "SSH1"));
+    CHECK(sm.peer_connections() == tunnel::PeerConnections::single);
+    deliver(sm, stream_rec(Message::DATA, 3, "SSH1", 0, "x"));
+    sm.on_local_data(ConnRef{"SSH1", 3, 1}, "y");
+    sm.on_local_closed(ConnRef{"SSH1", 3, 1});
+    CHECK(fx.take() == Lines{"open 3@SSH1", "write 3@SSH1 x", "data 3 1 service=SSH1",
+                             "send STREAM_RESET 3 service=SSH1"});
+  }
+  SUBCASE("CONNECTION_START without connectionId is a protocol error") {
+    deliver(sm, stream_rec(Message::STREAM_START, 7, "HTTP1", 1));
+    deliver(sm, stream_rec(Message::CONNECTION_START, 7, "HTTP1", 0));
+    CHECK(starts_with(fx.take().back(), "error CONNECTION_START (stream 7) without connectionId"));
+  }
+}
+
+TEST_CASE("v3 machine survives arbitrary record sequences") {
+  // A cheap deterministic fuzz: every record type, ids and services in a
+  // small range, both modes; the machine must neither crash nor keep more
+  // connections than its limit.
+  for (Mode mode : {Mode::source, Mode::destination}) {
+    RecordingEffects fx;
+    SessionMachine sm(mode, fx, services({"A", "B"}, 4));
+    sm.on_link_up(3);
+    std::uint32_t x = 12345;
+    auto rnd = [&x](std::uint32_t n) {
+      x = x * 1103515245u + 12345u;
+      return (x >> 16) % n;
+    };
+    for (int i = 0; i < 20000; ++i) {
+      const auto type = static_cast<Message::Type>(rnd(9));
+      const char* svc[] = {"", "A", "B", "C"};
+      Message m = stream_rec(type, static_cast<std::int32_t>(rnd(4)), svc[rnd(4)], rnd(6), "p");
+      if (rnd(50) == 0) m = service_ids({"A", "B"});
+      deliver(sm, m);
+      if (rnd(5) == 0 && mode == Mode::source) (void)sm.on_local_accepted(rnd(2) ? "A" : "B");
+      if (rnd(7) == 0)
+        sm.on_local_closed(ConnRef{rnd(2) ? "A" : "B", static_cast<int>(rnd(4)), rnd(6)});
+      if (rnd(500) == 0) {
+        sm.on_link_down();
+        sm.on_link_up(static_cast<int>(1 + rnd(3)));
+      }
+      CHECK(sm.connection_count() <= 8);
+      fx.log.clear();
+    }
+  }
 }

@@ -43,6 +43,30 @@ TEST_SUITE("session_request") {
     CHECK(c.client_token.empty());
   }
 
+  TEST_CASE("several services (V2/V3) and a forced protocol version") {
+    control::OpenRequest r = dest_request();
+    r.clear_target();
+    auto* m = r.add_services();
+    m->set_name("SSH1");
+    m->set_address("22");
+    m = r.add_services();
+    m->set_name("HTTP1");
+    m->set_address("127.0.0.1:80");
+    r.set_protocol_version(3);
+    const auto c = proxy_config_from(r, tunnel::Settings{});
+    REQUIRE(c.services.size() == 2);
+    CHECK(c.services[0] == tunnel::ServiceMapping{"SSH1", tunnel::HostPort{"localhost", 22}});
+    CHECK(c.services[1].local == tunnel::HostPort{"127.0.0.1", 80});
+    CHECK(c.protocol_version == 3);
+    r.set_target("22");
+    CHECK(error_of(r).find("either services or one target") != std::string::npos);
+    r.clear_target();
+    *r.add_services() = r.services(0);
+    CHECK(error_of(r).find("given twice") != std::string::npos);
+    r.set_protocol_version(4);
+    CHECK_FALSE(error_of(r).empty());
+  }
+
   TEST_CASE("a source listens on the bind address, default from settings") {
     control::OpenRequest r = dest_request();
     r.set_mode(control::MODE_SOURCE);

@@ -246,7 +246,12 @@ TEST_SUITE("tunnelctl_cli") {
     CHECK(has(with_region({"--mode", "destination"}), "destination mode needs -d/--target"));
     CHECK(has(with_region({}), "no mode"));
     CHECK(has(with_region({"--mode", "sauce", "-s", "5000"}), "invalid --mode 'sauce'"));
-    CHECK(has(with_region({"-s", "SSH1=5555"}), "not supported"));
+    CHECK(has(with_region({"-s", "SSH1=5555,SSH1=6666"}), "twice"));
+    CHECK(has(with_region({"-s", "SSH1=5555,6666"}), "NAME=[HOST:]PORT"));
+    CHECK(has(with_region({"-d", "A=1,B=2,C=3,D=4"}), "at most 3"));
+    CHECK(has(with_region({"--service", "A=1"}), "--service needs --mode"));
+    CHECK(has(with_region({"-s", "5000", "--service", "A=1"}), "replaces -s/--listen"));
+    CHECK(has(with_region({"-s", "5000", "-y", "V4"}), "expected V1, V2 or V3"));
     CHECK(has(with_region({"-d", "0"}), "1..65535"));
     CHECK(has(with_region({"-s", "99999"}), "-s/--listen"));
     CHECK(has(with_region({"-s", "10.0.0.1:5000", "-b", "127.0.0.1"}), "one place"));
@@ -256,7 +261,6 @@ TEST_SUITE("tunnelctl_cli") {
     CHECK(has(with_region({"-s", "5000", "-c", "/nonexistent/certs"}), "not a directory"));
     CHECK(has(with_region({"-s", "5000", "--cafile", "/nonexistent/ca.pem"}), "not a file"));
     CHECK(has(with_region({"-s", "5000", "--bogus"}), "unknown option '--bogus'"));
-    CHECK(has(with_region({"-s", "5000", "-y", "V1"}), "unknown option '-y'"));
   }
 
   TEST_CASE("bad settings JSON is refused with the file and the key") {
@@ -461,6 +465,27 @@ TEST_SUITE("tunnelctl_cli") {
     CHECK(parse({"--timeout", "0.5", "list"}).timeout == 500ms);
   }
 
+  TEST_CASE("open with several services and a forced protocol version") {
+    auto req =
+        make_request(
+            parse({"open", "-d", "SSH1=22,HTTP1=127.0.0.1:80", "-r", "us-east-1", "-y", "v2"}), 1)
+            .open_request();
+    CHECK(req.mode() == tunneld::control::MODE_DESTINATION);
+    REQUIRE(req.services_size() == 2);
+    CHECK(req.services(0).name() == "SSH1");
+    CHECK(req.services(1).address() == "127.0.0.1:80");
+    CHECK(req.target().empty());
+    CHECK(req.protocol_version() == 2);
+    req = make_request(parse({"open", "--mode", "source", "--service", "SSH1=5555", "--service",
+                              "WEB=0", "-r", "us-east-1"}),
+                       1)
+              .open_request();
+    CHECK(req.mode() == tunneld::control::MODE_SOURCE);
+    REQUIRE(req.services_size() == 2);
+    CHECK(req.services(1).name() == "WEB");
+    CHECK(req.protocol_version() == 0);
+  }
+
   TEST_CASE("requests carry the version, the id and the command's body") {
     const auto r_open = make_request(parse({"open", "-s", "5000", "-r", "us-east-1"}), 42);
     CHECK(r_open.version() == tunneld::control::kProtocolVersion);
@@ -569,7 +594,9 @@ TEST_SUITE("tunnelctl_cli") {
     CHECK(j["uptime_s"] == 3723);
     CHECK(j["channel_id"] == "chan-0042");
     CHECK(j["https_proxy"] == "");
-    CHECK(j.size() == 18);
+    CHECK(j.size() == 20);
+    CHECK(j["services"].is_array());
+    CHECK(j["connections"].is_array());
     ListResponse list;
     *list.add_sessions() = sample_session();
     const auto l = nlohmann::json::parse(list_json(list));

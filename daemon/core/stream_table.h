@@ -1,0 +1,83 @@
+// The local connections of one session, keyed by service, stream and
+// connection id (protocol.md sections 5 and 6), with what each one holds:
+//
+//  - tunnel-bound: one read chunk at most per connection ("one buffer in
+//    flight per direction"). A connection with bytes waiting stops reading
+//    its socket; the session takes chunks in round-robin order across the
+//    connections (next_ready / consumed), so one busy connection cannot
+//    starve the others of the WebSocket.
+//  - local-bound: the LocalConnection's own write queue. The table sums them
+//    so the session can bound its memory (docs/architecture.md, "Memory and
+//    stuck connections").
+//
+// It owns no libuv handle: the LocalConnections close themselves. A null
+// connection pointer is allowed (unit tests).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "session_machine.h"
+
+namespace tunnel {
+
+class LocalConnection;
+
+struct StreamEntry {
+  ConnRef ref;
+  LocalConnection* conn = nullptr;
+  std::string pending;  // tunnel-bound bytes not yet handed to the machine
+  std::size_t pending_off = 0;
+  bool queued = false;  // in the round-robin queue
+  std::uint64_t bytes_to_tunnel = 0;
+  std::uint64_t bytes_from_tunnel = 0;
+  std::chrono::steady_clock::time_point started;
+  std::string peer;
+
+  std::size_t pending_bytes() const { return pending.size() - pending_off; }
+};
+
+class StreamTable {
+ public:
+  StreamTable() = default;
+  StreamTable(const StreamTable&) = delete;
+  StreamTable& operator=(const StreamTable&) = delete;
+
+  // Replaces an entry with the same ref (the caller closed the old one).
+  StreamEntry& add(const ConnRef& ref, LocalConnection* conn,
+                   std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+  StreamEntry* find(const ConnRef& ref);
+  StreamEntry* find(const LocalConnection* conn);
+  // Forgets the entry; returns its connection for the caller to close.
+  LocalConnection* remove(const ConnRef& ref);
+  // Forgets every entry; returns their connections.
+  std::vector<LocalConnection*> take_all();
+
+  // Tunnel-bound bytes read from e's socket: kept, and the socket paused
+  // until they have been consumed.
+  void stash(StreamEntry& e, std::string_view bytes);
+  // The next connection with bytes waiting, in round-robin order; null if none.
+  StreamEntry* next_ready();
+  // n bytes of e's waiting bytes were sent. e goes to the back of the queue if
+  // some remain; otherwise its socket reads again.
+  void consumed(StreamEntry& e, std::size_t n);
+
+  // Local-bound bytes queued in every connection's write queue.
+  std::size_t local_bound_bytes() const;
+  std::size_t size() const { return entries_.size(); }
+  bool empty() const { return entries_.empty(); }
+  const std::map<ConnRef, StreamEntry>& entries() const { return entries_; }
+
+ private:
+  std::map<ConnRef, StreamEntry> entries_;
+  std::unordered_map<const LocalConnection*, ConnRef> by_conn_;
+  std::deque<ConnRef> ready_;
+};
+
+}  // namespace tunnel

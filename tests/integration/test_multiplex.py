@@ -1,0 +1,329 @@
+#!/usr/bin/python3
+"""Several services and simultaneous connections per tunnel (protocol V2/V3),
+and mixed protocol versions, through tunnel-relay with real localproxies.
+
+    python3 tests/integration/test_multiplex.py BUILD_DIR [CASE_SUBSTRING...]
+"""
+import contextlib
+import hashlib
+import os
+import re
+import socket
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import (Runner, TestFailure, check, connect, echo_roundtrip,  # noqa: E402
+                     scaled)
+
+KIB = 1 << 10
+MIB = 1 << 20
+SERVICE_PORT_RE = r"listening on \S+:(\d+) for service (\S+)"
+
+r = Runner("multiplex")
+
+
+def service_ports(proc, names, timeout=None) -> dict:
+    """Source mode: {service: port} from the per-service 'listening on' lines."""
+    ports = {}
+    deadline = time.monotonic() + (timeout or scaled(15))
+    while set(ports) != set(names):
+        if time.monotonic() > deadline:
+            raise TestFailure(f"source listens for {sorted(ports)} only, wanted {sorted(names)}")
+        for line in proc.stderr_text().splitlines():
+            m = re.search(SERVICE_PORT_RE, line)
+            if m:
+                ports[m.group(2)] = int(m.group(1))
+        time.sleep(0.05)
+    return ports
+
+
+def mapping(ports: dict) -> str:
+    return ",".join(f"{name}=127.0.0.1:{port}" for name, port in ports.items())
+
+
+def multi_tunnel(h, names, echo_ports: dict, src_extra=None, dst_extra=None, settings=None):
+    relay = h.start_relay()
+    t = relay.open_tunnel(services=names)
+    dst = h.start_localproxy("destination", t["destinationAccessToken"], relay,
+                             mapping(echo_ports), verbosity=5, settings=settings,
+                             extra=dst_extra)
+    src = h.start_localproxy("source", t["sourceAccessToken"], relay,
+                             ",".join(f"{n}=0" for n in names), verbosity=5,
+                             settings=settings, extra=["-b", "127.0.0.1"] + (src_extra or []))
+    return relay, dst, src, service_ports(src, names)
+
+
+def run_parallel(jobs):
+    """jobs: list of callables; returns their results, re-raising the first error."""
+    results = [None] * len(jobs)
+    errors = []
+
+    def run(i, fn):
+        try:
+            results[i] = fn()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i, fn), daemon=True) for i, fn in enumerate(jobs)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(scaled(120))
+    if errors:
+        raise errors[0]
+    return results
+
+
+def ping(sock, payload: bytes, timeout: float = 5.0) -> bytes:
+    sock.settimeout(timeout)
+    sock.sendall(payload)
+    buf = b""
+    while len(buf) < len(payload):
+        d = sock.recv(65536)
+        if not d:
+            break
+        buf += d
+    return buf
+
+
+def closed_by_peer(sock, timeout: float) -> bool:
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+@r.case("three services at once, random data both ways, SHA-256 per connection")
+def _(h):
+    names = ["SSH1", "HTTP1", "DB1"]
+    echoes = {n: h.echo_server() for n in names}
+    _, dst, src, ports = multi_tunnel(h, names, {n: e.port for n, e in echoes.items()})
+    sizes = {"SSH1": [3 * MIB, 64 * KIB], "HTTP1": [1 * MIB, 2 * MIB], "DB1": [512 * KIB, 1]}
+    jobs = [(n, size) for n in names for size in sizes[n]]
+    results = run_parallel([lambda n=n, s=s: echo_roundtrip(ports[n], s, scaled(60))
+                            for n, s in jobs])
+    for (n, size), (sent, got, _) in zip(jobs, results):
+        check(sent == got, f"{n}, {size} bytes: SHA-256 differs")
+    for n in names:
+        check(echoes[n].wait_connections(2, scaled(5)),
+              f"service {n}: {echoes[n].connections} connections reached it, wanted 2")
+    check(src.alive() and dst.alive(), "a localproxy exited")
+
+
+@r.case("50 simultaneous connections, one reader stalled for 2 s: the others finish, nothing lost")
+def _(h):
+    echo = h.echo_server()
+    _, dst, src, ports = multi_tunnel(h, ["WEB"], {"WEB": echo.port})
+    port = ports["WEB"]
+    size = 256 * KIB
+    stalled_size = 768 * KIB
+    done_at = []
+
+    def normal():
+        res = echo_roundtrip(port, size, scaled(60))
+        done_at.append(time.monotonic())
+        return res
+
+    def stalled():
+        s = connect(port)
+        payload = os.urandom(stalled_size)
+        threading.Thread(target=lambda: s.sendall(payload), daemon=True).start()
+        time.sleep(2.0)  # reads nothing meanwhile
+        stop_at = time.monotonic()
+        got = hashlib.sha256()
+        n = 0
+        s.settimeout(scaled(30))
+        while n < stalled_size:
+            d = s.recv(1 << 18)
+            if not d:
+                break
+            got.update(d)
+            n += len(d)
+        s.close()
+        return hashlib.sha256(payload).hexdigest(), got.hexdigest(), stop_at
+
+    t0 = time.monotonic()
+    results = run_parallel([stalled] + [normal] * 49)
+    sent, got, stop_at = results[0]
+    check(sent == got, "the stalled reader lost or corrupted bytes")
+    for i, (s1, s2, _) in enumerate(results[1:]):
+        check(s1 == s2, f"connection {i + 1}: SHA-256 differs")
+    late = [t for t in done_at if t > stop_at]
+    check(len(done_at) == 49, f"{len(done_at)} of 49 normal connections finished")
+    check(not late, f"{len(late)} normal connections waited for the stalled reader "
+                    f"(all done {max(done_at) - t0:.1f} s after start, stall ended "
+                    f"{stop_at - t0:.1f} s)")
+    for p, name in ((src, "source"), (dst, "destination")):
+        peak = rss_kib(p.proc.pid)
+        check(peak < 200 * 1024, f"{name} peak RSS {peak} KiB")
+    print(f"  49 connections done in {max(done_at) - t0:.2f} s while one reader stalled 2 s")
+
+
+@r.case("a local reader that never reads is reset alone after 1 MiB; the others go on")
+def _(h):
+    echo = h.echo_server()
+    # A service that accepts and never reads: its connection gets stuck.
+    stuck_srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    stuck_srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    stuck_srv.bind(("127.0.0.1", 0))
+    stuck_srv.listen(4)
+    h.sockets.append(stuck_srv)
+    _, dst, src, ports = multi_tunnel(h, ["OK1", "STUCK1"],
+                                      {"OK1": echo.port, "STUCK1": stuck_srv.getsockname()[1]})
+    good = connect(ports["OK1"])
+    check(ping(good, b"before\n") == b"before\n", "no echo")
+    stuck = connect(ports["STUCK1"])
+    sent = [0]
+
+    def push():
+        chunk = b"z" * 65536
+        try:
+            for _ in range(24 * 16):  # 24 MiB
+                stuck.sendall(chunk)
+                sent[0] += len(chunk)
+        except OSError:
+            pass
+
+    th = threading.Thread(target=push, daemon=True)
+    th.start()
+    check(closed_by_peer(stuck, scaled(15)), "the stuck connection was not reset")
+    th.join(scaled(5))
+    check(sent[0] < 24 * MIB, "all 24 MiB were accepted although nobody reads")
+    check(ping(good, b"after\n") == b"after\n", "the other connection was hurt")
+    dst.wait_line(r"local reader is stuck", scaled(5))
+    check(src.alive() and dst.alive(), "a localproxy exited")
+    stuck.close()
+    good.close()
+
+
+@r.case("connection limit: the 129th is refused, the 128 others unharmed")
+def _(h):
+    echo = h.echo_server()
+    _, _, src, ports = multi_tunnel(h, ["WEB"], {"WEB": echo.port})
+    port = ports["WEB"]
+    socks = []
+    try:
+        for i in range(128):
+            s = connect(port)
+            socks.append(s)
+            check(ping(s, b"hello %d\n" % i) == b"hello %d\n" % i, f"connection {i + 1}: no echo")
+        try:
+            extra = connect(port)
+        except ConnectionResetError:
+            pass  # refused so fast that the handshake itself saw the reset
+        else:
+            check(closed_by_peer(extra, scaled(5)), "the 129th connection was not closed")
+            extra.close()
+        for i, s in enumerate(socks):
+            check(ping(s, b"again %d\n" % i) == b"again %d\n" % i,
+                  f"connection {i + 1} hurt by the refusal")
+        check(re.search(r"refused.*128 simultaneous connections", src.stderr_text()) is not None,
+              "source did not log the refusal")
+    finally:
+        for s in socks:
+            s.close()
+
+
+@r.case("destination local connect failure: CONNECTION_RESET closes just that client")
+def _(h):
+    echo = h.echo_server()
+    dead = h.dead_port()
+    settings = {"tcp.connection_retry_count": 1, "tcp.connection_retry_delay_ms": 50}
+    _, dst, src, ports = multi_tunnel(h, ["OK1", "DEAD1"], {"OK1": echo.port, "DEAD1": dead},
+                                      settings=settings)
+    good = connect(ports["OK1"])
+    check(ping(good, b"first\n") == b"first\n", "no echo on the working service")
+    second = connect(ports["OK1"])
+    check(ping(second, b"second\n") == b"second\n", "no echo on a second connection")
+    bad = connect(ports["DEAD1"])
+    bad.sendall(b"x")
+    check(closed_by_peer(bad, scaled(10)), "the client of the failing service was not closed")
+    check(ping(good, b"still\n") == b"still\n", "the other service's connection was hurt")
+    check(ping(second, b"still2\n") == b"still2\n", "the second connection was hurt")
+    dst.wait_line(r"CONNECTION_RESET|resetting it", scaled(5))
+    check(src.alive() and dst.alive(), "a localproxy exited")
+    good.close()
+    second.close()
+
+
+@r.case("service set mismatch: clear error naming both sets, localproxy exits 1")
+def _(h):
+    relay = h.start_relay()
+    t = relay.open_tunnel(services=["SSH1", "HTTP1"])
+    src = h.start_localproxy("source", t["sourceAccessToken"], relay, "SSH1=0,RDP1=0",
+                             verbosity=4, extra=["-b", "127.0.0.1"])
+    rc = src.wait_exit(scaled(15))
+    check(rc == 1, f"localproxy exit status {rc}, wanted 1")
+    err = src.stderr_text()
+    check("service mismatch" in err and "{HTTP1, SSH1}" in err and "{RDP1, SSH1}" in err,
+          f"no clear mismatch error: {err[-600:]!r}")
+
+
+# Version pairs (docs/architecture.md, "Protocol versions"): every pair
+# carries data; a V1/V2 end means one connection per service at a time (a
+# second client waits until the first one ends), V3 with V3 carries both at
+# once.
+PAIRS = [
+    ("V3", "V1", False), ("V1", "V3", False), ("V2", "V2", False),
+    ("V3", "V2", False), ("V2", "V3", False), ("V3", "V3", True),
+]
+
+
+def version_args(v):
+    return [] if v == "V3" else ["-y", v]
+
+
+@r.case("mixed versions through tunnel-relay: V3/V1, V1/V3, V2/V2, V3/V2, V2/V3, V3/V3")
+def _(h):
+    echo = h.echo_server()
+    relay = h.start_relay()
+    for src_v, dst_v, simultaneous in PAIRS:
+        t = relay.open_tunnel(services=["WEB"])
+        dst = h.start_localproxy("destination", t["destinationAccessToken"], relay,
+                                 f"WEB=127.0.0.1:{echo.port}", verbosity=5,
+                                 extra=version_args(dst_v))
+        src = h.start_localproxy("source", t["sourceAccessToken"], relay, "WEB=0", verbosity=5,
+                                 extra=["-b", "127.0.0.1"] + version_args(src_v))
+        port = service_ports(src, ["WEB"])["WEB"]
+        pair = f"{src_v} source with {dst_v} destination"
+        a = connect(port)
+        check(ping(a, b"a1\n", scaled(10)) == b"a1\n", f"{pair}: no echo")
+        b = connect(port)
+        b.sendall(b"b1\n")
+        b.settimeout(1.0)
+        try:
+            early = b.recv(16)
+        except socket.timeout:
+            early = b""
+        if simultaneous:
+            check(early == b"b1\n", f"{pair}: second connection not served at once")
+        else:
+            check(early == b"", f"{pair}: second connection served while the first is open")
+            check(ping(a, b"a2\n") == b"a2\n", f"{pair}: first connection hurt")
+            a.close()
+            b.settimeout(scaled(10))
+            check(b.recv(16) == b"b1\n", f"{pair}: the waiting connection never got served")
+        a.close()
+        b.close()
+        check(src.alive() and dst.alive(), f"{pair}: a localproxy exited")
+        for p in (src, dst):
+            p.terminate()
+
+
+if __name__ == "__main__":
+    r.main()

@@ -1,0 +1,72 @@
+// The stream table's round robin and bookkeeping (no sockets: entries
+// without a LocalConnection).
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "stream_table.h"
+
+using tunnel::ConnRef;
+using tunnel::StreamEntry;
+using tunnel::StreamTable;
+
+namespace {
+
+// Drains the table as the session does: one chunk of at most `chunk` bytes
+// per turn; returns "service/conn:bytes" per turn.
+std::vector<std::string> drain(StreamTable& t, std::size_t chunk, int max_turns = 100) {
+  std::vector<std::string> turns;
+  while (max_turns-- > 0) {
+    StreamEntry* e = t.next_ready();
+    if (!e) break;
+    const std::size_t n = std::min(chunk, e->pending_bytes());
+    turns.push_back(e->ref.service + "/" + std::to_string(e->ref.connection_id) + ":" +
+                    e->pending.substr(e->pending_off, n));
+    t.consumed(*e, n);
+  }
+  return turns;
+}
+
+}  // namespace
+
+TEST_CASE("stream table: round robin across connections, one chunk per turn") {
+  StreamTable t;
+  auto& a = t.add(ConnRef{"A", 1, 1}, nullptr);
+  auto& b = t.add(ConnRef{"A", 1, 2}, nullptr);
+  auto& c = t.add(ConnRef{"B", 2, 1}, nullptr);
+  t.stash(a, "aaaaaa");  // a heavy connection
+  t.stash(b, "bb");
+  t.stash(c, "cc");
+  CHECK(drain(t, 2) == std::vector<std::string>{"A/1:aa", "A/2:bb", "B/1:cc", "A/1:aa", "A/1:aa"});
+  CHECK(t.next_ready() == nullptr);
+  CHECK(a.bytes_to_tunnel == 6);
+  CHECK(a.pending_bytes() == 0);
+}
+
+TEST_CASE("stream table: removed entries leave the queue; refs are replaced") {
+  StreamTable t;
+  auto& a = t.add(ConnRef{"", 1, 1}, nullptr);
+  auto& b = t.add(ConnRef{"", 1, 2}, nullptr);
+  t.stash(a, "x");
+  t.stash(b, "y");
+  CHECK(t.remove(ConnRef{"", 1, 1}) == nullptr);  // no connection object
+  CHECK(t.size() == 1);
+  CHECK(drain(t, 10) == std::vector<std::string>{"/2:y"});
+  CHECK(t.find(ConnRef{"", 1, 1}) == nullptr);
+  // A new entry with the same ref starts empty.
+  auto& again = t.add(ConnRef{"", 1, 2}, nullptr);
+  CHECK(again.pending_bytes() == 0);
+  CHECK(t.size() == 1);
+  CHECK(t.take_all().empty());
+  CHECK(t.empty());
+}
+
+TEST_CASE("stream table: bytes stashed while queued are appended in order") {
+  StreamTable t;
+  auto& a = t.add(ConnRef{"S", 3, 1}, nullptr);
+  t.stash(a, "he");
+  t.stash(a, "llo");
+  CHECK(drain(t, 64) == std::vector<std::string>{"S/1:hello"});
+  CHECK(t.local_bound_bytes() == 0);
+}
