@@ -114,6 +114,7 @@ void MqttLink::attempt() {
   state_ = State::connecting;
   last_lib_error_.clear();
   write_stalled_ = false;
+  tcp_connected_ = false;
   connect_started_ms_ = uv_now(loop_);
   int rc = mosquitto_tls_set(mosq_, options_.cafile.c_str(), nullptr, options_.certfile.c_str(),
                              options_.keyfile.c_str(), nullptr);
@@ -160,6 +161,7 @@ void MqttLink::sync_poll() {
     poll_fd_ = fd;
   }
   if (poll_ == nullptr) return;
+  note_tcp_progress();
   const bool want_write = mosquitto_want_write(mosq_) && !write_stalled_;
   const int events = UV_READABLE | UV_DISCONNECT | (want_write ? UV_WRITABLE : 0);
   if (events == poll_events_) return;
@@ -177,15 +179,13 @@ void MqttLink::on_poll(int status, int events) {
     // retrying its TLS handshake on the dead socket. Ask the socket.
     int err = 0;
     socklen_t len = sizeof err;
+    note_tcp_progress();
     if (::getsockopt(poll_fd_, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
       last_lib_error_ = std::strerror(err);
       lost(MOSQ_ERR_ERRNO);
       return;
     }
     if ((events & UV_DISCONNECT) != 0 || status < 0) {
-      last_lib_error_ =
-          "connection refused or closed before the TLS handshake completed; is a TLS MQTT broker "
-          "listening there?";
       lost(MOSQ_ERR_CONN_LOST);
       return;
     }
@@ -205,29 +205,34 @@ void MqttLink::on_poll(int status, int events) {
   sync_poll();
 }
 
-std::string MqttLink::describe_failure(int rc) const {
+// Tells "nothing listening" from "the TLS handshake failed" in messages.
+void MqttLink::note_tcp_progress() {
+  if (tcp_connected_ || state_ != State::connecting || poll_fd_ < 0) return;
+  sockaddr_storage peer{};
+  socklen_t len = sizeof peer;
+  if (::getpeername(poll_fd_, reinterpret_cast<sockaddr*>(&peer), &len) == 0) {
+    tcp_connected_ = true;
+  }
+}
+
+std::string MqttLink::describe_failure(int rc, bool was_connected) const {
   std::string what;
-  switch (rc) {
-    case MOSQ_ERR_CONN_REFUSED:
-      what = "the broker refused the connection";
-      break;
-    case MOSQ_ERR_ERRNO:
-    case MOSQ_ERR_CONN_LOST:
-      what = "connection failed";
-      break;
-    case MOSQ_ERR_TIMEOUT:
-      what = "timed out";
-      break;
-    default:
-      what = mosquitto_strerror(rc);
+  if (was_connected) {
+    what = rc == MOSQ_ERR_KEEPALIVE ? "no answer to keepalive pings" : "connection lost";
+  } else if (rc == MOSQ_ERR_TIMEOUT) {
+    what = "timed out";
+  } else if (rc == MOSQ_ERR_CONN_REFUSED) {
+    what = "the broker refused the MQTT connection";
+  } else if (!tcp_connected_) {
+    what = "cannot reach the broker (connection refused or nothing listening there)";
+  } else {
+    what = "the TLS handshake or the MQTT connect failed";
   }
   if (!last_lib_error_.empty()) what += " (" + last_lib_error_ + ")";
-  const bool cert_problem = last_lib_error_.find("alert") != std::string::npos ||
-                            last_lib_error_.find("certificate") != std::string::npos;
-  if (cert_problem) {
+  if (!was_connected && tcp_connected_ && rc != MOSQ_ERR_CONN_REFUSED) {
     what +=
-        "; check [notify] cert_file/key_file (the broker must trust this certificate) and "
-        "ca_file (it must sign the broker's)";
+        "; check [notify] cert_file and key_file (the broker must accept this client "
+        "certificate) and ca_file (it must have signed the broker's certificate)";
   }
   return what;
 }
@@ -243,11 +248,11 @@ void MqttLink::lost(int rc) {
   close_and_free(poll_);
   poll_fd_ = -1;
   poll_events_ = 0;
-  last_error_ = describe_failure(rc);
+  last_error_ = describe_failure(rc, was_connected);
   schedule_retry();
   const auto delay = uv_timer_get_due_in(retry_timer_);
   if (was_connected) {
-    log_->warn("notify: MQTT link to {}:{} lost: {}; reconnecting in {} ms", options_.host,
+    log_->warn("notify: MQTT link to {}:{} down: {}; reconnecting in {} ms", options_.host,
                options_.port, last_error_, delay);
   } else {
     log_->error("notify: cannot connect to the MQTT broker {}:{}: {}; retrying in {} ms",
@@ -274,6 +279,7 @@ void MqttLink::on_connect_cb(mosquitto* m, void* p, int rc) {
     return;  // libmosquitto drops the connection; lost() follows
   }
   self->state_ = State::connected;
+  self->tcp_connected_ = true;
   self->write_stalled_ = false;
   self->last_error_.clear();
   self->backoff_.reset();

@@ -76,8 +76,9 @@ class MqttLink {
   void sync_poll();
   void on_poll(int status, int events);
   void lost(int rc);
+  void note_tcp_progress();
   void schedule_retry();
-  std::string describe_failure(int rc) const;
+  std::string describe_failure(int rc, bool was_connected) const;
 
   static void on_connect_cb(mosquitto* m, void* self, int rc);
   static void on_disconnect_cb(mosquitto* m, void* self, int rc);
@@ -103,6 +104,7 @@ class MqttLink {
   // advance: writable interest then would wake the loop in a busy spin.
   bool write_stalled_ = false;
   std::uint64_t connect_started_ms_ = 0;
+  bool tcp_connected_ = false;  // this attempt's TCP connection was established
   std::string last_error_;
   std::string last_lib_error_;  // last error line libmosquitto logged
   std::uint64_t connects_ = 0;
