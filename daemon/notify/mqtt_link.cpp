@@ -126,8 +126,19 @@ void MqttLink::attempt() {
     rc = ever_attempted_ ? mosquitto_reconnect_async(mosq_)
                          : mosquitto_connect_async(mosq_, options_.host.c_str(), options_.port,
                                                    static_cast<int>(options_.keepalive_s));
+    const int err = errno;
     in_io_ = false;
     ever_attempted_ = ever_attempted_ || rc == MOSQ_ERR_SUCCESS;
+    // On loopback the connect, and even the TLS handshake, can fail inside
+    // this call: tell a refused connection from a broker that hung up.
+    if (rc == MOSQ_ERR_TLS || rc == MOSQ_ERR_TLS_HANDSHAKE || rc == MOSQ_ERR_PROTOCOL) {
+      tcp_connected_ = true;
+    } else if (rc == MOSQ_ERR_ERRNO) {
+      // libmosquitto reports TLS failures as EPROTO; a reset or broken pipe
+      // is the broker hanging up during the handshake.
+      if (err == ECONNRESET || err == EPIPE || err == EPROTO) tcp_connected_ = true;
+      if (last_lib_error_.empty()) last_lib_error_ = std::strerror(err);
+    }
   }
   if (rc != MOSQ_ERR_SUCCESS) {
     lost(rc);
@@ -175,6 +186,9 @@ void MqttLink::sync_poll() {
 void MqttLink::on_poll(int status, int events) {
   if (mosq_ == nullptr || state_ == State::closed) return;
   if (state_ == State::connecting && poll_fd_ >= 0) {
+    // An event without hang-up or error means the TCP connection was made
+    // (a refused connect shows up as EPOLLIN|EPOLLHUP|EPOLLERR at once).
+    if (status == 0 && (events & UV_DISCONNECT) == 0) tcp_connected_ = true;
     // libmosquitto does not notice a refused non-blocking connect: it keeps
     // retrying its TLS handshake on the dead socket. Ask the socket.
     int err = 0;
