@@ -80,9 +80,7 @@ void MqttLink::start() {
           return;
         }
         if (self->state_ == State::connecting || self->state_ == State::connected) {
-          self->in_io_ = true;
           const int rc = mosquitto_loop_misc(self->mosq_);
-          self->in_io_ = false;
           if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN) self->lost(rc);
           self->sync_poll();
         }
@@ -122,12 +120,10 @@ void MqttLink::attempt() {
     rc = mosquitto_tls_opts_set(mosq_, /*SSL_VERIFY_PEER*/ 1, "tlsv1.2", nullptr);
   }
   if (rc == MOSQ_ERR_SUCCESS) {
-    in_io_ = true;
     rc = ever_attempted_ ? mosquitto_reconnect_async(mosq_)
                          : mosquitto_connect_async(mosq_, options_.host.c_str(), options_.port,
                                                    static_cast<int>(options_.keepalive_s));
     const int err = errno;
-    in_io_ = false;
     ever_attempted_ = ever_attempted_ || rc == MOSQ_ERR_SUCCESS;
     // On loopback the connect, and even the TLS handshake, can fail inside
     // this call: tell a refused connection from a broker that hung up.
@@ -205,7 +201,6 @@ void MqttLink::on_poll(int status, int events) {
     }
   }
   int rc = MOSQ_ERR_SUCCESS;
-  in_io_ = true;
   if (status < 0 || (events & UV_READABLE) != 0) rc = mosquitto_loop_read(mosq_, 1);
   if ((events & UV_READABLE) != 0) write_stalled_ = false;
   if (rc == MOSQ_ERR_SUCCESS && (events & UV_WRITABLE) != 0 && mosquitto_socket(mosq_) >= 0) {
@@ -214,7 +209,6 @@ void MqttLink::on_poll(int status, int events) {
     // wait for the broker's bytes before asking again.
     if (state_ == State::connecting && mosquitto_want_write(mosq_)) write_stalled_ = true;
   }
-  in_io_ = false;
   if (rc != MOSQ_ERR_SUCCESS) lost(rc);
   sync_poll();
 }

@@ -98,7 +98,6 @@ class MqttLink {
   tunnel::Backoff backoff_;
   State state_ = State::idle;
   bool ever_attempted_ = false;
-  bool in_io_ = false;  // inside a mosquitto_loop_* call
   // While the TLS handshake runs, libmosquitto reports bytes to write (its
   // queued CONNECT) that it will only send after the handshake, which reads
   // advance: writable interest then would wake the loop in a busy spin.
