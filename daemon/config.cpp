@@ -17,6 +17,7 @@
 #include <set>
 
 #include "endpoint.h"
+#include "notify/notify_message.h"
 
 static_assert(TOML_EXCEPTIONS, "config.cpp expects toml::parse to throw toml::parse_error");
 
@@ -164,7 +165,7 @@ class Parser {
     }
     Config cfg;
     cfg.path = path_;
-    check_keys(root, "", {"control", "state_dir", "log", "settings", "session"});
+    check_keys(root, "", {"control", "state_dir", "log", "settings", "session", "notify"});
 
     if (const auto* t = get_table(root, "", "control")) read_control(*t, cfg.control);
     if (auto v = get_string(root, "", "state_dir")) {
@@ -192,6 +193,7 @@ class Parser {
         cfg.sessions.push_back(std::move(s));
       }
     }
+    if (const auto* t = get_table(root, "", "notify")) read_notify(*t, cfg.notify);
     return cfg;
   }
 
@@ -448,6 +450,133 @@ class Parser {
       fail(n, key, file + " holds spaces or control characters; it must hold the token alone");
     }
     return content;
+  }
+
+  // A private key: a regular file only its owner may access (as token files).
+  void require_private_file(const toml::node& n, std::string_view key, const std::string& file) {
+    struct stat st {};
+    if (::stat(file.c_str(), &st) != 0) {
+      fail(n, key, "cannot use " + file + ": " + std::strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode)) fail(n, key, file + " is not a regular file");
+    if ((st.st_mode & 077) != 0) {
+      fail(n, key,
+           file + " is accessible by group or others (mode " + mode_text(st.st_mode) +
+               "); a key file must be private: chmod 600 " + file);
+    }
+    if (::access(file.c_str(), R_OK) != 0) {
+      fail(n, key, "cannot read " + file + ": " + std::strerror(errno));
+    }
+  }
+
+  std::optional<std::int64_t> get_integer(const toml::table& t, std::string_view prefix,
+                                          std::string_view name, std::int64_t lo, std::int64_t hi) {
+    const toml::node* n = t.get(name);
+    if (n == nullptr) return std::nullopt;
+    if (!n->is_integer() || n->as_integer()->get() < lo || n->as_integer()->get() > hi) {
+      fail(*n, join_key(prefix, name),
+           "expected an integer from " + std::to_string(lo) + " to " + std::to_string(hi) +
+               ", got " +
+               (n->is_integer() ? std::to_string(n->as_integer()->get())
+                                : std::string(type_name(*n))));
+    }
+    return n->as_integer()->get();
+  }
+
+  void read_notify(const toml::table& t, NotifyConfig& out) {
+    constexpr std::string_view P = "notify";
+    out.line = line_of(t.source());
+    check_keys(t, P,
+               {"enabled", "broker", "thing_name", "client_id", "cert_file", "key_file", "ca_file",
+                "keepalive_s", "tunnel_endpoint", "tunnel_cafile", "tunnel_capath", "max_sessions",
+                "rate_burst", "rate_per_minute", "services"});
+    out.enabled = get_bool(t, P, "enabled").value_or(true);
+    out.services = notify::default_service_map();
+    if (const auto* s = get_table(t, P, "services")) {
+      // The table replaces the defaults, so that a device exposes only what it lists.
+      out.services.clear();
+      for (const auto& [k, v] : *s) {
+        const std::string key = "notify.services." + std::string(k.str());
+        if (!notify::is_valid_service_id(k.str())) {
+          fail_at(line_of(k.source()), key,
+                  "a service id is 1 to 127 characters of A-Z, a-z, 0-9, '_' and '-'");
+        }
+        if (!v.is_string()) {
+          fail(v, key, "expected \"[host:]port\", got " + std::string(type_name(v)));
+        }
+        std::string error;
+        const auto hp = tunnel::parse_host_port(v.as_string()->get(), "localhost", error);
+        if (!hp) fail(v, key, error);
+        if (hp->port == 0) fail(v, key, "port 0 is not a service port");
+        out.services[std::string(k.str())] = v.as_string()->get();
+      }
+    }
+    if (auto v = get_integer(t, P, "keepalive_s", 5, 3600)) {
+      out.keepalive_s = static_cast<std::uint32_t>(*v);
+    }
+    if (auto v = get_integer(t, P, "max_sessions", 1, 64)) {
+      out.max_sessions = static_cast<std::size_t>(*v);
+    }
+    if (auto v = get_integer(t, P, "rate_burst", 1, 1000)) out.rate_burst = static_cast<double>(*v);
+    if (auto v = get_integer(t, P, "rate_per_minute", 1, 6000)) {
+      out.rate_per_minute = static_cast<double>(*v);
+    }
+    std::string error;
+    if (auto v = get_string(t, P, "tunnel_endpoint")) {
+      if (!tunnel::parse_endpoint(*v, error))
+        fail(*t.get("tunnel_endpoint"), "notify.tunnel_endpoint", error);
+      out.tunnel_endpoint = *v;
+    }
+    if (auto v = get_string(t, P, "tunnel_cafile")) {
+      out.tunnel_cafile = resolve(*v);
+      require_path(*t.get("tunnel_cafile"), "notify.tunnel_cafile", out.tunnel_cafile, false);
+    }
+    if (auto v = get_string(t, P, "tunnel_capath")) {
+      out.tunnel_capath = resolve(*v);
+      require_path(*t.get("tunnel_capath"), "notify.tunnel_capath", out.tunnel_capath, true);
+    }
+    const auto thing = get_string(t, P, "thing_name");
+    if (thing && !notify::is_valid_thing_name(*thing)) {
+      fail(*t.get("thing_name"), "notify.thing_name",
+           "expected 1 to 128 characters of A-Z, a-z, 0-9, ':', '_' and '-', got " +
+               in_quotes(*thing));
+    }
+    const auto client_id = get_string(t, P, "client_id");
+    if (client_id && (client_id->empty() || client_id->size() > 128)) {
+      fail(*t.get("client_id"), "notify.client_id", "expected 1 to 128 characters");
+    }
+    const auto broker = get_string(t, P, "broker");
+    if (!out.enabled) return;
+    // Enabled: everything needed to connect must be there and usable now.
+    if (!broker) fail_at(out.line, "notify.broker", "missing; give broker = \"host:port\"");
+    {
+      // host:port; the port is required (8883 is only a convention).
+      const auto colon = broker->rfind(':');
+      const auto hp = tunnel::parse_host_port(*broker, "", error);
+      if (!hp || colon == std::string::npos || hp->host.empty() || hp->port == 0) {
+        fail(*t.get("broker"), "notify.broker",
+             "expected \"host:port\" such as \"broker.example.com:8883\", got " +
+                 in_quotes(*broker));
+      }
+      out.broker_host = hp->host;
+      out.broker_port = hp->port;
+    }
+    if (!thing) fail_at(out.line, "notify.thing_name", "missing; the IoT thing this device is");
+    out.thing_name = *thing;
+    out.client_id = client_id.value_or(*thing);
+    for (const auto& [key, slot] : {std::pair{"cert_file", &out.cert_file},
+                                    {"key_file", &out.key_file},
+                                    {"ca_file", &out.ca_file}}) {
+      const auto v = get_string(t, P, key);
+      const std::string full = join_key(P, key);
+      if (!v) fail_at(out.line, full, "missing; give the path of a PEM file");
+      *slot = resolve(*v);
+      if (std::string_view(key) == "key_file") {
+        require_private_file(*t.get(key), full, *slot);
+      } else {
+        require_path(*t.get(key), full, *slot, false);
+      }
+    }
   }
 
   void require_path(const toml::node& n, std::string_view key, const std::string& file,

@@ -8,6 +8,8 @@
 // Unknown keys are errors too: a typo must not silently fall back to a default.
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -65,6 +67,30 @@ struct SessionConfig {
   int line = 0;                   // line of the session's [[session]] header
 };
 
+// [notify]: tunnels opened by the IoT service's MQTT notification
+// (docs/notify.md). Paths are resolved; the key file was checked to be private.
+struct NotifyConfig {
+  bool enabled = false;  // true once a [notify] table is present, unless enabled = false
+  std::string broker_host;
+  std::uint16_t broker_port = 8883;
+  std::string thing_name;
+  std::string client_id;  // default: thing_name
+  std::string cert_file;
+  std::string key_file;
+  std::string ca_file;
+  std::uint32_t keepalive_s = 60;
+  // Where the notified sessions connect: empty = the region's endpoint.
+  std::string tunnel_endpoint;
+  std::string tunnel_cafile;
+  std::string tunnel_capath;
+  std::size_t max_sessions = 4;
+  double rate_burst = 5;
+  double rate_per_minute = 30;
+  std::map<std::string, std::string> services;  // service id -> [host:]port
+  int line = 0;                                 // of the [notify] header
+  bool operator==(const NotifyConfig&) const = default;
+};
+
 struct Config {
   std::string path;  // the file this was read from
   ControlConfig control;
@@ -72,6 +98,7 @@ struct Config {
   LogConfig log;
   tunnel::Settings settings;  // defaults for every session
   std::vector<SessionConfig> sessions;
+  NotifyConfig notify;
 };
 
 // Reads and parses `path`. Throws ConfigError.

@@ -8,6 +8,7 @@
 #include "control/control_codec.h"
 #include "journal_log.h"
 #include "logging.h"
+#include "notify/notify_message.h"
 #include "session_request.h"
 
 namespace tunneld {
@@ -27,6 +28,19 @@ bool same_proxy_config(const tunnel::ProxyConfig& a, const tunnel::ProxyConfig& 
 
 control::Response error(control::Response::Status s, std::string text) {
   return control::make_error(0, s, std::move(text));
+}
+
+auto notify_log() { return tunnel::logging::get("notify"); }
+
+const char* origin_name(int origin) {
+  switch (origin) {
+    case 0:
+      return "config";
+    case 2:
+      return "notify";
+    default:
+      return "tunnelctl";
+  }
 }
 
 }  // namespace
@@ -75,6 +89,7 @@ int Daemon::run() {
   if (status == 0) {
     restore_sessions();
     apply_config_sessions(config_);
+    apply_notify_config(config_.notify);
     for (auto [sig, num] :
          {std::pair{&sigterm_, SIGTERM}, {&sigint_, SIGINT}, {&sighup_, SIGHUP}}) {
       uv_signal_init(&loop_, sig);
@@ -112,6 +127,7 @@ int Daemon::run() {
     if (ws_) ws_->begin_shutdown();
   }
   uv_run(&loop_, UV_RUN_DEFAULT);
+  mqtt_.reset();
   sessions_.clear();
   control_.reset();
   ws_.reset();
@@ -182,7 +198,7 @@ void Daemon::on_session_done(const std::string& id, const tunnel::SessionOutcome
     // exhausted): it must not come back after a restart. tunnelctl still
     // shows it, with the reason, until it is closed.
     log()->info("session {} ({}) ended: {}", m.name, m.id, outcome.reason);
-    if (m.origin == Origin::control && store_) store_->remove(m.id);
+    if (m.origin != Origin::config && store_) store_->remove(m.id);
   }
   if (stopping_) {
     const bool all_done = std::all_of(sessions_.begin(), sessions_.end(),
@@ -205,7 +221,10 @@ void Daemon::restore_sessions() {
       continue;
     }
     std::string err;
-    if (start_session(s.id, Origin::control, std::move(cfg), err)) {
+    const bool notified = s.request.origin() == "notify";
+    if (Managed* m =
+            start_session(s.id, notified ? Origin::notify : Origin::control, std::move(cfg), err)) {
+      if (notified) m->thing = s.request.notify_thing();
       log()->info("session {} restored", s.id);
     } else {
       log()->error("session {} cannot be restored: {}", s.id, err);
@@ -282,6 +301,8 @@ control::Response Daemon::handle(const control::Request& request,
       return list();
     case Request::kStatusRequest:
       return status(request.status_request().session());
+    case Request::kNotifyStatusRequest:
+      return notify_status();
     case Request::kVersionRequest: {
       Response r = control::make_response(0, Response::OK);
       r.mutable_version_response()->set_daemon_version(TUNNELD_VERSION);
@@ -294,8 +315,15 @@ control::Response Daemon::handle(const control::Request& request,
 }
 
 control::Response Daemon::open(const control::OpenRequest& request) {
-  using control::Response;
   control::OpenRequest r = request;
+  // Only tunneld says where a session came from.
+  r.clear_origin();
+  r.clear_notify_thing();
+  return open_session(std::move(r), Origin::control);
+}
+
+control::Response Daemon::open_session(control::OpenRequest r, Origin origin) {
+  using control::Response;
   tunnel::ProxyConfig cfg;
   try {
     cfg = proxy_config_from(r, config_.settings);
@@ -317,11 +345,12 @@ control::Response Daemon::open(const control::OpenRequest& request) {
                  "cannot persist the session in " + store_->dir() + ": " + ec.message());
   }
   std::string err;
-  Managed* m = start_session(id, Origin::control, std::move(cfg), err);
+  Managed* m = start_session(id, origin, std::move(cfg), err);
   if (!m) {
     store_->remove(id);
     return error(Response::INVALID_ARGUMENT, err);
   }
+  m->thing = r.notify_thing();
   log()->info("session {} ({}) opened: {} {}", m->name, id,
               tunnel::to_string(m->session->config().mode), m->session->stats().local_address);
   Response resp = control::make_response(0, Response::OK);
@@ -337,7 +366,7 @@ control::Response Daemon::close_session(const std::string& key) {
   if (!m) return error(Response::NOT_FOUND, "no session '" + key + "' (see tunnelctl list)");
   const std::string id = m->id;
   log()->info("session {} ({}) closed by request", m->name, id);
-  if (m->origin == Origin::control) store_->remove(id);
+  if (m->origin != Origin::config) store_->remove(id);
   if (m->ended) {
     sessions_.erase(id);
   } else {
@@ -354,6 +383,8 @@ void Daemon::fill_info(const Managed& m, control::SessionInfo& info) const {
   fill_session_info(*m.session, info);
   info.set_rate_in(m.rate_in);
   info.set_rate_out(m.rate_out);
+  info.set_origin(origin_name(static_cast<int>(m.origin)));
+  info.set_notify_thing(m.thing);
 }
 
 control::Response Daemon::list() {
@@ -399,6 +430,8 @@ void Daemon::reload() {
     tunnel::logging::set_level(lvl);
   }
   apply_config_sessions(next);
+  apply_notify_config(next.notify);
+  config_.notify = next.notify;
   config_.sessions = next.sessions;
   config_.settings = next.settings;
   config_.log = next.log;
@@ -411,6 +444,7 @@ void Daemon::begin_stop() {
   stopping_ = true;
   notifier_.stopping();
   control_->close();
+  if (mqtt_) mqtt_->close();
   uv_timer_start(
       &stop_deadline_,
       [](uv_timer_t*) {
@@ -472,6 +506,157 @@ void Daemon::update_status() {
   }
   notifier_.status(fmt::format("{} session(s): {} connected, {} connecting, {} ended", total,
                                connected, connecting, ended));
+}
+
+}  // namespace tunneld
+
+// ------------------------------------------------------------ notify
+
+namespace tunneld {
+
+void Daemon::apply_notify_config(const NotifyConfig& next) {
+  notify_gate_.set_limits(
+      notify::GateLimits{next.max_sessions, next.rate_burst, next.rate_per_minute});
+  const bool running = mqtt_ != nullptr;
+  // Only the link's own settings reconnect it; the service map, the limits and
+  // the tunnel endpoint apply to the next notification without a reconnect.
+  const bool link_changed =
+      next.enabled != notify_config_.enabled || next.broker_host != notify_config_.broker_host ||
+      next.broker_port != notify_config_.broker_port ||
+      next.thing_name != notify_config_.thing_name || next.client_id != notify_config_.client_id ||
+      next.cert_file != notify_config_.cert_file || next.key_file != notify_config_.key_file ||
+      next.ca_file != notify_config_.ca_file || next.keepalive_s != notify_config_.keepalive_s;
+  notify_config_ = next;
+  if (running && !link_changed) return;
+  if (running) {
+    notify_log()->info("notify: [notify] changed: {}",
+                       next.enabled ? "reconnecting the MQTT link" : "MQTT link closed");
+    mqtt_->close();
+    mqtt_.reset();
+  }
+  if (!next.enabled) return;
+  notify::MqttLinkOptions o;
+  o.host = next.broker_host;
+  o.port = next.broker_port;
+  o.client_id = next.client_id;
+  o.cafile = next.ca_file;
+  o.certfile = next.cert_file;
+  o.keyfile = next.key_file;
+  o.keepalive_s = next.keepalive_s;
+  o.topic = notify::notify_topic(next.thing_name);
+  mqtt_ = std::make_unique<notify::MqttLink>(
+      &loop_, std::move(o),
+      [this](std::string_view topic, std::string_view payload) { on_notification(topic, payload); },
+      notify_log());
+  notify_log()->info("notify: connecting to {}:{} as {} for thing {}", next.broker_host,
+                     next.broker_port, next.client_id, next.thing_name);
+  mqtt_->start();
+}
+
+void Daemon::refuse_notification(const std::string& why) {
+  ++notify_refused_;
+  notify_last_refusal_ = why;
+  notify_log()->warn("notify: notification refused: {}", why);
+}
+
+void Daemon::drop_session(Managed& m, const char* why) {
+  const std::string id = m.id;
+  log()->info("session {} ({}) closed: {}", m.name, id, why);
+  if (m.origin != Origin::config) store_->remove(id);
+  if (m.ended) {
+    sessions_.erase(id);
+  } else {
+    m.removing = true;
+    m.session->stop();
+  }
+}
+
+void Daemon::on_notification(std::string_view topic, std::string_view payload) {
+  notify_last_unix_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  if (stopping_) return;
+  const std::string& thing = notify_config_.thing_name;
+  if (topic != notify::notify_topic(thing)) {
+    refuse_notification("message on a topic other than the thing's notify topic");
+    return;
+  }
+  notify::ParseResult parsed = notify::parse_notification(payload, notify_config_.services);
+  if (!parsed.notification) {
+    refuse_notification(parsed.refusal);
+    return;
+  }
+  const notify::Notification& n = *parsed.notification;
+
+  std::vector<notify::SessionView> views;
+  for (const auto& [id, m] : sessions_) {
+    if (m->origin != Origin::notify) continue;
+    views.push_back({id, m->thing, m->ended, m->removing});
+  }
+  const notify::GateDecision d = notify_gate_.admit(std::chrono::steady_clock::now(), thing, views);
+  if (!d.accept) {
+    refuse_notification(d.refusal);
+    return;
+  }
+  for (const std::string& id : d.replace) {
+    if (auto it = sessions_.find(id); it != sessions_.end() && !it->second->removing) {
+      drop_session(*it->second, "replaced by a newer notification");
+    }
+  }
+
+  control::OpenRequest r;
+  r.set_name("notify-" + thing);
+  r.set_mode(control::MODE_DESTINATION);
+  // kMaxServicesPerSession is 1 today: the first (only) target.
+  r.set_target(n.targets.front().target);
+  if (!notify_config_.tunnel_endpoint.empty()) {
+    r.set_endpoint(notify_config_.tunnel_endpoint);
+  } else {
+    r.set_region(n.region);
+  }
+  r.set_access_token(n.access_token);
+  r.set_cafile(notify_config_.tunnel_cafile);
+  r.set_capath(notify_config_.tunnel_capath);
+  r.set_origin("notify");
+  r.set_notify_thing(thing);
+  const control::Response resp = open_session(std::move(r), Origin::notify);
+  if (resp.status() != control::Response::OK) {
+    refuse_notification("cannot open the session: " + resp.error());
+    return;
+  }
+  ++notify_accepted_;
+  notify_log()->info("notify: notification accepted: session notify-{} ({}) for {} -> {}{}", thing,
+                     resp.open_response().session_id(), n.targets.front().service,
+                     n.targets.front().target,
+                     d.replace.empty() ? "" : " (replacing the previous session)");
+}
+
+control::Response Daemon::notify_status() {
+  control::Response r = control::make_response(0, control::Response::OK);
+  auto* s = r.mutable_notify_status_response();
+  const NotifyConfig& c = notify_config_;
+  s->set_enabled(c.enabled);
+  if (c.enabled) {
+    s->set_broker(c.broker_host + ":" + std::to_string(c.broker_port));
+    s->set_thing_name(c.thing_name);
+    s->set_client_id(c.client_id);
+    s->set_topic(notify::notify_topic(c.thing_name));
+  }
+  if (mqtt_) {
+    s->set_connected(mqtt_->connected());
+    s->set_last_error(mqtt_->last_error());
+    s->set_connects(mqtt_->connects());
+  }
+  s->set_last_notification_unix_ms(notify_last_unix_ms_);
+  s->set_accepted(notify_accepted_);
+  s->set_refused(notify_refused_);
+  s->set_last_refusal(notify_last_refusal_);
+  std::uint32_t n = 0;
+  for (const auto& [id, m] : sessions_) {
+    if (m->origin == Origin::notify && !m->removing && !m->ended) ++n;
+  }
+  s->set_sessions(n);
+  return r;
 }
 
 }  // namespace tunneld

@@ -17,6 +17,8 @@
 
 #include "config.h"
 #include "control/control_server.h"
+#include "notify/mqtt_link.h"
+#include "notify/notify_gate.h"
 #include "proxy_session.h"
 #include "state_store.h"
 #include "systemd_notify.h"
@@ -48,11 +50,12 @@ class Daemon final : public control::RequestHandler {
                            bool may_modify) override;
 
  private:
-  enum class Origin { config, control };
+  enum class Origin { config, control, notify };
   struct Managed {
     std::string id;
     std::string name;
     Origin origin = Origin::control;
+    std::string thing;  // Origin::notify: the thing whose notification opened it
     // Config sessions: the [[session]] as read from the file (before the
     // daemon filled in a generated client token), to tell changes on reload.
     tunnel::ProxyConfig from_file;
@@ -65,6 +68,9 @@ class Daemon final : public control::RequestHandler {
   };
 
   control::Response open(const control::OpenRequest& r);
+  // The one path from an OpenRequest to a persisted, running session, for
+  // tunnelctl open and for notifications alike.
+  control::Response open_session(control::OpenRequest r, Origin origin);
   control::Response list();
   control::Response status(const std::string& key);
   control::Response close_session(const std::string& key);
@@ -84,6 +90,13 @@ class Daemon final : public control::RequestHandler {
   std::string new_id() const;
   void fill_info(const Managed& m, control::SessionInfo& info) const;
 
+  // ---- notify (docs/notify.md)
+  void apply_notify_config(const NotifyConfig& next);
+  void on_notification(std::string_view topic, std::string_view payload);
+  void refuse_notification(const std::string& why);
+  void drop_session(Managed& m, const char* why);
+  control::Response notify_status();
+
   Config config_;
   std::string config_path_;
   Overrides overrides_;
@@ -93,6 +106,12 @@ class Daemon final : public control::RequestHandler {
   std::optional<StateStore> store_;
   platform::SystemdNotifier notifier_;
   std::map<std::string, std::unique_ptr<Managed>> sessions_;  // by id
+  std::unique_ptr<notify::MqttLink> mqtt_;
+  NotifyConfig notify_config_;  // what mqtt_ runs with
+  notify::NotifyGate notify_gate_{notify::GateLimits{}};
+  std::uint64_t notify_accepted_ = 0, notify_refused_ = 0;
+  std::int64_t notify_last_unix_ms_ = 0;
+  std::string notify_last_refusal_;
   uv_signal_t sigterm_{}, sigint_{}, sighup_{};
   uv_timer_t tick_timer_{};     // rates, STATUS=, watchdog
   uv_timer_t stop_deadline_{};  // the 5 s promise of a graceful stop

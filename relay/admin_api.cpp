@@ -55,6 +55,8 @@ std::string_view reason_phrase(int status) {
       return "Request Header Fields Too Large";
     case 500:
       return "Internal Server Error";
+    case 502:
+      return "Bad Gateway";
     case 501:
       return "Not Implemented";
     case 505:
@@ -66,6 +68,12 @@ std::string_view reason_phrase(int status) {
 
 HttpResponse error(int status, std::string message) {
   return HttpResponse{status, json{{"error", std::move(message)}}.dump()};
+}
+
+bool valid_thing_name(const std::string& name) {
+  return !name.empty() && name.size() <= 128 && std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == ':' || c == '_' || c == '-';
+  });
 }
 
 json to_json(const TunnelView& t) {
@@ -185,13 +193,36 @@ HttpResponse AdminApi::open(std::string_view body) {
       lifetime = std::chrono::seconds(it->get<long long>());
     }
   }
+  std::string thing;
+  if (!trim(body).empty()) {
+    const json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
+    if (const auto it = doc.find("thingName"); it != doc.end() && !it->is_null()) {
+      if (!it->is_string() || !valid_thing_name(it->get_ref<const std::string&>()))
+        return error(400,
+                     "thingName must be 1 to 128 characters of A-Z, a-z, 0-9, ':', '_' and '-'");
+      thing = it->get<std::string>();
+      if (notifier_ == nullptr)
+        return error(400, "thingName needs a relay started with --notify-broker");
+      if (services.empty())
+        return error(400, "thingName needs services: the notification tells the device which");
+    }
+  }
   std::string why;
   if (!valid_service_list(services, why)) return error(400, why);
+  const std::vector<std::string> notified_services = services;
   const OpenedTunnel t = control_.open_tunnel(std::move(services), lifetime);
-  return HttpResponse{200, json{{"tunnelId", t.id},
-                                {"sourceAccessToken", t.source_token},
-                                {"destinationAccessToken", t.destination_token}}
-                               .dump()};
+  json reply{{"tunnelId", t.id},
+             {"sourceAccessToken", t.source_token},
+             {"destinationAccessToken", t.destination_token}};
+  if (!thing.empty()) {
+    if (!notifier_->notify(thing, t.destination_token, notified_services, why)) {
+      control_.close_tunnel(t.id, "the notification could not be published");
+      return error(502, why);
+    }
+    reply["thingName"] = thing;
+    reply["notified"] = true;
+  }
+  return HttpResponse{200, reply.dump()};
 }
 
 HttpResponse AdminApi::list() const {

@@ -1,5 +1,7 @@
 // The relay's admin API: plain HTTP/1.1 on a loopback port, JSON bodies.
-//   POST   /tunnels        {"services":[..],"lifetimeSeconds":N} (both optional)
+//   POST   /tunnels        {"services":[..],"lifetimeSeconds":N,"thingName":".."}
+//                           (all optional; thingName publishes the destination's
+//                           token to the notify broker, docs/notify.md)
 //   GET    /tunnels        every tunnel, closed ones included
 //   GET    /tunnels/<id>
 //   DELETE /tunnels/<id>   closes the tunnel
@@ -48,6 +50,17 @@ class TunnelControl {
   ~TunnelControl() = default;
 };
 
+// Tells a thing that a tunnel was opened for it (NotifyPublisher).
+class TunnelNotifier {
+ public:
+  // False with `error` (never holding the token) when it could not be sent.
+  virtual bool notify(const std::string& thing, const std::string& destination_token,
+                      const std::vector<std::string>& services, std::string& error) = 0;
+
+ protected:
+  ~TunnelNotifier() = default;
+};
+
 struct HttpRequest {
   std::string method;
   std::string target;
@@ -73,6 +86,8 @@ class AdminApi {
   AdminApi(TunnelControl& control, std::chrono::seconds default_lifetime,
            std::chrono::seconds max_lifetime);
   HttpResponse handle(std::string_view method, std::string_view target, std::string_view body);
+  // Without a notifier, a request naming a thing is refused (400).
+  void set_notifier(TunnelNotifier* notifier) { notifier_ = notifier; }
 
  private:
   HttpResponse open(std::string_view body);
@@ -81,6 +96,7 @@ class AdminApi {
   TunnelControl& control_;
   std::chrono::seconds default_lifetime_;
   std::chrono::seconds max_lifetime_;
+  TunnelNotifier* notifier_ = nullptr;
 };
 
 class AdminServer {

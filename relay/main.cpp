@@ -31,6 +31,16 @@ int run(int argc, char** argv) {
   app.add_option("--admin", admin, "HOST:PORT (loopback) for the admin HTTP API");
   app.add_option("--subprotocols", subprotocols,
                  "accepted subprotocols, e.g. 1.0,2.0,3.0 (default: all three)");
+  std::string notify_broker;
+  app.add_option("--notify-broker", notify_broker,
+                 "HOST:PORT (loopback) of an MQTT broker (TLS) to publish tunnel notifications to");
+  app.add_option("--notify-cafile", config.notify_cafile, "CA of the notify broker (PEM)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--notify-cert", config.notify_cert, "client certificate for the notify broker")
+      ->check(CLI::ExistingFile);
+  app.add_option("--notify-key", config.notify_key, "its key (PEM)")->check(CLI::ExistingFile);
+  app.add_option("--notify-region", config.notify_region,
+                 "region written into notifications (default us-east-1)");
   app.add_option("-v,--verbosity", level, "trace|debug|info|warn|error|off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app.set_version_flag("--version", std::string("tunnel-relay ") + TUNNELD_VERSION);
@@ -47,6 +57,10 @@ int run(int argc, char** argv) {
   if (!admin.empty()) {
     config.admin = relay::parse_host_port(admin, error);
     if (!config.admin) return usage_error("--admin " + admin, error);
+  }
+  if (!notify_broker.empty()) {
+    config.notify_broker = relay::parse_host_port(notify_broker, error);
+    if (!config.notify_broker) return usage_error("--notify-broker " + notify_broker, error);
   }
   for (const std::string& t : tunnels) {
     auto spec = relay::parse_tunnel_spec(t, error);

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "admin_api.h"
+#include "notify_publisher.h"
 #include "relay_server.h"
 
 namespace relay {
@@ -44,8 +45,28 @@ class RelayProcess {
     bool ok = server_.start(error);
     if (ok && config_.admin) {
       api_.emplace(server_, config_.default_lifetime, config_.max_lifetime);
+      if (config_.notify_broker) {
+        NotifyPublisherConfig n;
+        n.host = config_.notify_broker->host;
+        n.port = config_.notify_broker->port;
+        n.cafile = config_.notify_cafile;
+        n.certfile = config_.notify_cert;
+        n.keyfile = config_.notify_key;
+        n.region = config_.notify_region;
+        try {
+          notifier_.emplace(std::move(n));
+          // Ready means usable: give the broker a moment before saying so.
+          if (!notifier_->wait_connected(5000))
+            spdlog::get("relay")->warn("notify broker {} not connected yet (retrying)",
+                                       config_.notify_broker->to_string());
+          api_->set_notifier(&*notifier_);
+        } catch (const std::exception& e) {
+          error = e.what();
+          ok = false;
+        }
+      }
       admin_.emplace(&loop_, *api_);
-      ok = admin_->listen(*config_.admin, admin_bound, error);
+      if (ok) ok = admin_->listen(*config_.admin, admin_bound, error);
     }
     int rc = 0;
     if (!ok) {
@@ -92,6 +113,7 @@ class RelayProcess {
   const RelayConfig& config_;
   uv_loop_t loop_{};
   RelayServer server_;
+  std::optional<NotifyPublisher> notifier_;  // before api_: it outlives the API's use
   std::optional<AdminApi> api_;
   std::optional<AdminServer> admin_;
   std::vector<uv_signal_t*> signals_;  // owned; freed from their close callbacks

@@ -187,6 +187,20 @@ bool RelayConfig::validate(std::string& error) const {
     error = "--subprotocols must name at least one subprotocol";
     return false;
   }
+  if (notify_broker) {
+    if (!notify_broker->is_loopback()) {
+      error = "--notify-broker must be a loopback address (the relay is a test tool)";
+      return false;
+    }
+    if (notify_cafile.empty() || notify_cert.empty() || notify_key.empty()) {
+      error = "--notify-broker needs --notify-cafile, --notify-cert and --notify-key";
+      return false;
+    }
+    if (!admin) {
+      error = "--notify-broker needs --admin (notifications are sent when it opens a tunnel)";
+      return false;
+    }
+  }
   return true;
 }
 

@@ -65,6 +65,14 @@ struct RelayConfig {
   std::chrono::seconds default_lifetime{12 * 3600};  // POST /tunnels without lifetimeSeconds
   std::chrono::seconds max_lifetime{12 * 3600};
 
+  // --notify-broker: publish tunnel notifications for POST /tunnels with a
+  // thingName (docs/notify.md). Loopback only, TLS with a client certificate.
+  std::optional<HostPort> notify_broker;
+  std::string notify_cafile;
+  std::string notify_cert;
+  std::string notify_key;
+  std::string notify_region = "us-east-1";
+
   bool tls() const { return !tls_cert.empty(); }
   // Cross-field checks (TLS pair, plain ws only on loopback, admin on loopback).
   bool validate(std::string& error) const;

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # A guided tour of tunneld on loopback: installs what is missing, builds, then
-# runs a whole tunnel (our relay + tunneld hosting the destination session,
-# opened with tunnelctl, in front of a tiny web server + a reference-compatible
-# localproxy as the source) and fetches a page through it, explaining each
-# step. Everything it starts is stopped on exit, even on ^C.
+# runs the whole AWS flow on one machine: an MQTT broker (mosquitto, TLS with
+# client certificates), our relay standing in for the tunneling service, and
+# tunneld on the "device" with [notify]. Opening a tunnel for the thing through
+# the relay's admin API publishes the tunnel notification; tunneld starts the
+# destination session by itself (no tunnelctl call on the device), in front of
+# a tiny web server, and a reference-compatible localproxy as the source
+# fetches a page through it. Everything it starts is stopped on exit, even on ^C.
 #
 #   scripts/demo.sh                 # BUILD_DIR=build by default
 #   BUILD_DIR=build-x scripts/demo.sh
@@ -82,7 +85,7 @@ say "built $RELAY, $TUNNELD, $TUNNELCTL and $LOCALPROXY"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tunneld-demo.XXXXXX")
 chmod 700 "$WORK"
 
-step "3. Making a throwaway certificate authority and a server certificate"
+step "3. Making a throwaway certificate authority, a server certificate and two client certificates"
 (
   cd "$WORK"
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
@@ -93,32 +96,48 @@ step "3. Making a throwaway certificate authority and a server certificate"
   printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
   openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
     -out server.pem -days 1 -extfile server.ext 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth\n' >client.ext
+  for who in device relay; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout "$who.key" -out "$who.csr" -subj "/CN=$who" 2>/dev/null
+    openssl x509 -req -in "$who.csr" -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -out "$who.pem" -days 1 -extfile client.ext 2>/dev/null
+  done
+  chmod 600 ./*.key
 ) || die "openssl could not make the demo certificates"
 say "CA: $WORK/ca.pem   server certificate for 127.0.0.1 / localhost"
+say "client certificates: device.pem (tunneld), relay.pem (the relay's publisher)"
 
-step "4. Starting the relay (our stand-in for the cloud tunneling service)"
+step "4. Starting an MQTT broker (mosquitto) on loopback: TLS, client certificates required"
+MQTT_PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+{
+  echo "per_listener_settings false"
+  echo "allow_anonymous true"
+  echo "persistence false"
+  echo "log_dest stderr"
+  # As root, mosquitto would drop to a user that cannot read $WORK.
+  if [[ $(id -u) -eq 0 ]]; then echo "user root"; fi
+  echo "listener $MQTT_PORT 127.0.0.1"
+  echo "cafile $WORK/ca.pem"
+  echo "certfile $WORK/server.pem"
+  echo "keyfile $WORK/server.key"
+  echo "require_certificate true"
+} >"$WORK/mosquitto.conf"
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+"$MOSQUITTO" -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
+pids+=($!)
+wait_line "$WORK/mosquitto.log" 'running' 10 >/dev/null || die "mosquitto did not start"
+say "broker: mqtts://127.0.0.1:$MQTT_PORT (where the cloud would publish)"
+
+step "5. Starting the relay (our stand-in for the cloud tunneling service and its MQTT publisher)"
 "$RELAY" --listen 127.0.0.1:0 --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key" \
-  --admin 127.0.0.1:0 >"$WORK/relay.out" 2>"$WORK/relay.log" &
+  --admin 127.0.0.1:0 --notify-broker "127.0.0.1:$MQTT_PORT" --notify-cafile "$WORK/ca.pem" \
+  --notify-cert "$WORK/relay.pem" --notify-key "$WORK/relay.key" \
+  >"$WORK/relay.out" 2>"$WORK/relay.log" &
 pids+=($!)
 ready=$(wait_line "$WORK/relay.out" '"event" *: *"ready"' 10) || die "the relay did not get ready in 10 s"
 read -r RELAY_ADDR ADMIN_ADDR < <($PY -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["listen"], r["admin"])' "$ready")
 say "relay: wss://$RELAY_ADDR   admin API: http://$ADMIN_ADDR"
-
-step "5. Opening a tunnel through the admin API (like the cloud's OpenTunnel)"
-$PY - "$ADMIN_ADDR" "$WORK/tunnel.json" <<'PY' || die "POST /tunnels failed"
-import json, os, sys, urllib.request
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-req = urllib.request.Request(f"http://{sys.argv[1]}/tunnels", data=b"{}", method="POST",
-                             headers={"Content-Type": "application/json"})
-with opener.open(req, timeout=10) as r:
-    t = json.load(r)
-fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-with os.fdopen(fd, "w") as f:
-    json.dump(t, f)
-PY
-read -r TUNNEL_ID SRC_TOKEN DST_TOKEN < <($PY -c 'import json,sys; t=json.load(open(sys.argv[1])); print(t["tunnelId"], t["sourceAccessToken"], t["destinationAccessToken"])' "$WORK/tunnel.json")
-say "tunnel $TUNNEL_ID: one access token for each end (kept out of argv and logs;"
-say "they reach each localproxy in AWSIOT_TUNNEL_ACCESS_TOKEN)"
 
 step "6. Starting a tiny web server on the 'device' side"
 mkdir -p "$WORK/www"
@@ -129,25 +148,58 @@ line=$(wait_line "$WORK/http.log" 'port [0-9]+' 10) || die "the web server did n
 HTTP_PORT=$(sed -E 's/.*port ([0-9]+).*/\1/' <<<"$line")
 say "web server: http://127.0.0.1:$HTTP_PORT/hello.txt"
 
-step "7. tunneld, the daemon, with its control socket and state directory in $WORK"
-"$TUNNELD" --socket "$WORK/run/control.sock" --state-dir "$WORK/state" --log stderr \
-  >"$WORK/tunneld.log" 2>&1 &
+step "7. tunneld on the device, with [notify]: it subscribes to its thing's notify topic"
+cat >"$WORK/tunneld.toml" <<TOML
+[notify]
+broker = "127.0.0.1:$MQTT_PORT"
+thing_name = "demo-device"
+cert_file = "device.pem"
+key_file = "device.key"               # mode 0600, or tunneld refuses to start
+ca_file = "ca.pem"
+tunnel_endpoint = "wss://$RELAY_ADDR"  # the demo relay instead of the region's endpoint
+tunnel_cafile = "ca.pem"
+
+[notify.services]
+HTTP = "127.0.0.1:$HTTP_PORT"
+TOML
+sed 's/^/    /' "$WORK/tunneld.toml"
+"$TUNNELD" --config "$WORK/tunneld.toml" --socket "$WORK/run/control.sock" \
+  --state-dir "$WORK/state" --log stderr >"$WORK/tunneld.log" 2>&1 &
 TUNNELD_PID=$!
 pids+=("$TUNNELD_PID")
 wait_line "$WORK/tunneld.log" 'ready' 10 >/dev/null || die "tunneld did not get ready (see $WORK/tunneld.log)"
+wait_line "$WORK/tunneld.log" 'MQTT link up' 10 >/dev/null \
+  || die "tunneld's MQTT link did not come up (see $WORK/tunneld.log)"
 export TUNNELD_SOCKET=$WORK/run/control.sock
-say "tunneld --socket $TUNNELD_SOCKET --state-dir $WORK/state   (pid $TUNNELD_PID)"
+say "tunneld --config tunneld.toml --socket $TUNNELD_SOCKET --state-dir $WORK/state   (pid $TUNNELD_PID)"
 
-step "8. tunnelctl open: a destination session in tunneld, in front of the web server"
-say "the token travels to tunneld over the control socket only (not in argv)"
-AWSIOT_TUNNEL_ACCESS_TOKEN=$DST_TOKEN "$TUNNELCTL" open -d "127.0.0.1:$HTTP_PORT" \
-  -e "wss://$RELAY_ADDR" --cafile "$WORK/ca.pem" --name web | sed 's/^/    /' \
-  || die "tunnelctl open failed (see $WORK/tunneld.log)"
-for _ in $(seq 50); do
-  "$TUNNELCTL" status web 2>/dev/null | grep -qi 'state.*connected' && break
+step "8. Opening a tunnel for thing demo-device through the admin API (OpenTunnel with destinationConfig)"
+$PY - "$ADMIN_ADDR" "$WORK/tunnel.json" <<'PY' || die "POST /tunnels failed"
+import json, os, sys, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+req = urllib.request.Request(f"http://{sys.argv[1]}/tunnels", data=b'{"services":["HTTP"],"thingName":"demo-device"}', method="POST",
+                             headers={"Content-Type": "application/json"})
+with opener.open(req, timeout=10) as r:
+    t = json.load(r)
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "w") as f:
+    json.dump(t, f)
+PY
+read -r TUNNEL_ID SRC_TOKEN DST_TOKEN < <($PY -c 'import json,sys; t=json.load(open(sys.argv[1])); print(t["tunnelId"], t["sourceAccessToken"], t["destinationAccessToken"])' "$WORK/tunnel.json")
+say "tunnel $TUNNEL_ID: the relay published the destination's token on"
+say "\$aws/things/demo-device/tunnels/notify; the source token stays here (not in argv or logs)"
+say "on the device nobody runs tunnelctl open: tunneld reacts to the notification"
+for _ in $(seq 100); do
+  "$TUNNELCTL" status notify-demo-device 2>/dev/null | grep -qi 'state.*connected' && break
   sleep 0.1
 done
+"$TUNNELCTL" status notify-demo-device 2>/dev/null | grep -qi 'state.*connected' \
+  || die "tunneld did not open the notified session (see $WORK/tunneld.log)"
 "$TUNNELCTL" list | sed 's/^/    /'
+say "the MQTT link, with tunnelctl status (no session):"
+"$TUNNELCTL" status | sed 's/^/    /'
+
+
 
 step "9. Source: the reference-compatible localproxy connects to the relay, then listens"
 AWSIOT_TUNNEL_ACCESS_TOKEN=$SRC_TOKEN "$LOCALPROXY" -e "$RELAY_ADDR" --cafile "$WORK/ca.pem" \
@@ -177,7 +229,7 @@ sys.exit(f"no answer through the tunnel: {last}")
 PY
 ) || die "fetching through the tunnel failed"
 printf '    %sgot: %s%s\n' "$G" "$body" "$N"
-"$TUNNELCTL" status web | sed 's/^/    /'
+"$TUNNELCTL" status notify-demo-device | sed 's/^/    /'
 
 step "11. Closing the tunnel through the admin API (like CloseTunnel)"
 $PY - "$ADMIN_ADDR" "$TUNNEL_ID" <<'PY' || die "DELETE /tunnels failed"
@@ -192,7 +244,7 @@ else
   die "source localproxy still running 5 s after the tunnel was closed"
 fi
 for _ in $(seq 50); do
-  "$TUNNELCTL" status web 2>/dev/null | grep -qiE 'state.*closed' && break
+  "$TUNNELCTL" status notify-demo-device 2>/dev/null | grep -qiE 'state.*closed' && break
   sleep 0.1
 done
 say "tunneld's session saw it too:"

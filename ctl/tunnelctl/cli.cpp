@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -774,6 +775,10 @@ Invocation parse(int argc, const char* const* argv, const Env& env, const Stdin&
     const bool is_status = chosen == status_cmd;
     const auto& args = is_status ? status_args : close_args;
     const std::string name = is_status ? "status" : "close";
+    if (args.empty() && is_status) {
+      inv.command = Command::notify_status;
+      return inv;
+    }
     if (args.empty()) {
       throw UsageError("tunnelctl " + name + " needs a session: tunnelctl " + name +
                        " ID|NAME (tunnelctl list shows them)");
@@ -835,6 +840,8 @@ ordered_json session_object(const pb::SessionInfo& s) {
       {"https_proxy", s.https_proxy()},
       {"services", std::move(services)},
       {"connections", std::move(connections)},
+      {"origin", s.origin()},
+      {"notify_thing", s.notify_thing()},
   };
 }
 
@@ -907,6 +914,17 @@ Outcome render_ok(const Invocation& inv, const pb::Response& r) {
       o.out = inv.json ? session_json(r.status_response().session())
                        : format_status(r.status_response().session());
       return o;
+    case Command::notify_status: {
+      if (r.body_case() != pb::Response::kNotifyStatusResponse) {
+        return missing_body("the notify link's status");
+      }
+      const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+      o.out = inv.json ? notify_status_json(r.notify_status_response())
+                       : format_notify_status(r.notify_status_response(), now_ms);
+      return o;
+    }
     case Command::close:
       o.out = inv.json ? dump(ordered_json{{"closed", inv.session}})
                        : "closed " + printable(inv.session) + "\n";
@@ -980,6 +998,9 @@ pb::Request make_request(const Invocation& inv, std::uint64_t request_id) {
       break;
     case Command::status:
       r.mutable_status_request()->set_session(inv.session);
+      break;
+    case Command::notify_status:
+      r.mutable_notify_status_request();
       break;
     case Command::close:
       r.mutable_close_request()->set_session(inv.session);
@@ -1144,7 +1165,7 @@ std::string format_list(const pb::ListResponse& list) {
 }
 
 std::string format_status(const pb::SessionInfo& s) {
-  const std::vector<std::pair<const char*, std::string>> lines = {
+  std::vector<std::pair<const char*, std::string>> lines = {
       {"id", dash_if_empty(s.id())},
       {"name", dash_if_empty(s.name())},
       {"mode", std::string(mode_name(s.mode()))},
@@ -1166,6 +1187,12 @@ std::string format_status(const pb::SessionInfo& s) {
       {"uptime", format_duration(s.uptime_s())},
       {"last error", s.last_error().empty() ? "none" : printable(s.last_error())},
   };
+  if (!s.origin().empty()) {
+    lines.push_back(
+        {"origin", printable(s.origin()) + (s.notify_thing().empty()
+                                                ? std::string()
+                                                : " (thing " + printable(s.notify_thing()) + ")")});
+  }
   std::string out;
   for (const auto& [label, value] : lines) {
     out += pad(std::string(label) + ":", 12, false) + value + "\n";
@@ -1195,6 +1222,65 @@ std::string list_json(const pb::ListResponse& list) {
   return dump(ordered_json{{"sessions", std::move(sessions)}});
 }
 
+std::string format_notify_status(const pb::NotifyStatusResponse& s, std::int64_t now_unix_ms) {
+  if (!s.enabled()) {
+    return "notify:     disabled (no enabled [notify] table in tunneld.toml; see "
+           "docs/notify.md)\n";
+  }
+  std::string last = "none yet";
+  if (s.last_notification_unix_ms() > 0) {
+    const std::int64_t ms = s.last_notification_unix_ms();
+    const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    last = std::string(buf) + "Z";
+    if (now_unix_ms >= ms) {
+      last +=
+          " (" + format_duration(static_cast<std::uint64_t>((now_unix_ms - ms) / 1000)) + " ago)";
+    }
+  }
+  const std::vector<std::pair<const char*, std::string>> lines = {
+      {"notify", s.connected() ? "connected" : "not connected"},
+      {"broker", dash_if_empty(printable(s.broker()))},
+      {"thing", dash_if_empty(printable(s.thing_name()))},
+      {"client id", dash_if_empty(printable(s.client_id()))},
+      {"topic", dash_if_empty(printable(s.topic()))},
+      {"last notification", last},
+      {"accepted", std::to_string(s.accepted())},
+      {"refused",
+       std::to_string(s.refused()) +
+           (s.last_refusal().empty() ? "" : " (last: " + printable(s.last_refusal()) + ")")},
+      {"sessions", std::to_string(s.sessions())},
+      {"connects", std::to_string(s.connects())},
+      {"last error", s.last_error().empty() ? "none" : printable(s.last_error())},
+  };
+  std::string out;
+  for (const auto& [label, value] : lines) {
+    out += pad(std::string(label) + ":", 19, false) + value + "\n";
+  }
+  return out;
+}
+
+std::string notify_status_json(const pb::NotifyStatusResponse& s) {
+  return dump(ordered_json{
+      {"enabled", s.enabled()},
+      {"connected", s.connected()},
+      {"broker", s.broker()},
+      {"thing_name", s.thing_name()},
+      {"client_id", s.client_id()},
+      {"topic", s.topic()},
+      {"last_notification_unix_ms", s.last_notification_unix_ms()},
+      {"accepted", s.accepted()},
+      {"refused", s.refused()},
+      {"last_refusal", s.last_refusal()},
+      {"sessions", s.sessions()},
+      {"connects", s.connects()},
+      {"last_error", s.last_error()},
+  });
+}
+
 std::string help_text() {
   return R"(Usage: tunnelctl [--socket PATH] [--timeout SECONDS] [--json] COMMAND [ARGS]
 
@@ -1206,6 +1292,7 @@ Commands:
                           source, the port it listens on)
   list                    show every session
   status ID|NAME          show one session in detail
+  status                  show the MQTT notify link (docs/notify.md)
   close ID|NAME           close a session (and forget it across restarts)
   version                 show the versions of tunnelctl, tunneld and the
                           control protocol

@@ -38,6 +38,7 @@ enum class Command {
   open,
   list,
   status,
+  notify_status,  // status without a session: the MQTT notify link
   close,
   version,  // client, daemon and protocol versions
 };
@@ -102,6 +103,10 @@ std::string format_status(const tunneld::control::SessionInfo& info);
 // enums lower-case words ("source", "connected").
 std::string session_json(const tunneld::control::SessionInfo& info);
 std::string list_json(const tunneld::control::ListResponse& list);
+// The notify link (tunnelctl status without a session).
+std::string format_notify_status(const tunneld::control::NotifyStatusResponse& s,
+                                 std::int64_t now_unix_ms);
+std::string notify_status_json(const tunneld::control::NotifyStatusResponse& s);
 
 // "0 B", "512 B", "1.5 KiB", "3.2 GiB".
 std::string format_bytes(std::uint64_t bytes);

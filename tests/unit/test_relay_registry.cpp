@@ -1,15 +1,18 @@
 // tunnel-relay's pure parts: tunnel registry and admission rules, handshake
 // decisions (protocol.md section 2, service side), the record queue and
 // splitter that forward whole records, and the records the relay reads and
-// injects.
+// injects; the admin API's thingName notification.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "admin_api.h"
 #include "handshake.h"
+#include "notify_publisher.h"
 #include "record_queue.h"
 #include "record_splitter.h"
 #include "relay_config.h"
@@ -481,4 +484,58 @@ TEST_CASE("relay config parsing") {
   CHECK_FALSE(c.validate(error));  // key missing
   c.tls_key = "key.pem";
   CHECK(c.validate(error));
+}
+
+namespace {
+
+// A TunnelControl and TunnelNotifier that only record what they are asked.
+struct FakeRelay final : relay::TunnelControl, relay::TunnelNotifier {
+  std::vector<std::string> opened_services;
+  std::vector<std::string> closed;
+  std::string notified_thing, notified_token;
+  bool notify_ok = true;
+  relay::OpenedTunnel open_tunnel(std::vector<std::string> services,
+                                  std::chrono::seconds) override {
+    opened_services = services;
+    return {"t1", "src-token", "dst-token"};
+  }
+  bool close_tunnel(std::string_view id, std::string_view) override {
+    closed.emplace_back(id);
+    return true;
+  }
+  std::vector<relay::TunnelView> tunnels() const override { return {}; }
+  bool notify(const std::string& thing, const std::string& token, const std::vector<std::string>&,
+              std::string& error) override {
+    notified_thing = thing;
+    notified_token = token;
+    if (!notify_ok) error = "the notify broker is not connected";
+    return notify_ok;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("admin API: thingName publishes the destination token") {
+  FakeRelay fake;
+  relay::AdminApi api(fake, std::chrono::seconds(60), std::chrono::seconds(3600));
+  const std::string body = R"({"services":["SSH"],"thingName":"dev-1"})";
+  // Without a notifier the request is refused before any tunnel is opened.
+  CHECK(api.handle("POST", "/tunnels", body).status == 400);
+  CHECK(fake.opened_services.empty());
+  api.set_notifier(&fake);
+  const auto ok = api.handle("POST", "/tunnels", body);
+  CHECK(ok.status == 200);
+  CHECK(fake.notified_thing == "dev-1");
+  CHECK(fake.notified_token == "dst-token");
+  CHECK(ok.body.find("\"notified\":true") != std::string::npos);
+  CHECK(api.handle("POST", "/tunnels", R"({"thingName":"dev-1"})").status == 400);
+  CHECK(api.handle("POST", "/tunnels", R"({"services":["SSH"],"thingName":"a/b"})").status == 400);
+  fake.notify_ok = false;
+  const auto down = api.handle("POST", "/tunnels", body);
+  CHECK(down.status == 502);
+  CHECK(fake.closed == std::vector<std::string>{"t1"});
+  CHECK(down.body.find("dst-token") == std::string::npos);
+  CHECK(
+      relay::notification_payload("tok", "us-east-1", {"SSH"}) ==
+      R"({"clientAccessToken":"tok","clientMode":"destination","region":"us-east-1","services":["SSH"]})");
 }

@@ -432,7 +432,8 @@ TEST_SUITE("tunnelctl_cli") {
   TEST_CASE("command mistakes") {
     CHECK(has(usage_error({}), "no command given"));
     CHECK(has(usage_error({"frobnicate"}), "unknown command 'frobnicate'"));
-    CHECK(has(usage_error({"status"}), "tunnelctl status needs a session"));
+    // status without a session asks for the notify link instead (docs/notify.md).
+    CHECK(parse({"status"}).command == Command::notify_status);
     CHECK(has(usage_error({"close"}), "tunnelctl close needs a session"));
     CHECK(has(usage_error({"close", "a", "b"}), "takes one session"));
     CHECK(has(usage_error({"list", "extra"}), "unexpected argument 'extra' for tunnelctl list"));
@@ -594,15 +595,40 @@ TEST_SUITE("tunnelctl_cli") {
     CHECK(j["uptime_s"] == 3723);
     CHECK(j["channel_id"] == "chan-0042");
     CHECK(j["https_proxy"] == "");
-    CHECK(j.size() == 20);
     CHECK(j["services"].is_array());
     CHECK(j["connections"].is_array());
+    CHECK(j["origin"] == "");
+    CHECK(j["notify_thing"] == "");
+    CHECK(j.size() == 22);
     ListResponse list;
     *list.add_sessions() = sample_session();
     const auto l = nlohmann::json::parse(list_json(list));
     REQUIRE(l["sessions"].size() == 1);
     CHECK(l["sessions"][0]["name"] == "web");
     CHECK(nlohmann::json::parse(list_json(ListResponse{}))["sessions"].empty());
+  }
+
+  TEST_CASE("status without a session shows the notify link") {
+    tunneld::control::NotifyStatusResponse s;
+    CHECK(has(format_notify_status(s, 0), "disabled"));
+    s.set_enabled(true);
+    s.set_connected(true);
+    s.set_broker("127.0.0.1:8883");
+    s.set_thing_name("dev-1");
+    s.set_accepted(3);
+    s.set_refused(2);
+    s.set_last_refusal("payload is not JSON");
+    s.set_last_notification_unix_ms(1'700'000'000'000);
+    const std::string text = format_notify_status(s, 1'700'000'042'000);
+    CHECK(has(text, "notify:            connected\n"));
+    CHECK(has(text, "broker:            127.0.0.1:8883\n"));
+    CHECK(has(text, "last notification: 2023-11-14T22:13:20Z (42s ago)\n"));
+    CHECK(has(text, "refused:           2 (last: payload is not JSON)\n"));
+    const auto j = nlohmann::json::parse(notify_status_json(s));
+    CHECK(j["connected"] == true);
+    CHECK(j["accepted"] == 3);
+    CHECK(j["thing_name"] == "dev-1");
+    CHECK(j["last_notification_unix_ms"] == 1'700'000'000'000LL);
   }
 
   TEST_CASE("open prints the id, and for a source the port it listens on") {

@@ -1,0 +1,202 @@
+// The notify feature's pure parts: notification parsing, the gate
+// (replacement, cap, rate limit) and the [notify] table of tunneld.toml.
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "config.h"
+#include "notify/notify_gate.h"
+#include "notify/notify_message.h"
+#include "temp_dir.h"
+
+using namespace tunneld::notify;
+using test_support::TempDir;
+
+namespace {
+
+const std::string kToken = "AQGAAXiZ-notify-access-token-0123456789abcdef";
+
+std::string good(const std::string& services = R"(["SSH"])") {
+  return R"({"clientAccessToken":")" + kToken +
+         R"(","clientMode":"destination","region":"us-east-1","services":)" + services + "}";
+}
+
+std::string refusal(const std::string& payload, const ServiceMap& map = default_service_map()) {
+  const ParseResult r = parse_notification(payload, map);
+  REQUIRE_FALSE(r.notification);
+  CHECK(r.refusal.find(kToken) == std::string::npos);
+  CHECK(r.refusal.find(kToken.substr(0, 16)) == std::string::npos);
+  return r.refusal;
+}
+
+bool has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_SUITE("notify message") {
+  TEST_CASE("a good notification maps its service") {
+    const ParseResult r = parse_notification(good(), default_service_map());
+    REQUIRE(r.notification);
+    CHECK(r.notification->access_token == kToken);
+    CHECK(r.notification->region == "us-east-1");
+    REQUIRE(r.notification->targets.size() == 1);
+    CHECK(r.notification->targets[0].service == "SSH");
+    CHECK(r.notification->targets[0].target == "localhost:22");
+  }
+
+  TEST_CASE("unknown keys are ignored, as the service may add some") {
+    const std::string p = R"({"extra":1,)" + good().substr(1);
+    CHECK(parse_notification(p, default_service_map()).notification);
+  }
+
+  TEST_CASE("every bad payload is refused with a reason that quotes nothing secret") {
+    CHECK(has(refusal(""), "empty"));
+    CHECK(has(refusal("not json {" + kToken), "not JSON"));
+    CHECK(has(refusal("[1,2]"), "not a JSON object"));
+    CHECK(has(refusal(std::string(10 * 1024, 'x')), "limit"));
+    CHECK(has(refusal(R"({"clientAccessToken":")" + kToken +
+                      R"(","region":"us-east-1","services":["SSH"]})"),
+              "clientMode is missing"));
+    CHECK(has(refusal(R"({"clientAccessToken":")" + kToken +
+                      R"(","clientMode":"source","region":"us-east-1","services":["SSH"]})"),
+              "destination"));
+    CHECK(has(refusal(R"({"clientMode":"destination","region":"us-east-1","services":["SSH"]})"),
+              "clientAccessToken is missing"));
+    CHECK(has(
+        refusal(
+            R"({"clientAccessToken":42,"clientMode":"destination","region":"r","services":["SSH"]})"),
+        "not a string"));
+    CHECK(has(
+        refusal(
+            R"({"clientAccessToken":"short","clientMode":"destination","region":"us-east-1","services":["SSH"]})"),
+        "characters"));
+    CHECK(has(refusal(R"({"clientAccessToken":")" + kToken +
+                      R"( x","clientMode":"destination","region":"us-east-1","services":["SSH"]})"),
+              "spaces"));
+    CHECK(has(refusal(R"({"clientAccessToken":")" + kToken +
+                      R"(","clientMode":"destination","services":["SSH"]})"),
+              "region is missing"));
+    CHECK(has(refusal(R"({"clientAccessToken":")" + kToken +
+                      R"(","clientMode":"destination","region":"US EAST","services":["SSH"]})"),
+              "region"));
+    CHECK(has(refusal(good("[]")), "empty"));
+    CHECK(has(refusal(good(R"("SSH")")), "not an array"));
+    CHECK(has(refusal(good(R"(["A","B","C","D"])")), "at most 3"));
+    CHECK(has(refusal(good(R"(["FTP"])")), "FTP is not in [notify.services]"));
+    CHECK(has(refusal(good(R"(["SSH","SSH"])")), "twice"));
+    CHECK(has(refusal(good(R"(["bad id!"])")), "not a service id"));
+    CHECK(has(refusal(good(R"(["SSH","VNC"])")), "V2"));
+  }
+
+  TEST_CASE("names and topics") {
+    CHECK(is_valid_thing_name("my-thing_1:a"));
+    CHECK_FALSE(is_valid_thing_name(""));
+    CHECK_FALSE(is_valid_thing_name("a/b"));
+    CHECK_FALSE(is_valid_thing_name("#"));
+    CHECK_FALSE(is_valid_thing_name(std::string(129, 'a')));
+    CHECK(notify_topic("t1") == "$aws/things/t1/tunnels/notify");
+  }
+}
+
+TEST_SUITE("notify gate") {
+  using Clock = NotifyGate::Clock;
+  const Clock::time_point t0{};
+
+  TEST_CASE("a newer notification replaces the thing's session, not others") {
+    NotifyGate g({4, 5, 30});
+    const auto d = g.admit(
+        t0, "a", {{"1", "a", false, false}, {"2", "b", false, false}, {"3", "a", true, false}});
+    CHECK(d.accept);
+    CHECK(d.replace == std::vector<std::string>{"1", "3"});
+  }
+
+  TEST_CASE("rate limit: a burst, then refills over time") {
+    NotifyGate g({64, 3, 60});  // one per second
+    for (int i = 0; i < 3; ++i) CHECK(g.admit(t0, "a", {}).accept);
+    const auto refused = g.admit(t0, "a", {});
+    CHECK_FALSE(refused.accept);
+    CHECK(has(refused.refusal, "rate limit"));
+    CHECK(refused.replace.empty());
+    CHECK_FALSE(g.admit(t0 + std::chrono::milliseconds(500), "a", {}).accept);
+    CHECK(g.admit(t0 + std::chrono::milliseconds(1600), "a", {}).accept);
+  }
+
+  TEST_CASE("cap counts sessions that are still closing") {
+    NotifyGate g({2, 100, 6000});
+    CHECK(g.admit(t0, "a", {{"1", "b", false, true}}).accept);
+    const auto d = g.admit(t0, "a", {{"1", "b", false, true}, {"2", "c", false, false}});
+    CHECK_FALSE(d.accept);
+    CHECK(has(d.refusal, "max_sessions = 2"));
+    // Ended sessions hold nothing.
+    CHECK(g.admit(t0, "a", {{"1", "b", true, false}, {"2", "c", false, false}}).accept);
+  }
+}
+
+TEST_SUITE("notify config") {
+  struct Fixture {
+    TempDir dir;
+    std::string path = dir / "tunneld.toml";
+    Fixture() {
+      dir.write("ca.pem", "x", 0644);
+      dir.write("dev.pem", "x", 0644);
+      dir.write("dev.key", "x", 0600);
+      dir.write("open.key", "x", 0644);
+    }
+    std::string base(const std::string& extra = "") const {
+      return "[notify]\nbroker = \"127.0.0.1:8883\"\nthing_name = \"dev-1\"\n"
+             "cert_file = \"dev.pem\"\nkey_file = \"dev.key\"\nca_file = \"ca.pem\"\n" +
+             extra;
+    }
+    std::string error_of(const std::string& text) const {
+      try {
+        tunneld::parse_config(text, path);
+      } catch (const tunneld::ConfigError& e) {
+        return e.what();
+      }
+      return "(no error)";
+    }
+  };
+
+  TEST_CASE("absent: disabled; present: enabled with defaults") {
+    Fixture f;
+    CHECK_FALSE(tunneld::parse_config("", f.path).notify.enabled);
+    const auto c = tunneld::parse_config(f.base(), f.path).notify;
+    CHECK(c.enabled);
+    CHECK(c.broker_host == "127.0.0.1");
+    CHECK(c.broker_port == 8883);
+    CHECK(c.client_id == "dev-1");
+    CHECK(c.key_file == f.dir / "dev.key");
+    CHECK(c.services == default_service_map());
+    CHECK(c.keepalive_s == 60);
+    CHECK(c.max_sessions == 4);
+  }
+
+  TEST_CASE("a services table replaces the defaults") {
+    Fixture f;
+    const auto c =
+        tunneld::parse_config(
+            f.base("[notify.services]\nSSH = \"2222\"\nWEB = \"127.0.0.1:8080\"\n"), f.path)
+            .notify;
+    CHECK(c.services == ServiceMap{{"SSH", "2222"}, {"WEB", "127.0.0.1:8080"}});
+  }
+
+  TEST_CASE("mistakes name the line and key") {
+    Fixture f;
+    CHECK(has(f.error_of("[notify]\nthing_name = \"x\"\n"), ":1: notify.broker: missing"));
+    CHECK(has(f.error_of(f.base("brokr = 1\n")), "notify.brokr: unknown key; did you mean"));
+    CHECK(has(f.error_of(f.base("keepalive_s = 1\n")), "notify.keepalive_s: expected an integer"));
+    CHECK(has(f.error_of(f.base("[notify.services]\nSSH = \"0\"\n")), "port 0"));
+    CHECK(has(f.error_of(f.base("[notify.services]\n\"a b\" = \"22\"\n")), "service id"));
+    const std::string open_key =
+        "[notify]\nbroker = \"127.0.0.1:8883\"\nthing_name = \"d\"\ncert_file = \"dev.pem\"\n"
+        "key_file = \"open.key\"\nca_file = \"ca.pem\"\n";
+    const std::string e = f.error_of(open_key);
+    CHECK(has(e, ":5: notify.key_file:"));
+    CHECK(has(e, "chmod 600"));
+    CHECK(has(f.error_of("[notify]\nbroker = \"h:1\"\nthing_name = \"a/b\"\n"), "thing_name"));
+    // enabled = false keeps an incomplete table without complaint.
+    CHECK(f.error_of("[notify]\nenabled = false\n") == "(no error)");
+  }
+}
