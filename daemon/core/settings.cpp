@@ -275,6 +275,15 @@ Settings settings_from_json(std::string_view json_text, const Settings& base) {
     root = ordered_json::parse(json_text);
   } catch (const nlohmann::json::parse_error& e) {
     throw SettingsError(parse_error_text(json_text, e));
+  } catch (const nlohmann::json::exception& e) {
+    // Well-formed JSON the parser still refuses: a number beyond the range
+    // of a double (out_of_range.406, e.g. 1e999). Found by fuzz-settings;
+    // it used to escape as an unexpected exception and abort the process.
+    std::string reason = e.what();
+    if (const auto pos = reason.find("] "); pos != std::string::npos) {
+      reason = reason.substr(pos + 2);
+    }
+    throw SettingsError("invalid JSON: " + reason);
   }
   if (!root.is_object()) {
     throw SettingsError("expected a JSON object at the top level, got " + describe(root));

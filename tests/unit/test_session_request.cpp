@@ -134,6 +134,12 @@ TEST_SUITE("session_request") {
     const std::string se = error_of(r);
     CHECK(se.find("settings") != std::string::npos);
     CHECK(se.find("ping_period_ms") != std::string::npos);
+
+    // A number no double holds: INVALID_ARGUMENT for the client, not an
+    // exception that ends tunneld (found by fuzz-settings).
+    r = dest_request();
+    r.set_settings_json(R"({"tunneling":{"proxy":{"tcp":{"read_buffer_size":1e999}}}})");
+    CHECK(error_of(r).find("settings: invalid JSON") == 0);
   }
 
   TEST_CASE("-k and CA options pass through") {

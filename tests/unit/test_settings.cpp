@@ -212,6 +212,21 @@ TEST_SUITE("settings") {
     CHECK(error_of([] { settings_from_json("[1, 2]"); }).find("top level") != std::string::npos);
   }
 
+  TEST_CASE("a number beyond a double's range is a SettingsError, not a crash") {
+    // Found by fuzz-settings: nlohmann's out_of_range escaped and aborted
+    // localproxy --settings-json, and tunneld on `tunnelctl open`.
+    for (const char* text :
+         {R"({"tunneling":{"proxy":{"websocket":{"ping_period_ms":1e999}}}})", "-1e400",
+          R"({"x": 888888888888888888888888888888888888888888888888888888888888888888888888888)"
+          R"(8888888888888888888888888888888888888888888888888888888888888888888888888888888)"
+          R"(8888888888888888888888888888888888888888888888888888888888888888888888888888888)"
+          R"(88888888888888888888888888888888888888888888888888888888888888888888888888888})"}) {
+      const std::string e = error_of([text] { settings_from_json(text); });
+      CHECK(e.find("invalid JSON") == 0);
+      CHECK(e.find("number overflow") != std::string::npos);
+    }
+  }
+
   TEST_CASE("validate checks ranges and cross-field rules") {
     Settings s;
     s.ws_ping_period_ms = 0;
