@@ -67,7 +67,11 @@ std::string_view reason_phrase(int status) {
 }
 
 HttpResponse error(int status, std::string message) {
-  return HttpResponse{status, json{{"error", std::move(message)}}.dump()};
+  // The message may quote the request (an unknown id), which need not be
+  // UTF-8: replace such bytes rather than let dump() throw, which turned a
+  // 404 into a 500 (found by fuzz-relay-requests).
+  return HttpResponse{status, json{{"error", std::move(message)}}.dump(
+                                  -1, ' ', false, json::error_handler_t::replace)};
 }
 
 bool valid_thing_name(const std::string& name) {

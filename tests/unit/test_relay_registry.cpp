@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -257,6 +258,34 @@ TEST_CASE("handshake decisions") {
   r = ok;
   r.access_token_header = "unknown";
   CHECK(decide(r).http_status == 401);
+}
+
+namespace {
+
+// The admin API's view of a relay with no tunnels.
+class NoTunnels : public relay::TunnelControl {
+ public:
+  relay::OpenedTunnel open_tunnel(std::vector<std::string> /*services*/,
+                                  std::chrono::seconds /*lifetime*/) override {
+    return {"t1", "src", "dst"};
+  }
+  bool close_tunnel(std::string_view /*id*/, std::string_view /*why*/) override { return false; }
+  std::vector<relay::TunnelView> tunnels() const override { return {}; }
+};
+
+}  // namespace
+
+TEST_CASE("admin API: an id that is not UTF-8 gets a 404 with a JSON body") {
+  // Found by fuzz-relay-requests: the error body quoted the id and dump()
+  // threw, so the server answered 500 instead of 404.
+  NoTunnels control;
+  relay::AdminApi api(control, std::chrono::seconds(60), std::chrono::seconds(600));
+  for (const char* method : {"GET", "DELETE"}) {
+    const relay::HttpResponse r = api.handle(method, "/tunnels/t\xff\xfe", "");
+    CHECK(r.status == 404);
+    REQUIRE(nlohmann::json::accept(r.body));
+    CHECK(nlohmann::json::parse(r.body).at("error").get<std::string>().find("no tunnel") == 0);
+  }
 }
 
 TEST_CASE("record queue: whole records, one chunk per message") {
