@@ -86,7 +86,8 @@ TEST_SUITE("settings") {
         ++leaves;
       }
     }
-    CHECK(leaves == 21);  // the reference's keys + ours (https_proxy, max_simultaneous_connections, ...)
+    CHECK(leaves ==
+          21);  // the reference's keys + ours (https_proxy, max_simultaneous_connections, ...)
   }
 
   TEST_CASE("the reference's own export file is read") {
