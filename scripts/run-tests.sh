@@ -89,7 +89,8 @@ if ((run_asan)); then
   # halt/abort on the first report; leaks are errors too (LeakSanitizer).
   export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1:print_summary=1}"
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:abort_on_error=1:print_stacktrace=1:print_summary=1}"
-  build_and_test "$ASAN_BUILD_DIR" asan -Db_sanitize=address,undefined -Db_lundef=false
+  build_and_test "$ASAN_BUILD_DIR" asan -Db_sanitize=address,undefined -Db_lundef=false \
+    -Dbench=false
 fi
 
 banner "summary"
