@@ -723,15 +723,7 @@ void ServiceLink::do_read() {
     if (n == 0) return;  // would block
   }
   // Yielded with data possibly left (in the socket or inside OpenSSL).
-  uv_idle_start(&h_->more_idle, [](uv_idle_t* i) {
-    uv_idle_stop(i);
-    if (auto* self = Handles::of(i)->owner) {
-      if (self->state_ == State::open || self->state_ == State::closing) {
-        self->do_read();
-        if (self->poll_) self->update_poll();
-      }
-    }
-  });
+  schedule_read();
 }
 
 bool ServiceLink::deliver(std::span<std::uint8_t> bytes) {
@@ -925,6 +917,20 @@ void ServiceLink::do_write() {
 
 // ---------------------------------------------------------------- control
 
+// Reads (and delivers what was held back) on the next loop iteration, from
+// an idle callback: never inside a call the owner made.
+void ServiceLink::schedule_read() {
+  uv_idle_start(&h_->more_idle, [](uv_idle_t* i) {
+    uv_idle_stop(i);
+    if (auto* self = Handles::of(i)->owner) {
+      if (self->state_ == State::open || self->state_ == State::closing) {
+        self->do_read();
+        if (self->poll_) self->update_poll();
+      }
+    }
+  });
+}
+
 void ServiceLink::pause_receive(bool paused) {
   if (rx_paused_ == paused) return;
   rx_paused_ = paused;
@@ -935,15 +941,7 @@ void ServiceLink::pause_receive(bool paused) {
   if (!h_ || (state_ != State::open && state_ != State::closing)) return;
   if (!paused) {
     // Deliver what was held back and whatever OpenSSL buffered, from the loop.
-    uv_idle_start(&h_->more_idle, [](uv_idle_t* i) {
-      uv_idle_stop(i);
-      if (auto* self = Handles::of(i)->owner) {
-        if (self->state_ == State::open || self->state_ == State::closing) {
-          self->do_read();
-          if (self->poll_) self->update_poll();
-        }
-      }
-    });
+    schedule_read();
   }
   update_poll();
 }

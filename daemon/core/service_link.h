@@ -141,6 +141,7 @@ class ServiceLink {
   void update_poll();
   void on_ping_tick();
   void schedule_flush();
+  void schedule_read();
   void on_flush_check();
   void deliver_end();
   void abandon_resolve();
