@@ -55,33 +55,19 @@ std::uint64_t key_word(const std::array<std::uint8_t, 4>& key, std::uint64_t pha
 
 void apply_mask(std::uint8_t* p, std::size_t n, const std::array<std::uint8_t, 4>& key,
                 std::uint64_t phase) {
+  // Byte by byte up to 8-byte alignment, then the word loop in place.
   std::size_t i = 0;
   while (i < n && (reinterpret_cast<std::uintptr_t>(p + i) & 7) != 0) {
     p[i] ^= key[(phase + i) & 3];
     ++i;
   }
-  const std::uint64_t w = key_word(key, phase + i);
-  for (; i + 32 <= n; i += 32) {
-    std::uint64_t v[4];
-    std::memcpy(v, p + i, sizeof v);
-    v[0] ^= w;
-    v[1] ^= w;
-    v[2] ^= w;
-    v[3] ^= w;
-    std::memcpy(p + i, v, sizeof v);
-  }
-  for (; i + 8 <= n; i += 8) {
-    std::uint64_t v = 0;
-    std::memcpy(&v, p + i, sizeof v);
-    v ^= w;
-    std::memcpy(p + i, &v, sizeof v);
-  }
-  for (; i < n; ++i) p[i] ^= key[(phase + i) & 3];
+  copy_masked(p + i, p + i, n - i, key, phase + i);
 }
 
 void copy_masked(std::uint8_t* dst, const std::uint8_t* src, std::size_t n,
-                 const std::array<std::uint8_t, 4>& key) {
-  const std::uint64_t w = key_word(key, 0);
+                 const std::array<std::uint8_t, 4>& key, std::uint64_t phase) {
+  // Each word goes through a local copy, so dst may equal src.
+  const std::uint64_t w = key_word(key, phase);
   std::size_t i = 0;
   for (; i + 32 <= n; i += 32) {
     std::uint64_t v[4];
@@ -98,7 +84,7 @@ void copy_masked(std::uint8_t* dst, const std::uint8_t* src, std::size_t n,
     v ^= w;
     std::memcpy(dst + i, &v, sizeof v);
   }
-  for (; i < n; ++i) dst[i] = src[i] ^ key[i & 3];
+  for (; i < n; ++i) dst[i] = src[i] ^ key[(phase + i) & 3];
 }
 
 std::size_t write_frame_header(std::uint8_t* out, Opcode op, std::uint64_t payload_len,

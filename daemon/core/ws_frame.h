@@ -116,9 +116,10 @@ class FrameDecoder {
 // (byte offset within the masked payload). Works a machine word at a time.
 void apply_mask(std::uint8_t* p, std::size_t n, const std::array<std::uint8_t, 4>& key,
                 std::uint64_t phase = 0);
-// dst[i] = src[i] ^ key[i % 4]: copy and mask in one pass (dst != src).
+// dst[i] = src[i] ^ key[(phase + i) % 4]: copy and mask in one pass (dst may
+// equal src).
 void copy_masked(std::uint8_t* dst, const std::uint8_t* src, std::size_t n,
-                 const std::array<std::uint8_t, 4>& key);
+                 const std::array<std::uint8_t, 4>& key, std::uint64_t phase = 0);
 
 // Writes a frame header for a final frame with `payload_len` bytes; `mask`
 // null for an unmasked (server) frame. Returns its size (2..14).
