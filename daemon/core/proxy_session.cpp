@@ -189,6 +189,9 @@ void ProxySession::on_link_open(const std::string& subprotocol, const std::strin
 void ProxySession::on_link_data(std::span<const std::uint8_t> bytes) {
   in_receive_ = true;
   const CodecError err = decoder_.feed(bytes, [this](Message& m) {
+    if (m.type() == Message::SESSION_RESET) {
+      log_->warn("the service reset the session (SESSION_RESET): closing every stream");
+    }
     machine_.on_record(m);
     return link_.is_open() && !finished_;
   });

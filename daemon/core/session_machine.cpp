@@ -149,7 +149,17 @@ void SessionMachine::on_record(Message& m) {
     return;
   }
   if (type == Message::SESSION_RESET) {
-    for (auto& s : svc_) end_stream(s, true);
+    // protocol.md section 4: close whatever is active. The service may have
+    // reset only this end: tell the peer with a STREAM_RESET per stream, as
+    // for a local close, or its clients would wait on a stream that is gone
+    // (and a V3 source would keep opening connections on it). A peer that was
+    // reset too ignores it as stale.
+    for (auto& s : svc_) {
+      const std::int32_t id = s.stream;
+      if (id == 0) continue;
+      end_stream(s, true);
+      send_control(Message::STREAM_RESET, s, id);
+    }
     if (mode_ == Mode::source) fx_.accept_ready();
     return;
   }
