@@ -260,6 +260,9 @@ void SessionMachine::on_stream_start(Service& s, const Message& m) {
   }
   // A new start replaces the service's active stream. The service already
   // knows the old stream is over, so no STREAM_RESET is sent for it.
+  if (s.stream != 0) {
+    fx_.note(fmt::format("STREAM_START for stream {} replaces active stream {}", id, s.stream));
+  }
   end_stream(s, false);
   if (version_ >= 3) {
     // protocol.md section 6: the first STREAM_START tells the peer's version.

@@ -377,6 +377,13 @@ TEST_CASE("session: a new STREAM_START replaces the destination's stream") {
     CHECK(fx.take().empty());
     CHECK(sm.active_stream() == 3);
   }
+  SUBCASE("a repeated STREAM_START (same id) replaces too, and says so") {
+    deliver(sm, record(Message::STREAM_START, 2));
+    CHECK(fx.take() == Lines{"close 2 abort", "open 2"});
+    CHECK(sm.active_stream() == 2);
+    REQUIRE_FALSE(fx.notes.empty());
+    CHECK(fx.notes.back() == "STREAM_START for stream 2 replaces active stream 2");
+  }
 }
 
 TEST_CASE("session: destination peer reset flushes") {
