@@ -198,7 +198,7 @@ void Daemon::on_session_done(const std::string& id, const tunnel::SessionOutcome
     // exhausted): it must not come back after a restart. tunnelctl still
     // shows it, with the reason, until it is closed.
     log()->info("session {} ({}) ended: {}", m.name, m.id, outcome.reason);
-    if (m.origin != Origin::config && store_) store_->remove(m.id);
+    if (m.origin != Origin::config && store_) forget_state(m);
   }
   if (stopping_) {
     const bool all_done = std::all_of(sessions_.begin(), sessions_.end(),
@@ -207,6 +207,14 @@ void Daemon::on_session_done(const std::string& id, const tunnel::SessionOutcome
     return;
   }
   update_status();
+}
+
+void Daemon::forget_state(const Managed& m) {
+  const std::error_code ec = store_->remove(m.id);
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    log()->error("session {} ({}): cannot delete {}: {}; it will be restored after a restart",
+                 m.name, m.id, store_->path_of(m.id), ec.message());
+  }
 }
 
 void Daemon::restore_sessions() {
@@ -341,8 +349,10 @@ control::Response Daemon::open_session(control::OpenRequest r, Origin origin) {
   if (r.client_token().empty()) r.set_client_token(tunnel::generate_client_token());
   cfg.client_token = r.client_token();
   if (std::error_code ec = store_->save(id, r)) {
-    return error(Response::INTERNAL,
-                 "cannot persist the session in " + store_->dir() + ": " + ec.message());
+    const std::string why = "cannot persist the session in " + store_->dir() + ": " +
+                            ec.message() + "; free space or make it writable, then open again";
+    log()->error("session {} not opened: {}", r.name(), why);
+    return error(Response::INTERNAL, why);
   }
   std::string err;
   Managed* m = start_session(id, origin, std::move(cfg), err);
@@ -365,8 +375,19 @@ control::Response Daemon::close_session(const std::string& key) {
   Managed* m = find(key);
   if (!m) return error(Response::NOT_FOUND, "no session '" + key + "' (see tunnelctl list)");
   const std::string id = m->id;
+  // What runs is what is persisted: a session whose file cannot be deleted
+  // would come back after a restart, so it keeps running and the close fails.
+  if (m->origin != Origin::config) {
+    if (std::error_code ec = store_->remove(id);
+        ec && ec != std::errc::no_such_file_or_directory) {
+      const std::string why = "cannot delete " + store_->path_of(id) + ": " + ec.message() +
+                              "; the session keeps running (it would come back after a "
+                              "restart); make the state directory writable, then close again";
+      log()->error("session {} ({}) not closed: {}", m->name, id, why);
+      return error(Response::INTERNAL, why);
+    }
+  }
   log()->info("session {} ({}) closed by request", m->name, id);
-  if (m->origin != Origin::config) store_->remove(id);
   if (m->ended) {
     sessions_.erase(id);
   } else {
@@ -562,7 +583,7 @@ void Daemon::refuse_notification(const std::string& why) {
 void Daemon::drop_session(Managed& m, const char* why) {
   const std::string id = m.id;
   log()->info("session {} ({}) closed: {}", m.name, id, why);
-  if (m.origin != Origin::config) store_->remove(id);
+  if (m.origin != Origin::config) forget_state(m);
   if (m.ended) {
     sessions_.erase(id);
   } else {

@@ -81,6 +81,8 @@ class Daemon final : public control::RequestHandler {
                          std::string& error);
   void on_session_done(const std::string& id, const tunnel::SessionOutcome& outcome);
   void restore_sessions();
+  // Deletes a session's state file; a failure is logged (it would be restored).
+  void forget_state(const Managed& m);
   void apply_config_sessions(const Config& next);
   void reload();
   void begin_stop();
