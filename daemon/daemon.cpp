@@ -30,6 +30,15 @@ control::Response error(control::Response::Status s, std::string text) {
   return control::make_error(0, s, std::move(text));
 }
 
+// libuv handles on the loop (closing ones included): the soak test reads it
+// from the debug log to show that sessions opened and closed leave none.
+std::size_t loop_handle_count(uv_loop_t* loop) {
+  std::size_t n = 0;
+  uv_walk(
+      loop, [](uv_handle_t*, void* arg) { ++*static_cast<std::size_t*>(arg); }, &n);
+  return n;
+}
+
 auto notify_log() { return tunnel::logging::get("notify"); }
 
 const char* origin_name(int origin) {
@@ -363,6 +372,10 @@ control::Response Daemon::open_session(control::OpenRequest r, Origin origin) {
   m->thing = r.notify_thing();
   log()->info("session {} ({}) opened: {} {}", m->name, id,
               tunnel::to_string(m->session->config().mode), m->session->stats().local_address);
+  if (log()->should_log(spdlog::level::debug)) {
+    log()->debug("{} session(s), {} libuv handles on the loop", sessions_.size(),
+                 loop_handle_count(&loop_));
+  }
   Response resp = control::make_response(0, Response::OK);
   resp.mutable_open_response()->set_session_id(id);
   resp.mutable_open_response()->set_bound_port(m->session->listen_port());
