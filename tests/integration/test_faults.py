@@ -765,8 +765,15 @@ def _(h):
     p.hold_handshakes = True
     for mode in ("source", "destination"):
         p.drop(p.live(mode))
-    d.wait_states(list(ids), "reconnecting", scaled(10))
-    d.proc.wait_line(r"lost the connection to the service", scaled(2))
+    # Reconnecting: "reconnecting" while backing off, "connecting" while the
+    # held handshake runs; both sessions must have lost their link.
+    for name in ids:
+        d.proc.wait_line(rf"\[session {name}\] lost the connection to the service",
+                         scaled(5))
+    states = {n: s_["state"] for n, s_ in d.sessions().items()}
+    check(all(st in ("reconnecting", "connecting") for st in states.values()),
+          f"states before the kill: {states}")
+    print(f"  states at the kill: {states}")
     d.kill()
     check(d.proc.returncode == -signal.SIGKILL, f"tunneld: {d.proc.returncode} after SIGKILL")
     p.hold_handshakes = False
