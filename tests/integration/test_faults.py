@@ -16,6 +16,8 @@ BlastServer), the pong timeout on an idle hostile service and records split
 across continuation frames (hostile), the relay killed (lifecycle), SIGKILL of
 an idle connected tunneld (daemon).
 """
+import contextlib
+import hashlib
 import json
 import os
 import re
@@ -184,6 +186,22 @@ def _fault_midway(h, mode: str, fault: str):
     relay, p, dst, src, port = faulty_tunnel(h, echo.port)
     victim = proc_of(mode, src, dst)
     conn = p.live(mode)
+    # A bystander: another tunnel through the same proxy and relay, with a
+    # client connection open across the fault.
+    t2 = relay.open_tunnel()
+    by_echo = h.echo_server()
+    n0 = len(p.conns)
+    h.start_localproxy("destination", t2["destinationAccessToken"], p.endpoint,
+                       f"127.0.0.1:{by_echo.port}", verbosity=4, settings=FAST)
+    by_src = h.start_localproxy("source", t2["sourceAccessToken"], p.endpoint, "0",
+                                verbosity=4, settings=FAST, extra=["-b", "127.0.0.1"])
+    by_port = by_src.wait_listening()
+    check(p.wait_conns(n0 + 2, scaled(10)), "the bystander tunnel did not connect")
+    by_conns = p.conns[n0:]
+    by_client = connect(by_port)
+    by_client.settimeout(scaled(10))
+    by_client.sendall(b"before\n")
+    check(by_client.recv(100) == b"before\n", "bystander echo before the fault")
     n_conns = len(p.conns)
     mark = victim.line_count()
     tr = Transfer(port, 64 * MiB, timeout=scaled(30))
@@ -233,6 +251,12 @@ def _fault_midway(h, mode: str, fault: str):
     other = src if victim is dst else dst
     check(not re.search(r"protocol error", other.stderr_text()),
           f"{fault}: the other end logged a protocol error")
+    # The other tunnel did not notice: same links, same client connection.
+    check(not any(c.closed.is_set() for c in by_conns), f"{fault}: a bystander link closed")
+    by_client.sendall(b"after\n")
+    check(by_client.recv(100) == b"after\n", f"{fault}: the bystander's open connection "
+                                              "no longer echoes")
+    by_client.close()
 
 
 for _mode in ("source", "destination"):
@@ -407,7 +431,7 @@ def _(h):
                         if not d:
                             break
                         buf += d
-                    with contextlib_suppress():
+                    with contextlib.suppress(OSError):
                         c.sendall(self.reply)
 
         def close(self):
@@ -444,14 +468,6 @@ def _(h):
     check(src.alive() and dst.alive(), "a localproxy exited")
 
 
-class contextlib_suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] is not None and issubclass(exc[0], OSError)
-
-
 class SilentThenReading:
     """Accepts and does not read until `release` is set, then reads all."""
 
@@ -467,7 +483,6 @@ class SilentThenReading:
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self):
-        import hashlib
         try:
             c, _ = self.sock.accept()
         except OSError:
@@ -504,7 +519,6 @@ def _rss_kib(pid: int) -> int:
 @r.case("target accepts and never reads (one connection, tunneld): memory bounded, the "
         "other session echoes, all bytes arrive once it reads")
 def _(h):
-    import hashlib
     relay = h.start_relay()
     d = Tunneld(h).start()
     silent = SilentThenReading()
