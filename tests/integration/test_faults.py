@@ -572,7 +572,9 @@ def _(h):
     sent_b, got_b, secs_b = echo_roundtrip(pb, 4 * MiB, timeout=scaled(30))
     check(sent_b == got_b, "the other session's echo differs while one target is stuck")
     rss1 = _rss_kib(d.pid)
-    check(rss1 - rss0 < 48 * 1024, f"tunneld grew by {(rss1 - rss0) // 1024} MiB with a "
+    with open(f"/proc/{d.pid}/maps") as f:
+        asan = "libasan" in f.read()  # its quarantine keeps freed memory
+    check(asan or rss1 - rss0 < 48 * 1024, f"tunneld grew by {(rss1 - rss0) // 1024} MiB with a "
                                    "stuck target (bound: tcp.write_buffer_limit and friends)")
     check(d.proc.alive() and src_a.alive(), "a process exited while the target was stuck")
     silent.release.set()
