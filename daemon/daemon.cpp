@@ -358,8 +358,8 @@ control::Response Daemon::open_session(control::OpenRequest r, Origin origin) {
   if (r.client_token().empty()) r.set_client_token(tunnel::generate_client_token());
   cfg.client_token = r.client_token();
   if (std::error_code ec = store_->save(id, r)) {
-    const std::string why = "cannot persist the session in " + store_->dir() + ": " +
-                            ec.message() + "; free space or make it writable, then open again";
+    const std::string why = "cannot persist the session in " + store_->dir() + ": " + ec.message() +
+                            "; free space or make it writable, then open again";
     log()->error("session {} not opened: {}", r.name(), why);
     return error(Response::INTERNAL, why);
   }
@@ -391,8 +391,7 @@ control::Response Daemon::close_session(const std::string& key) {
   // What runs is what is persisted: a session whose file cannot be deleted
   // would come back after a restart, so it keeps running and the close fails.
   if (m->origin != Origin::config) {
-    if (std::error_code ec = store_->remove(id);
-        ec && ec != std::errc::no_such_file_or_directory) {
+    if (std::error_code ec = store_->remove(id); ec && ec != std::errc::no_such_file_or_directory) {
       const std::string why = "cannot delete " + store_->path_of(id) + ": " + ec.message() +
                               "; the session keeps running (it would come back after a "
                               "restart); make the state directory writable, then close again";
