@@ -211,7 +211,7 @@ PY
   tar -C "$SHARE/stage" -cf - . | tar -C / -xf - --keep-directory-symlink
   local missing
   missing=$(ldd /usr/sbin/tunneld /usr/bin/tunnelctl /usr/bin/tunnel-relay | grep 'not found' || true)
-  [[ -z $missing ]] || problems+="libraries missing in the container (add their packages to ROOT_PACKAGES in $0): $missing; "
+  [[ -z $missing ]] || problems+="libraries missing in the container (add their packages to RUNTIME_PACKAGES in $0 and docs/systemd.md): $missing; "
   ls /usr/lib/*/libwebsockets-evlib_uv.so >/dev/null 2>&1 || problems+="libwebsockets-evlib-uv not installed; "
   systemd-sysusers /usr/lib/sysusers.d/tunneld.conf 2>&1 | show
   systemd-tmpfiles --create /usr/lib/tmpfiles.d/tunneld.conf 2>&1 | show
@@ -634,10 +634,13 @@ cd "$(dirname "$(readlink -f "$0")")/.."
 REPO=$PWD
 BUILD_DIR=${BUILD_DIR:-build-systemd-check}
 ROOT=${SYSTEMD_CHECK_ROOT:-/var/cache/tunneld-systemd-check/debian12}
-# The tree's packages: systemd itself, the runtime libraries of tunneld,
-# tunnelctl and tunnel-relay (checked with ldd in the container), and what
-# the checks use (openssl for the throwaway CA, python3, iproute2, procps).
-ROOT_PACKAGES=systemd,systemd-sysv,dbus,openssl,python3,procps,iproute2,libuv1,libwebsockets17,libwebsockets-evlib-uv,libprotobuf-lite32,libspdlog1.10,libfmt9,libtomlplusplus3,libmosquitto1
+# The tree's packages on top of minbase (which has no procps, so no
+# /bin/kill): systemd; exactly the runtime packages docs/systemd.md lists for
+# tunneld, tunnelctl and tunnel-relay (ldd checks them in the container);
+# and what the checks themselves use (openssl for the throwaway CA, python3,
+# iproute2 for `ip`, dbus).
+RUNTIME_PACKAGES=libuv1,libwebsockets17,libwebsockets-evlib-uv,libprotobuf-lite32,libssl3,libspdlog1.10,libfmt9,libtomlplusplus3,libmosquitto1
+ROOT_PACKAGES=systemd,systemd-sysv,dbus,openssl,python3,iproute2,$RUNTIME_PACKAGES
 
 quick=0
 keep=0
