@@ -356,6 +356,7 @@ with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo) as s:
     echo "$src_out"
     echo "# tunnelctl list"
     tunnelctl list 2>&1
+    echo "systemctl show -p StatusText: $(prop StatusText)"
     echo "# 1 MiB through 127.0.0.1:$SRC_PORT -> check-src -> relay -> check-dst -> echo and back"
     echo "${transfer_out:-not run}"
   } | show
