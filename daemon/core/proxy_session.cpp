@@ -291,7 +291,8 @@ void ProxySession::send_record(const Message& m) {
 }
 
 void ProxySession::send_data(const WireAddress& to, std::string_view chunk) {
-  encode_data_record(to.stream_id, chunk, link_.outbox(), to.service_id, to.connection_id);
+  const DataRecordFraming f(to.stream_id, chunk.size(), to.service_id, to.connection_id);
+  link_.send_record(f.head(), chunk, f.tail());
   stats_.bytes_to_service += chunk.size();
   link_.flush();
 }
@@ -315,12 +316,12 @@ void ProxySession::open_local(const ConnRef& ref) {
   streams_.add(ref, c);
 }
 
-void ProxySession::write_local(const ConnRef& ref, std::string&& bytes) {
+void ProxySession::write_local(const ConnRef& ref, std::string_view bytes) {
   StreamEntry* e = streams_.find(ref);
   if (!e || !e->conn) return;
   stats_.bytes_from_service += bytes.size();
   e->bytes_from_tunnel += bytes.size();
-  e->conn->write(std::move(bytes));
+  e->conn->write(bytes);
   check_local_bound(*e);
 }
 
@@ -407,12 +408,16 @@ void ProxySession::schedule_nudge(const ConnRef& c, std::uint32_t delay_ms) {
 
 // ---------------------------------------------------------------- local side
 
+std::size_t ProxySession::data_chunk_size() const {
+  return static_cast<std::size_t>(
+      std::clamp(config_.settings.message_max_payload_size, 1, static_cast<int>(kMaxPayloadSize)));
+}
+
 void ProxySession::pump_local() {
   // Round robin: one record's worth from each connection with bytes waiting,
   // while the WebSocket's queue has room.
   const auto room = static_cast<std::size_t>(config_.settings.ws_write_buffer_size);
-  const auto chunk = static_cast<std::size_t>(
-      std::clamp(config_.settings.message_max_payload_size, 1, static_cast<int>(kMaxPayloadSize)));
+  const std::size_t chunk = data_chunk_size();
   while (link_.queued() < room) {
     StreamEntry* e = streams_.next_ready();
     if (!e) break;
@@ -445,6 +450,23 @@ void ProxySession::on_local_connect_failed(LocalConnection& c, const std::string
 void ProxySession::on_local_read(LocalConnection& c, std::string_view bytes) {
   StreamEntry* e = streams_.find(&c);
   if (!e) return;
+  // Fast path: nobody else is waiting for the WebSocket and it has room, so
+  // records are made straight from the loop's read buffer; only what does
+  // not fit is stashed (a copy, and the socket paused until it is sent).
+  if (e->pending_bytes() == 0 && streams_.none_waiting()) {
+    const ConnRef ref = e->ref;
+    const auto room = static_cast<std::size_t>(config_.settings.ws_write_buffer_size);
+    const std::size_t chunk = data_chunk_size();
+    while (!bytes.empty() && link_.queued() < room) {
+      const std::size_t n = std::min(bytes.size(), chunk);
+      machine_.on_local_data(ref, bytes.substr(0, n));
+      bytes.remove_prefix(n);
+      e = streams_.find(ref);
+      if (!e) return;  // the machine ended the connection
+      e->bytes_to_tunnel += n;
+    }
+  }
+  if (bytes.empty()) return;
   streams_.stash(*e, bytes);
   pump_local();
 }

@@ -109,7 +109,7 @@ class ProxySession final : public ServiceLinkEvents,
   void send_record(const Message& m) override;
   void send_data(const WireAddress& to, std::string_view chunk) override;
   void open_local(const ConnRef& c) override;
-  void write_local(const ConnRef& c, std::string&& bytes) override;
+  void write_local(const ConnRef& c, std::string_view bytes) override;
   void close_local(const ConnRef& c, bool flush) override;
   void protocol_error(std::string reason) override;
   void session_error(std::string reason) override;
@@ -132,6 +132,8 @@ class ProxySession final : public ServiceLinkEvents,
   void try_accept(Listener& l);
   void try_accept_all();
   void pump_local();
+  // Payload bytes per DATA record (the setting, within the protocol's limit).
+  std::size_t data_chunk_size() const;
   void check_local_bound(StreamEntry& e);
   void maybe_resume_rx();
   void abort_all_local();

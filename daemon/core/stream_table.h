@@ -64,6 +64,10 @@ class StreamTable {
   void stash(StreamEntry& e, std::string_view bytes);
   // The next connection with bytes waiting, in round-robin order; null if none.
   StreamEntry* next_ready();
+  // True when no connection has bytes waiting: a connection that just read
+  // may then hand its bytes on at once, without the stash copy, and still
+  // not jump the round-robin queue.
+  bool none_waiting() const { return ready_.empty(); }
   // n bytes of e's waiting bytes were sent. e goes to the back of the queue if
   // some remain; otherwise its socket reads again.
   void consumed(StreamEntry& e, std::size_t n);
