@@ -21,7 +21,7 @@
 # 0 when all passed, 1 otherwise, 77 when this machine cannot run it (not
 # root, no systemd-nspawn/debootstrap and no apt-get to install them).
 #
-# A long-form check: about 2 minutes plus the build and, the first time, a
+# A long-form check: about 80 s plus the build and, the first time, a
 # debootstrap (~300 MB). Not part of CI. Needs root.
 #
 #   sudo scripts/systemd-check.sh            # build, boot, check
@@ -181,14 +181,15 @@ PY
   }
 
   # ----------------------------------------------------------------- boot
-  # We may come in before PID 1 listens on its private socket; until it does,
-  # systemctl says "Failed to connect to bus".
+  # We may come in before PID 1 has set itself up: until /run/systemd/system
+  # exists systemctl says "offline", until the private socket does "Failed to
+  # connect to bus".
   local state i
   for ((i = 0; i < 600; i++)); do
-    state=$(timeout 120 systemctl is-system-running --wait 2>&1)
-    [[ $state == *"Failed to connect"* ]] || break
+    [[ -d /run/systemd/system && -S /run/systemd/private ]] && break
     sleep 0.1
   done
+  state=$(timeout 120 systemctl is-system-running --wait 2>&1)
   if [[ $state == running || $state == degraded ]]; then
     {
       echo "PID 1: $(cat /proc/1/comm) $(systemctl --version | head -1)"
@@ -673,15 +674,38 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/tunneld-systemd-check.XXXXXX")
 chmod 0755 "$WORK"
 NSPAWN_PID=
 LEADER=
+CHECK_PID=
+TAIL_PID=
 # shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   local rc=$?
+  trap '' INT TERM # a second ^C must not cut the teardown short
   if [[ -n $NSPAWN_PID ]] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
-    # SIGTERM: nspawn asks the container's systemd for an orderly shutdown.
+    # SIGTERM: nspawn asks the container's systemd for an orderly shutdown
+    # (SIGRTMIN+3). A PID 1 that has no handler yet (early boot) never sees
+    # it; then SIGKILL to the container's PID 1 ends its whole PID namespace,
+    # and nspawn exits. Killing nspawn alone would leave the container running.
     kill -TERM "$NSPAWN_PID" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$NSPAWN_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.2; done
+    if kill -0 "$NSPAWN_PID" 2>/dev/null; then
+      [[ -n $LEADER ]] && kill -KILL "$LEADER" 2>/dev/null
+      for _ in $(seq 50); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.2; done
+      kill -KILL "$NSPAWN_PID" 2>/dev/null || true
+    fi
     wait "$NSPAWN_PID" 2>/dev/null || true
+  fi
+  # nsenter waits for the checks it started in the container. systemd's
+  # shutdown SIGSTOPs every process there before killing it, and nsenter then
+  # stops itself as well (it mirrors its child's stops) and would wait for a
+  # SIGCONT forever: wake it and end it.
+  if [[ -n $CHECK_PID ]]; then
+    kill -CONT "$CHECK_PID" 2>/dev/null || true
+    kill -TERM "$CHECK_PID" 2>/dev/null || true
+    wait "$CHECK_PID" 2>/dev/null || true
+  fi
+  if [[ -n $TAIL_PID ]]; then
+    kill "$TAIL_PID" 2>/dev/null || true
+    wait "$TAIL_PID" 2>/dev/null || true
   fi
   if ((rc != 0 || keep)); then
     echo "work dir kept: $WORK (boot.log: the container's console)"
@@ -761,9 +785,19 @@ fi
 echo "container PID 1 is host pid $LEADER"
 
 status=0
+# In the background, so that a signal to this script runs the cleanup at once
+# (stopping the container ends everything started inside it); tail shows the
+# output as it comes.
 nsenter --target "$LEADER" --mount --uts --ipc --net --pid -- \
   /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb \
-  /bin/bash "$SHARE/systemd-check.sh" --inside "$quick" 2>&1 | tee "$WORK/check.log" || status=$?
+  /bin/bash "$SHARE/systemd-check.sh" --inside "$quick" >"$WORK/check.log" 2>&1 &
+CHECK_PID=$!
+tail -n +1 -f --pid="$CHECK_PID" "$WORK/check.log" &
+TAIL_PID=$!
+wait "$CHECK_PID" || status=$?
+CHECK_PID=
+wait "$TAIL_PID" || true
+TAIL_PID=
 if ! grep -q -E '^[0-9]+ passed, [0-9]+ failed$' "$WORK/check.log"; then
   echo "FAIL $SUITE: the checks inside the container did not finish (exit $status)"
   status=1
