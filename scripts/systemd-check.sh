@@ -231,7 +231,8 @@ PY
     echo "/etc/tunneld: $etc_mode"
     echo "id tunnel-member: $(id tunnel-member)"
     echo "id tunnel-outsider: $(id tunnel-outsider)"
-    echo "unit: $(systemctl show tunneld -P FragmentPath), $(systemctl show tunneld -P Type), WatchdogUSec=$(prop WatchdogUSec)"
+    # (WatchdogUSec= reads "infinity" until the service runs: show the file's setting)
+    echo "unit: $(prop FragmentPath), Type=$(prop Type), $(grep '^WatchdogSec=' "$(prop FragmentPath)")"
   } | show
   if [[ -z $problems ]]; then
     pass "install: meson install tree, systemd-sysusers, systemd-tmpfiles, daemon-reload"
