@@ -83,13 +83,14 @@ def snapshot(pids: dict[str, int], want_fds=None) -> dict:
             for n, p in pids.items()}
 
 
-def judge(start: dict, end: dict, extra: str = "") -> list[str]:
+def judge(start: dict, end: dict, allowance_kib: dict | None = None) -> list[str]:
     problems = []
     for n in start:
         a, b = start[n], end[n]
         if b["fds"] != a["fds"]:
             problems.append(f"{n}: {a['fds']} fds at the start, {b['fds']} at the end")
-        limit = a["rss_kib"] + RSS_SLACK_KIB + a["rss_kib"] * RSS_SLACK_PCT // 100
+        limit = (a["rss_kib"] + RSS_SLACK_KIB + a["rss_kib"] * RSS_SLACK_PCT // 100 +
+                 (allowance_kib or {}).get(n, 0))
         if b["rss_kib"] > limit and not a["asan"]:
             problems.append(f"{n}: RSS {a['rss_kib']} KiB at the start, {b['rss_kib']} KiB at "
                             f"the end (limit {limit})")
@@ -222,7 +223,9 @@ def _(h):
     report("sessions", SESSIONS - warm, secs, start, end,
            {"libuv handles at an open with 1 session (first, last, max)":
             [handles[0], handles[-1], max(handles)]})
-    problems = judge(start, end)
+    # The relay keeps a record of every closed tunnel (about 1 KiB) so that
+    # its tokens stay refused: that growth is by design, not a leak.
+    problems = judge(start, end, {"tunnel-relay": 2 * (SESSIONS - warm)})
     if handles[-1] != handles[0]:
         problems.append(f"tunneld: {handles[0]} libuv handles at the first measured open, "
                         f"{handles[-1]} at the last")
