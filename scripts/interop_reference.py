@@ -10,6 +10,8 @@ reference proxy:
   ref-src/ours-dst   the reference as source, our localproxy as destination
   ref-src/ref-dst    the reference on both ends (--control): what the
                      reference does without us, for comparison
+  ours-src/ours-dst  our proxy on both ends (--pairing only): the same
+                     workloads without the reference
 
 --version V1|V2|V3 picks the protocol both ends speak (PROTOCOLS below).
 
@@ -20,7 +22,8 @@ Workloads (each SHA-256 checked):
   echo       the client sends --size/2 bytes while reading them back
   slow       like download, but the client reads slowly (--slow-rate bytes/s)
   multi      --connections downloads at once, --size in all (default at V3
-             only; with a V1/V2 peer they take turns)
+             only; with a V1/V2 peer they take turns); wrong bytes are
+             located (which answer, where, what is there instead)
 
 Outcome of a case:
   ok       the bytes arrived intact
@@ -61,6 +64,7 @@ from harness import Harness, TestFailure, check, settings_json  # noqa: E402
 
 PAIRINGS = ("ours-src/ref-dst", "ref-src/ours-dst")
 CONTROL = "ref-src/ref-dst"
+OURS_ONLY = "ours-src/ours-dst"  # our proxy on both ends, for comparison
 WORKLOADS = ("upload", "download", "echo", "slow", "multi")
 
 # Protocol versions. Each entry says how to make both proxies speak it through
@@ -152,6 +156,74 @@ class Outcome(Exception):
 
 
 # ---------------------------------------------------------------- services
+
+
+def answer_bytes(idx: int, nbytes: int) -> bytes:
+    """What RequestAnswerServer sends on its connection `idx`."""
+    rnd = random.Random(idx)
+    out = []
+    left = nbytes
+    while left > 0:
+        out.append(rnd.randbytes(min(left, 1 << 16)))
+        left -= len(out[-1])
+    return b"".join(out)
+
+
+def locate(chunk: bytes, answers: dict[int, bytes]) -> tuple[int, int] | None:
+    for idx, want in answers.items():
+        at = want.find(chunk)
+        if at >= 0:
+            return idx, at
+    return None
+
+
+def diagnose_multi(received: list[bytes], answers: dict[int, bytes]) -> str:
+    """For each download that is not exactly one answer: which answer it
+    follows, where it first differs, and what it holds from there on, as
+    segments (copied from which answer at which offset, or found nowhere),
+    so a report tells lost, repeated, swapped and foreign bytes apart."""
+    notes = []
+    for k, got in enumerate(received):
+        if got in answers.values():
+            continue
+        best, best_len = None, -1
+        for idx, want in answers.items():
+            n = 0
+            while n < min(len(got), len(want)) and got[n:n + 4096] == want[n:n + 4096]:
+                n += 4096
+            while n < min(len(got), len(want)) and got[n] == want[n]:
+                n += 1
+            if n > best_len:
+                best, best_len = idx, n
+        segs = []
+        pos = best_len
+        while pos < len(got) and len(segs) < 6:
+            hit = locate(got[pos:pos + 16], answers) if pos + 16 <= len(got) else None
+            if hit is None:
+                # Coarse steps keep this to seconds for a large foreign
+                # region; its end is exact to 256 bytes.
+                start = pos
+                pos += 16
+                while pos + 16 <= len(got) and locate(got[pos:pos + 16], answers) is None \
+                        and pos - start < 1 << 21:
+                    pos += 16 if pos - start < 4096 else 256
+                if pos + 16 > len(got):
+                    pos = len(got)
+                region = got[start:pos]
+                zeros = 100 * region.count(0) // max(1, len(region))
+                segs.append(f"[{start}, {pos}) found nowhere ({zeros}% zero bytes; "
+                            f"starts {got[start:start + 24].hex()})")
+                continue
+            idx, at = hit
+            want = answers[idx]
+            n = 16
+            while pos + n < len(got) and at + n < len(want) and got[pos + n] == want[at + n]:
+                n += 1
+            segs.append(f"[{pos}, {pos + n}) = answer {idx} [{at}, {at + n})")
+            pos += n
+        notes.append(f"download {k + 1}: {len(got)} bytes, answer {best} up to {best_len}, then "
+                     + ", ".join(segs))
+    return "; ".join(notes)
 
 
 class RequestAnswerServer(harness._Server):
@@ -359,7 +431,9 @@ def client_upload(port: int, nbytes: int, progress: Progress) -> str:
     return h.hexdigest()
 
 
-def client_download(port: int, nbytes: int, progress: Progress, rate: float | None) -> str:
+def client_download(port: int, nbytes: int, progress: Progress, rate: float | None,
+                    keep: list | None = None) -> str:
+    """keep: if given, the received bytes are appended to it (for diagnosis)."""
     s = connect(port)
     s.settimeout(None)
     s.sendall(b"GET /blob HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -373,6 +447,8 @@ def client_download(port: int, nbytes: int, progress: Progress, rate: float | No
             if not data:
                 break
             h.update(data)
+            if keep is not None:
+                keep.append(data)
             got += len(data)
             progress.add(len(data))
             if rate:
@@ -601,9 +677,10 @@ def run_case(args, pairing: str, workload: str, n: int) -> tuple[Outcome | None,
                 k = args.connections
                 each = size // k
                 results = []
-                for _ in range(k):
+                kept: list[list] = [[] for _ in range(k)]
+                for j in range(k):
                     results.append(run_in_thread(
-                        lambda: client_download(port, each, progress, None)))
+                        lambda j=j: client_download(port, each, progress, None, kept[j])))
                 for _, done in results:
                     watch(progress, done, args.idle, args.limit, procs, workload)
                 elapsed = time.monotonic() - t0
@@ -615,8 +692,10 @@ def run_case(args, pairing: str, workload: str, n: int) -> tuple[Outcome | None,
                 got = sorted(r["value"] for r, _ in results)
                 want = sorted(v["sha256"] for v in server.sent.values())
                 if got != want:
+                    why = diagnose_multi([b"".join(x) for x in kept],
+                                         {i: answer_bytes(i, each) for i in server.sent})
                     raise Outcome("fail", f"multi: {k} downloads, sha256s differ from what "
-                                          f"the service sent ({len(want)} answers)")
+                                          f"the service sent ({len(want)} answers): {why}")
                 size = each * k
             else:
                 rate = args.slow_rate if workload == "slow" else None
@@ -679,7 +758,7 @@ def main():
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--version", "--protocol", dest="protocol", default="V1",
                     choices=sorted(PROTOCOLS), help="protocol version of both ends")
-    ap.add_argument("--pairing", action="append", choices=PAIRINGS + (CONTROL,),
+    ap.add_argument("--pairing", action="append", choices=PAIRINGS + (CONTROL, OURS_ONLY),
                     help=f"default: {', '.join(PAIRINGS)}; {CONTROL} is the reference "
                          "on both ends (a control)")
     ap.add_argument("--control", action="store_true", help=f"also run {CONTROL}")
