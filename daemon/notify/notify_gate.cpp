@@ -9,7 +9,11 @@ NotifyGate::NotifyGate(GateLimits limits) : limits_(limits), tokens_(limits.burs
 
 void NotifyGate::set_limits(GateLimits limits) {
   limits_ = limits;
-  tokens_ = std::min(tokens_, limits_.burst);
+  // Before the first notification the bucket is full at the configured
+  // burst (the daemon configures the gate after constructing it with the
+  // defaults); later a lower burst caps what is left and a higher one fills
+  // up at the configured rate.
+  tokens_ = primed_ ? std::min(tokens_, limits_.burst) : limits_.burst;
 }
 
 void NotifyGate::refill(Clock::time_point now) {

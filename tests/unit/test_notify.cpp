@@ -123,6 +123,17 @@ TEST_SUITE("notify gate") {
     CHECK(g.admit(t0 + std::chrono::milliseconds(1600), "a", {}).accept);
   }
 
+  TEST_CASE("the configured burst is available from the start, not the default's") {
+    NotifyGate g(GateLimits{});  // the defaults (burst 5), as the daemon constructs it
+    g.set_limits({64, 100, 6000});
+    for (int i = 0; i < 100; ++i) CHECK(g.admit(t0, "a", {}).accept);
+    CHECK_FALSE(g.admit(t0, "a", {}).accept);
+    // Once notifications flowed, a lower burst caps what is left.
+    g.set_limits({64, 3, 6000});
+    CHECK_FALSE(g.admit(t0, "a", {}).accept);
+    CHECK(g.admit(t0 + std::chrono::milliseconds(20), "a", {}).accept);
+  }
+
   TEST_CASE("cap counts sessions that are still closing") {
     NotifyGate g({2, 100, 6000});
     CHECK(g.admit(t0, "a", {{"1", "b", false, true}}).accept);
