@@ -258,8 +258,12 @@ std::string fmt_kib(double kib) {
   return b;
 }
 
-// A local service that accepts connections and holds them, never reading or
-// writing: the far end of the idle connections of the multiplex figure.
+// A local service that accepts connections, sends a one-line banner (as an
+// SSH server does) and then holds them, never reading: the far end of the
+// idle connections of the multiplex figure. The banner matters: a V3 source
+// accepts one connection per service until the peer has shown it speaks V3
+// (a record with a connectionId, docs/architecture.md), and idle
+// connections would otherwise never show it.
 class HoldService {
  public:
   HoldService() {
@@ -281,6 +285,8 @@ class HoldService {
           if (errno == EINTR || errno == ECONNABORTED) continue;
           return;  // the listener was shut down
         }
+        static constexpr char kBanner[] = "SSH-2.0-daemon-bench-hold\r\n";
+        (void)::send(fd, kBanner, sizeof kBanner - 1, MSG_NOSIGNAL);
         const std::lock_guard lock(mu_);
         fds_.push_back(fd);
       }

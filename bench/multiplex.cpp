@@ -89,12 +89,22 @@ MultiplexResults measure_multiplex(std::uint16_t tunnel_port, std::uint16_t dire
     FanOutRow row;
     row.name = d.name;
     row.key = d.key;
+    progress(std::string("multiplex ") + d.name + ": direct, one connection and " +
+             std::to_string(r.connections));
+    row.direct_single = d.fn(direct_port, r.bytes, Clock::now() + budget);
+    std::vector<TransferResult> unused;
+    row.direct_aggregate =
+        fan_out(d.fn, direct_port, r.connections, each, Clock::now() + budget, unused);
     progress(std::string("multiplex ") + d.name + ": one connection");
+    double cpu0 = o.tunnel_cpu();
     row.single = d.fn(tunnel_port, r.bytes, Clock::now() + budget);
+    row.single_cpu = o.tunnel_cpu() - cpu0;
     progress(std::string("multiplex ") + d.name + ": " + std::to_string(r.connections) +
              " connections at once");
+    cpu0 = o.tunnel_cpu();
     row.aggregate =
         fan_out(d.fn, tunnel_port, r.connections, each, Clock::now() + budget, row.each);
+    row.aggregate_cpu = o.tunnel_cpu() - cpu0;
     r.rows.push_back(std::move(row));
   }
 

@@ -21,6 +21,8 @@ struct MultiplexOptions {
   int round_trips = 2000;
   int warmup = 50;
   std::chrono::milliseconds budget{60000};
+  // CPU seconds the tunnel's processes (relay, both proxies) have used so far.
+  std::function<double()> tunnel_cpu = [] { return 0.0; };
 };
 
 // `tunnel_port` is the source's listener of a V3 tunnel whose destination

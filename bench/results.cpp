@@ -319,17 +319,30 @@ std::string format_report(const Results& r, const std::vector<Verdict>& verdicts
         "split evenly; \"one\" is a single connection moving all of it on the same tunnel\n",
         m.connections, m.bytes >> 20);
     Table f({"direction", "one MB/s", "all MB/s", "all/one", "slowest MB/s", "fair share",
-             "slowest/fair"});
+             "slowest/fair", "direct all/one", "CPU-s/GiB one", "all"});
+    const auto per_gib = [](double seconds, const TransferResult& t) {
+      return t.bytes > 0 ? fmt::format("{:.2f}", seconds * static_cast<double>(1ULL << 30) /
+                                                     static_cast<double>(t.bytes))
+                         : std::string("-");
+    };
     for (const FanOutRow& row : m.rows) {
       double slowest = row.each.empty() ? 0 : mb_per_s(row.each.front());
       for (const TransferResult& t : row.each) slowest = std::min(slowest, mb_per_s(t));
-      f.add({row.name, fmt::format("{:.0f}", mb_per_s(row.single)),
-             fmt::format("{:.0f}", mb_per_s(row.aggregate)),
-             fmt::format("{:.2f}", fan_out_ratio(row)), fmt::format("{:.1f}", slowest),
-             fmt::format("{:.1f}", mb_per_s(row.aggregate) / static_cast<double>(m.connections)),
-             fmt::format("{:.2f}", worst_fair_share(row))});
+      f.add(
+          {row.name, fmt::format("{:.0f}", mb_per_s(row.single)),
+           fmt::format("{:.0f}", mb_per_s(row.aggregate)),
+           fmt::format("{:.2f}", fan_out_ratio(row)), fmt::format("{:.1f}", slowest),
+           fmt::format("{:.1f}", mb_per_s(row.aggregate) / static_cast<double>(m.connections)),
+           fmt::format("{:.2f}", worst_fair_share(row)),
+           fmt::format("{:.2f}", mb_per_s(row.direct_single) > 0
+                                     ? mb_per_s(row.direct_aggregate) / mb_per_s(row.direct_single)
+                                     : 0.0),
+           per_gib(row.single_cpu, row.single), per_gib(row.aggregate_cpu, row.aggregate)});
     }
-    out += f.str() + "\n";
+    out += f.str();
+    out +=
+        "(direct all/one: the same client threads against the service without the tunnel; CPU:\n"
+        "relay and both proxies together per GiB moved)\n\n";
     out += "1 B round trips on one connection of that tunnel, microseconds\n";
     Table p({"case", "count", "p50", "p99", "max"});
     p.add({"direct, idle", fmt::format("{}", m.ping_direct.count), us(m.ping_direct.p50),
@@ -411,7 +424,11 @@ std::string format_json(const Results& r, const std::vector<Verdict>& verdicts) 
                                    {"all_MBps", mb_per_s(row.aggregate)},
                                    {"all_over_one", fan_out_ratio(row)},
                                    {"slowest_over_fair_share", worst_fair_share(row)},
-                                   {"each_MBps", each}};
+                                   {"each_MBps", each},
+                                   {"direct_one_MBps", mb_per_s(row.direct_single)},
+                                   {"direct_all_MBps", mb_per_s(row.direct_aggregate)},
+                                   {"tunnel_cpu_seconds_one", row.single_cpu},
+                                   {"tunnel_cpu_seconds_all", row.aggregate_cpu}};
     }
     jm["round_trip_1B_us"] = {{"direct_idle", summary_json(m.ping_direct)},
                               {"tunnel_idle", summary_json(m.ping_idle)},

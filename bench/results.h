@@ -79,6 +79,10 @@ struct FanOutRow {
   TransferResult single;             // one connection alone, all the bytes
   TransferResult aggregate;          // N at once: bytes summed, wall time of the batch
   std::vector<TransferResult> each;  // each connection's own bytes and time
+  TransferResult direct_single;      // the same two against the service directly,
+  TransferResult direct_aggregate;   // for what N client threads cost on this machine
+  double single_cpu = 0;             // CPU seconds of relay and both proxies, one connection
+  double aggregate_cpu = 0;          // ... and N connections
 };
 
 struct MultiplexResults {

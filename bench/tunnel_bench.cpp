@@ -248,6 +248,10 @@ void Bench::measure_multiplex(Results& r) {
     mo.round_trips = o_.round_trips;
     mo.warmup = o_.warmup;
     mo.budget = std::chrono::seconds(o_.latency_budget_s);
+    mo.tunnel_cpu = [this, &t] {
+      const CpuCost c = cpu_now(t);
+      return c.relay + c.source + c.destination;
+    };
     r.multiplex = bench::measure_multiplex(t.port, service_->port(), mo,
                                            [this](const std::string& w) { progress(w); });
   } catch (const BenchError& e) {

@@ -115,7 +115,7 @@ ProxySession::~ProxySession() {
 void ProxySession::start() {
   if (state_ != SessionState::idle) return;
   uv_loop_t* loop = ws_.loop();
-  for (uv_timer_t* t : {&retry_timer_, &accept_timer_, &nudge_timer_}) {
+  for (uv_timer_t* t : {&retry_timer_, &accept_timer_, &nudge_timer_, &stuck_timer_}) {
     uv_timer_init(loop, t);
     t->data = this;
     ++open_handles_;
@@ -328,34 +328,64 @@ void ProxySession::write_local(const ConnRef& ref, std::string_view bytes) {
 void ProxySession::check_local_bound(StreamEntry& e) {
   const auto limit = static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit);
   const std::size_t pending = e.conn->pending_write_bytes();
-  if (machine_.peer_connections() != PeerConnections::multiple || streams_.size() <= 1) {
+  if (!several_connections()) {
     // One connection per service: nobody else to starve, so pause the
     // tunnel (lossless) as V1 always did.
     if (pending > limit) set_rx_paused(true);
     return;
   }
-  // Several connections: the protocol has no per-connection flow control, so
-  // pausing the WebSocket would stall all of them behind one slow reader.
-  // A connection that holds more than 4x the limit is stuck: reset it alone.
+  // Several connections: the protocol has no per-connection flow control.
+  // A connection may hold up to 4x the limit without slowing the others.
+  // Beyond that the WebSocket pauses (nothing is lost: a slow reader sets
+  // the pace for a while) and a watch starts: a reader that then takes
+  // nothing for kStuckReaderMs is stuck, and that connection alone is reset.
   if (pending > 4 * limit) {
-    const ConnRef ref = e.ref;
-    log_->warn("{}: the local reader is stuck with {} bytes pending; resetting this connection",
-               conn_name(ref), pending);
-    if (LocalConnection* c = streams_.remove(ref)) c->close(false);
-    machine_.on_local_closed(ref);
-    maybe_resume_rx();
+    set_rx_paused(true);
+    if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&stuck_timer_)) && !handles_closing_) {
+      streams_.stuck_connections(4 * limit, std::chrono::milliseconds(kStuckReaderMs),
+                                 Clock::now());  // starts the watch
+      uv_timer_start(
+          &stuck_timer_,
+          [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->check_stuck_readers(); },
+          kStuckCheckMs, kStuckCheckMs);
+    }
     return;
   }
   // Memory bound of the session whatever the number of connections.
   if (streams_.local_bound_bytes() > 16 * limit) set_rx_paused(true);
 }
 
+bool ProxySession::several_connections() const {
+  return machine_.peer_connections() == PeerConnections::multiple && streams_.size() > 1;
+}
+
+void ProxySession::check_stuck_readers() {
+  const auto limit = static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit);
+  for (const ConnRef& ref : streams_.stuck_connections(
+           4 * limit, std::chrono::milliseconds(kStuckReaderMs), Clock::now())) {
+    StreamEntry* e = streams_.find(ref);
+    if (!e || !e->conn) continue;
+    log_->warn(
+        "{}: the local reader is stuck (took nothing for {} ms, {} bytes pending); resetting this "
+        "connection",
+        conn_name(ref), kStuckReaderMs, e->conn->pending_write_bytes());
+    if (LocalConnection* c = streams_.remove(ref)) c->close(false);
+    machine_.on_local_closed(ref);
+  }
+  if (!streams_.any_over(4 * limit)) uv_timer_stop(&stuck_timer_);
+  maybe_resume_rx();
+}
+
 void ProxySession::maybe_resume_rx() {
   if (!rx_paused_) return;
   const auto limit = static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit);
-  const bool multi =
-      machine_.peer_connections() == PeerConnections::multiple && streams_.size() > 1;
-  if (streams_.local_bound_bytes() <= (multi ? 8 * limit : limit / 2)) set_rx_paused(false);
+  if (!several_connections()) {
+    if (streams_.local_bound_bytes() <= limit / 2) set_rx_paused(false);
+    return;
+  }
+  if (streams_.local_bound_bytes() <= 8 * limit && !streams_.any_over(2 * limit)) {
+    set_rx_paused(false);
+  }
 }
 
 void ProxySession::close_local(const ConnRef& ref, bool flush) {
@@ -690,7 +720,7 @@ void ProxySession::close_handles() {
   state_ = SessionState::stopping;
   auto on_closed = [](uv_handle_t* h) { static_cast<ProxySession*>(h->data)->release_handle(); };
   link_.shutdown();
-  for (uv_timer_t* t : {&retry_timer_, &accept_timer_, &nudge_timer_}) {
+  for (uv_timer_t* t : {&retry_timer_, &accept_timer_, &nudge_timer_, &stuck_timer_}) {
     if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(t))) {
       uv_close(reinterpret_cast<uv_handle_t*>(t), on_closed);
     }

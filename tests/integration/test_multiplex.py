@@ -174,7 +174,57 @@ def _(h):
     print(f"  49 connections done in {max(done_at) - t0:.2f} s while one reader stalled 2 s")
 
 
-@r.case("a local reader that never reads is reset alone after 1 MiB; the others go on")
+@r.case("a slow local reader with megabytes queued loses nothing and is not reset")
+def _(h):
+    echo = h.echo_server()
+    # A sink that reads 64 KiB every 20 ms (about 3 MiB/s): far slower than
+    # the tunnel, but never stuck. It returns the SHA-256 of what it read.
+    sink = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sink.bind(("127.0.0.1", 0))
+    sink.listen(4)
+    h.sockets.append(sink)
+    digest = {}
+
+    def serve():
+        conn, _ = sink.accept()
+        conn.settimeout(scaled(60))
+        sha = hashlib.sha256()
+        n = 0
+        while True:
+            d = conn.recv(65536)
+            if not d:
+                break
+            sha.update(d)
+            n += len(d)
+            time.sleep(0.02)
+        digest["sha"], digest["n"] = sha.hexdigest(), n
+        conn.close()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    _, dst, src, ports = multi_tunnel(h, ["OK1", "SLOW1"],
+                                      {"OK1": echo.port, "SLOW1": sink.getsockname()[1]})
+    good = connect(ports["OK1"])
+    check(ping(good, b"before\n") == b"before\n", "no echo")
+    payload = os.urandom(6 * MIB)
+    slow = connect(ports["SLOW1"])
+    slow.settimeout(scaled(60))
+    slow.sendall(payload)
+    slow.shutdown(socket.SHUT_WR)
+    server.join(scaled(60))
+    check(digest.get("n") == len(payload),
+          f"the slow reader got {digest.get('n')} of {len(payload)} bytes")
+    check(digest.get("sha") == hashlib.sha256(payload).hexdigest(), "the slow reader's bytes differ")
+    check(ping(good, b"after\n") == b"after\n", "the other connection was hurt")
+    check(not re.search(r"local reader is stuck", dst.stderr_text()),
+          "a slow (not stuck) reader was reset")
+    check(src.alive() and dst.alive(), "a localproxy exited")
+    slow.close()
+    good.close()
+
+
+@r.case("a local reader that takes nothing with 1 MiB queued is reset alone; the others go on")
 def _(h):
     echo = h.echo_server()
     # A service that accepts and never reads: its connection gets stuck.
