@@ -35,11 +35,14 @@ MAX_MESSAGE = 131076
 class Client:
     """One TLS connection to the relay, speaking just enough HTTP/WebSocket."""
 
-    def __init__(self, h, relay):
-        ctx = ssl.create_default_context(cafile=h.ca.ca_cert)
-        ctx.set_alpn_protocols(["http/1.1"])
-        raw = socket.create_connection(("127.0.0.1", relay.port), timeout=scaled(10))
-        self.s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    def __init__(self, h, relay, tls=True):
+        raw = socket.create_connection((relay.host.strip("[]"), relay.port), timeout=scaled(10))
+        if tls:
+            ctx = ssl.create_default_context(cafile=h.ca.ca_cert)
+            ctx.set_alpn_protocols(["http/1.1"])
+            self.s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        else:
+            self.s = raw
         self.buf = b""
         self.key = base64.b64encode(secrets.token_bytes(16)).decode()
 
@@ -303,6 +306,25 @@ def _(h):
     check(re.fullmatch(r"[0-9a-f]{32}", hd.get("channel-id", [""])[0]) is not None,
           f"channel-id {hd.get('channel-id')}")
     check(c.s.selected_alpn_protocol() == "http/1.1", f"ALPN {c.s.selected_alpn_protocol()}")
+    c.close()
+
+
+@r.case("plain ws on [::1] (no --tls-cert): 101, frames sent right behind the request")
+def _(h):
+    import json
+    from harness import Relay
+    src, dst = new_token("s"), new_token("d")
+    p = h.spawn("relay", [h.relay_bin, "--listen", "[::1]:0", "--tunnel", f"{src}:{dst}"],
+                secrets_=[src, dst])
+    m = p.wait_line(r"^\{.*\}$", scaled(10), stream="stdout")
+    listen = json.loads(m.group(0))["listen"]
+    check(re.fullmatch(r"\[::1\]:\d+", listen) is not None, f"ready line listen {listen!r}")
+    relay = Relay(p, listen, None)
+    c = Client(h, relay, tls=False)
+    ping = c.frame(9, b"early")
+    status, hd, body = c.request(headers=[("access-token", src)], extra=ping)
+    check(status == 101, f"HTTP {status} {body!r}")
+    check(c.read_frame() == (True, 10, b"early"), "no pong for the ping behind the request")
     c.close()
 
 
