@@ -240,6 +240,9 @@ struct RelayServer::Connection {
 
   bool close_sent = false;
   bool peer_closed = false;
+  // Failed (RFC 6455 section 7.1.7): once our close frame is out, half-close
+  // and drain instead of waiting for the client's answer.
+  bool failed = false;
 
   bool writes_pending() const { return frame != nullptr || out_off < out.size(); }
 };
@@ -871,6 +874,8 @@ void RelayServer::do_write(Connection& c) {
     linger(c);
   } else if (c.state == State::closing && c.close_sent && c.peer_closed) {
     destroy(c);
+  } else if (c.state == State::closing && c.close_sent && c.failed) {
+    linger(c);
   }
 }
 
@@ -960,6 +965,7 @@ void RelayServer::request_close(Connection& c, int code, std::string reason) {
 void RelayServer::fail_connection(Connection& c, int code, std::string reason) {
   detach(c);
   c.splitter.reset();
+  c.failed = true;
   if (c.state == Connection::State::open) {
     request_close(c, code, std::move(reason));
   } else if (c.state != Connection::State::closing) {
