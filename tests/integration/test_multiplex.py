@@ -100,6 +100,17 @@ def closed_by_peer(sock, timeout: float) -> bool:
         return False
 
 
+def small_listener(h):
+    """A loopback listener with a 64 KiB receive buffer (closed with the case),
+    so that a service that reads slowly or not at all backs up soon."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    h.sockets.append(srv)
+    return srv
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -179,11 +190,7 @@ def _(h):
     echo = h.echo_server()
     # A sink that reads 64 KiB every 20 ms (about 3 MiB/s): far slower than
     # the tunnel, but never stuck. It returns the SHA-256 of what it read.
-    sink = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    sink.bind(("127.0.0.1", 0))
-    sink.listen(4)
-    h.sockets.append(sink)
+    sink = small_listener(h)
     digest = {}
 
     def serve():
@@ -228,11 +235,7 @@ def _(h):
 def _(h):
     echo = h.echo_server()
     # A service that accepts and never reads: its connection gets stuck.
-    stuck_srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    stuck_srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    stuck_srv.bind(("127.0.0.1", 0))
-    stuck_srv.listen(4)
-    h.sockets.append(stuck_srv)
+    stuck_srv = small_listener(h)
     _, dst, src, ports = multi_tunnel(h, ["OK1", "STUCK1"],
                                       {"OK1": echo.port, "STUCK1": stuck_srv.getsockname()[1]})
     good = connect(ports["OK1"])
