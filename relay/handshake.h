@@ -1,5 +1,5 @@
 // Decides a WebSocket upgrade request (protocol.md section 2, service side).
-// Pure: the relay server copies what it needs out of lws into a
+// Pure: the relay server copies what it needs out of the parsed request head into a
 // HandshakeRequest; the decision is an HTTP status, a reason and, when
 // admitted, the chosen subprotocol and the end to attach.
 #pragma once
@@ -18,7 +18,7 @@ struct HandshakeRequest {
   std::string path;                     // without the query
   std::vector<std::string> query_args;  // "name=value", decoded
   std::optional<std::string> access_token_header;
-  std::string cookie_header;  // all Cookie headers, as lws joined them
+  std::string cookie_header;  // all Cookie headers, joined with ", "
   std::optional<std::string> client_token;
   std::string subprotocol_offer;  // Sec-WebSocket-Protocol, comma separated
   std::size_t request_bytes = 0;  // approximate size of the request head
@@ -44,7 +44,7 @@ bool valid_client_token(std::string_view token);
 // been joined with spaces or commas).
 std::vector<std::string> cookie_values(std::string_view header, std::string_view name);
 // The first offered subprotocol that is also accepted (the client's order
-// wins, as lws picks it), or empty.
+// wins), or empty.
 std::string choose_subprotocol(std::string_view offer, const std::vector<std::string>& accepted);
 
 HandshakeDecision evaluate_handshake(const HandshakeRequest& req, const TunnelRegistry& registry,

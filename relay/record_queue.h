@@ -2,7 +2,7 @@
 //
 // Bytes are stored in fixed chunks, each the size of the largest WebSocket
 // message (protocol.md section 3: 131076 bytes) plus writable headroom in front
-// (LWS_PRE for lws_write), so a chunk is sent as one message straight from
+// (for the WebSocket frame header), so a chunk is sent as one frame straight from
 // where the record bytes were first copied: one copy from the receive buffer,
 // none on the way out. A record never straddles two chunks, so every message
 // carries whole records and a record the relay injects (STREAM_RESET,

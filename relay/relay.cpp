@@ -1,10 +1,8 @@
 #include "relay.h"
 
-#include <uv.h>
-// uv.h before libwebsockets.h (stack-notes.md)
-#include <libwebsockets.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <uv.h>
 
 #include <csignal>
 #include <cstdio>
@@ -18,19 +16,6 @@
 
 namespace relay {
 namespace {
-
-void emit_lws_log(int level, const char* line) {
-  static const auto logger = spdlog::get("lws");
-  if (!logger) return;
-  std::string_view text(line);
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
-  if ((level & LLL_ERR) != 0)
-    logger->error("{}", text);
-  else if ((level & LLL_WARN) != 0)
-    logger->warn("{}", text);
-  else
-    logger->debug("{}", text);
-}
 
 // Owns the loop-level handles of one relay run.
 class RelayProcess {
@@ -125,7 +110,7 @@ bool setup_logging(std::string_view level) {
   const auto lvl = spdlog::level::from_str(std::string(level));
   if (lvl == spdlog::level::off && level != "off") return false;
   auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
-  for (const char* name : {"relay", "admin", "lws"}) {
+  for (const char* name : {"relay", "admin"}) {
     spdlog::drop(name);
     auto logger = std::make_shared<spdlog::logger>(name, sink);
     logger->set_level(lvl);
@@ -133,10 +118,6 @@ bool setup_logging(std::string_view level) {
     logger->flush_on(spdlog::level::trace);
     spdlog::register_logger(logger);
   }
-  int lws_levels = LLL_ERR | LLL_WARN;
-  if (lvl <= spdlog::level::debug) lws_levels |= LLL_NOTICE;
-  if (lvl <= spdlog::level::trace) lws_levels |= LLL_INFO;
-  lws_set_log_level(lws_levels, &emit_lws_log);
   return true;
 }
 

@@ -8,8 +8,8 @@
 
 namespace relay {
 
-// Named loggers ("relay", "admin", "lws") on stderr at `level` (spdlog level
-// name). lws messages are routed to them; false for an unknown level.
+// Named loggers ("relay", "admin") on stderr at `level` (spdlog level
+// name); false for an unknown level.
 bool setup_logging(std::string_view level);
 
 // Serves until SIGTERM/SIGINT. Returns the process exit code: 0 after a clean

@@ -1,19 +1,23 @@
 #include "relay_server.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/socket.h>
-
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <stdexcept>
 #include <utility>
 
 #include "handshake.h"
+#include "socket_io.h"
 
 namespace relay {
 namespace {
@@ -26,12 +30,30 @@ std::shared_ptr<spdlog::logger> log() {
   return logger;
 }
 
-// lws reads at most this much per POLLIN on a WebSocket and hands RECEIVE at
-// most this much at once (TLS delivers at most one 16 KiB record per read anyway).
-constexpr std::size_t kRxBufferSize = std::size_t{64} * 1024;
+// Plaintext gathered per read pass (OpenSSL reads ahead 64 KiB per read(2)
+// and hands out one TLS record per SSL_read); one buffer for all connections.
+constexpr std::size_t kReadBufferSize = std::size_t{256} * 1024;
+// Read passes per poll event before a connection yields the loop to others.
+constexpr int kReadRoundsPerEvent = 4;
+// Connections accepted per poll event of the listening socket.
+constexpr int kAcceptsPerEvent = 64;
 // Chunks kept for reuse across all queues (8 MiB at most).
 constexpr std::size_t kPoolChunks = 64;
 constexpr std::uint64_t kShutdownGraceMs = 3000;
+// TLS handshake and HTTP upgrade request, from accept (libwebsockets'
+// timeout_secs before).
+constexpr std::uint64_t kHandshakeTimeoutMs = 10000;
+// Waiting for the client's answer to our close frame.
+constexpr std::uint64_t kCloseTimeoutMs = 2000;
+// After an HTTP rejection: how long the rest of the request is drained.
+constexpr std::uint64_t kLingerMs = 2000;
+// A request head larger than this is answered 431 before it ends (those
+// between config.max_request_bytes and this get 431 from evaluate_handshake,
+// after the path check).
+constexpr std::size_t kMaxHeadBytes = 8192;
+// As the proxies do (service_link.cpp): little unsent data in the kernel, so
+// one end's bulk records cannot delay the other records for long.
+constexpr int kNotSentLowat = 128 * 1024;
 
 void random_bytes(unsigned char* out, std::size_t n) {
   if (RAND_bytes(out, static_cast<int>(n)) != 1) throw std::runtime_error("RAND_bytes failed");
@@ -69,67 +91,75 @@ std::string random_hex(std::size_t bytes) {
   return out;
 }
 
-std::string header(lws* wsi, lws_token_indexes token) {
-  const int n = lws_hdr_total_length(wsi, token);
-  if (n <= 0) return {};
-  // lws_hdr_copy joins repeated headers with ',': leave room for them.
-  std::string s(static_cast<std::size_t>(n) * 2 + 16, '\0');
-  const int got = lws_hdr_copy(wsi, s.data(), static_cast<int>(s.size()), token);
-  s.resize(got > 0 ? static_cast<std::size_t>(got) : 0);
+std::string peer_text(const sockaddr_storage& ss) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  unsigned port = 0;
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    port = ntohs(a->sin_port);
+    return std::string(host) + ":" + std::to_string(port);
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    port = ntohs(a->sin6_port);
+    return "[" + std::string(host) + "]:" + std::to_string(port);
+  }
+  return "?";
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
 }
 
-std::optional<std::string> custom_header(lws* wsi, const char* name_with_colon) {
-  const int nlen = static_cast<int>(std::strlen(name_with_colon));
-  const int n = lws_hdr_custom_length(wsi, name_with_colon, nlen);
-  if (n < 0) return std::nullopt;
-  std::string s(static_cast<std::size_t>(n) + 1, '\0');
-  if (lws_hdr_custom_copy(wsi, s.data(), n + 1, name_with_colon, nlen) < 0) return std::nullopt;
-  s.resize(static_cast<std::size_t>(n));
-  return s;
+int alpn_select(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                unsigned int inlen, void*) {
+  // HTTP/1.1 only (the upgrade does not exist in h2 as clients use it).
+  static const unsigned char kProtos[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  unsigned char* chosen = nullptr;
+  if (SSL_select_next_proto(&chosen, outlen, kProtos, sizeof kProtos, in, inlen) !=
+      OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_NOACK;
+  *out = chosen;
+  return SSL_TLSEXT_ERR_OK;
 }
 
-// The request head size as lws kept it: every known header (name, value,
-// separators) plus the custom headers this relay reads. Unknown headers are
-// not visible through the lws API; lws itself drops requests whose header
-// data overflow max_http_header_data.
-std::size_t approximate_request_bytes(lws* wsi) {
-  std::size_t total = 0;
-  for (int t = 0; t < WSI_TOKEN_COUNT; ++t) {
-    const auto tok = static_cast<lws_token_indexes>(t);
-    const int n = lws_hdr_total_length(wsi, tok);
-    if (n <= 0) continue;
-    const unsigned char* name = lws_token_to_string(tok);
-    total += static_cast<std::size_t>(n) +
-             (name ? std::strlen(reinterpret_cast<const char*>(name)) : 0) + 3;
-  }
-  for (const char* name : {"access-token:", "client-token:"}) {
-    const int n = lws_hdr_custom_length(wsi, name, static_cast<int>(std::strlen(name)));
-    if (n >= 0) total += static_cast<std::size_t>(n) + std::strlen(name) + 3;
-  }
-  return total;
-}
-
-// lws only says "init_server_ssl failed": load the pair once here to name
-// the actual problem.
-bool check_tls_files(const std::string& cert, const std::string& key, std::string& error) {
-  const std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_server_method()),
-                                                              &SSL_CTX_free);
+// The server TLS context: TLS 1.2 at least, the --tls-cert chain and
+// --tls-key, ALPN http/1.1. Null with `error` naming the problem.
+SSL_CTX* make_server_tls(const std::string& cert, const std::string& key, std::string& error) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
   const char* what = nullptr;
   if (!ctx)
     what = "cannot create a TLS context";
-  else if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert.c_str()) != 1)
+  else if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
+    what = "cannot require TLS 1.2";
+  else if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1)
     what = "cannot load the certificate chain from --tls-cert";
-  else if (SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM) != 1)
+  else if (SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1)
     what = "cannot load the private key from --tls-key";
-  else if (SSL_CTX_check_private_key(ctx.get()) != 1)
+  else if (SSL_CTX_check_private_key(ctx) != 1)
     what = "--tls-key does not match the certificate in --tls-cert";
-  if (what == nullptr) return true;
-  char detail[256] = "";
-  ERR_error_string_n(ERR_get_error(), detail, sizeof(detail));
-  ERR_clear_error();
-  error = std::string(what) + " (" + detail + ")";
-  return false;
+  if (what != nullptr) {
+    char detail[256] = "";
+    ERR_error_string_n(ERR_get_error(), detail, sizeof(detail));
+    ERR_clear_error();
+    error = std::string(what) + " (" + detail + ")";
+    SSL_CTX_free(ctx);
+    return nullptr;
+  }
+  // Partial writes: SSL_write returns after whole records, so a large frame
+  // leaves as the socket takes it; the retry may come from a moved buffer
+  // (the rest of an in-flight frame copied out when its end goes away).
+  SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                            SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+  SSL_CTX_set_read_ahead(ctx, 1);
+  SSL_CTX_set_default_read_buffer_len(ctx, 64 * 1024);
+  SSL_CTX_set_alpn_select_cb(ctx, &alpn_select, nullptr);
+  return ctx;
 }
 
 std::string_view reason_phrase(int status) {
@@ -155,11 +185,73 @@ std::string_view reason_phrase(int status) {
 
 }  // namespace
 
+// ---------------------------------------------------------------- connection
+
+struct RelayServer::Connection {
+  enum class State {
+    tls,        // TLS handshake
+    http,       // reading the upgrade request
+    rejecting,  // writing an HTTP error response
+    lingering,  // response written, draining the rest of the request
+    open,       // WebSocket
+    closing,    // our close frame queued or sent, waiting for the client's
+    dead,       // socket closed; freed from the handles' close callbacks
+  };
+
+  RelayServer* server = nullptr;
+  std::uint64_t id = 0;
+  int fd = -1;
+  SSL* ssl = nullptr;
+  uv_poll_t poll{};
+  uv_timer_t timer{};  // handshake deadline, then close or linger deadline
+  int open_handles = 0;
+  State state = State::tls;
+  std::string peer;
+  int poll_events = 0;
+  bool read_wants_write = false;  // TLS: a read waits for writability
+  bool write_wants_read = false;  // TLS: a write (or the handshake) waits for readability
+  bool write_blocked = false;     // the socket took less than offered
+  bool in_flush_list = false;
+  bool in_read_list = false;
+
+  std::unique_ptr<tunnel::ws::HttpRequestHead> head;  // during State::http
+
+  // WebSocket
+  std::string channel_id;
+  std::string tunnel_id;
+  Role role = Role::source;
+  int version = 1;
+  Link* link = nullptr;  // null once detached (replaced, tunnel closed, closing)
+  RecordSplitter splitter;
+  tunnel::ws::FrameDecoder decoder{tunnel::ws::Role::server, kMaxMessage};
+  bool rx_paused = false;
+  std::string rx_rest;  // read but not decoded (paused meanwhile), at most one read
+
+  // The frame being written straight from the front chunk of this end's
+  // queue: header in the chunk's headroom, then the payload.
+  const std::uint8_t* frame = nullptr;
+  std::size_t frame_len = 0;  // header + payload
+  std::size_t frame_payload = 0;
+  std::size_t frame_off = 0;
+  // Small writes (HTTP response, control frames, the rest of a frame whose
+  // queue went away), written between frames.
+  std::string out;
+  std::size_t out_off = 0;
+
+  bool close_sent = false;
+  bool peer_closed = false;
+  // Failed (RFC 6455 section 7.1.7): once our close frame is out, half-close
+  // and drain instead of waiting for the client's answer.
+  bool failed = false;
+
+  bool writes_pending() const { return frame != nullptr || out_off < out.size(); }
+};
+
 RelayServer::RelayServer(uv_loop_t* loop, RelayConfig config)
     : loop_(loop),
       config_(std::move(config)),
       registry_(&random_token),
-      pool_(LWS_PRE, kMaxMessage, kPoolChunks) {}
+      pool_(tunnel::ws::kMaxHeaderSize, kMaxMessage, kPoolChunks) {}
 
 RelayServer::~RelayServer() {
   for (auto& [id, link] : links_) {
@@ -167,8 +259,27 @@ RelayServer::~RelayServer() {
       uv_close(reinterpret_cast<uv_handle_t*>(link->expiry),
                [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
   }
-  if (context_ != nullptr) lws_context_destroy(context_);
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+  if (tls_ != nullptr) SSL_CTX_free(tls_);
 }
+
+struct RelayServer::Handles {
+  RelayServer* owner = nullptr;
+  uv_poll_t listen{};
+  bool listening = false;
+  uv_check_t flush_check{};
+  uv_idle_t flush_idle{};  // keeps the poll phase from blocking before flush_check runs
+  uv_idle_t read_idle{};   // connections that yielded with data left
+  int open = 0;
+
+  static Handles* of(const void* handle) {
+    return static_cast<Handles*>(reinterpret_cast<const uv_handle_t*>(handle)->data);
+  }
+  static void closed(uv_handle_t* h) {
+    auto* self = static_cast<Handles*>(h->data);
+    if (--self->open == 0) delete self;
+  }
+};
 
 bool RelayServer::start(std::string& error) {
   for (const TunnelSpec& spec : config_.tunnels) {
@@ -183,221 +294,357 @@ bool RelayServer::start(std::string& error) {
                 t->services.empty() ? std::string("none, V1")
                                     : fmt::format("{}", fmt::join(t->services, ",")));
   }
-
-  for (const std::string& name : config_.subprotocols) {
-    lws_protocols p{};
-    p.name = name.c_str();
-    p.callback = &RelayServer::lws_callback;
-    p.per_session_data_size = 0;
-    p.rx_buffer_size = kRxBufferSize;
-    p.id = static_cast<unsigned>(subprotocol_version(name));
-    p.user = this;
-    // One lws_write of a whole message goes to SSL_write at once instead of
-    // being cut at rx_buffer_size with the rest copied into lws's buflist.
-    p.tx_packet_size = kMaxMessage + LWS_PRE;
-    protocols_.push_back(p);
-  }
-  protocols_.push_back(lws_protocols{});  // terminator
-
-  if (config_.tls() && !check_tls_files(config_.tls_cert, config_.tls_key, error)) return false;
-
-  lws_context_creation_info ci{};
-  ci.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
-               LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
-  void* loops[] = {loop_};
-  ci.foreign_loops = loops;
-  ci.pt_serv_buf_size = kRxBufferSize + LWS_PRE;
-  // lws keeps header values (and unknown headers with their names) in this
-  // much space and drops a request that overflows it, without a status. The
-  // API shows only known headers, so the 431 check (approximate_request_bytes)
-  // cannot see unknown ones: this bound, a little above the 4 KiB rule, caps
-  // them instead.
-  ci.max_http_header_data = 5 * 1024;
-  ci.max_http_header_pool = 64;
-  ci.user = this;
-  context_ = lws_create_context(&ci);
-  if (context_ == nullptr) {
-    error = "lws_create_context failed (is libwebsockets-evlib-uv installed?)";
-    return false;
-  }
-
-  lws_context_creation_info vi{};
-  vi.vhost_name = "relay";
-  vi.port = config_.listen.port;
-  vi.iface = config_.listen.host.c_str();
-  vi.protocols = protocols_.data();
-  vi.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
-  vi.timeout_secs = 10;
-  vi.user = this;
   if (config_.tls()) {
-    vi.ssl_cert_filepath = config_.tls_cert.c_str();
-    vi.ssl_private_key_filepath = config_.tls_key.c_str();
-    vi.ssl_options_set = SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1;
-    // No h2: WebSocket over HTTP/1.1 only, through HTTP_CONFIRM_UPGRADE.
-    vi.alpn = "http/1.1";
+    tls_ = make_server_tls(config_.tls_cert, config_.tls_key, error);
+    if (tls_ == nullptr) return false;
   }
-  vhost_ = lws_create_vhost(context_, &vi);
-  if (vhost_ == nullptr) {
-    error = "cannot listen on " + config_.listen.to_string() +
-            (config_.tls() ? " (or cannot load --tls-cert/--tls-key)" : "");
+
+  sockaddr_storage ss{};
+  socklen_t ss_len = 0;
+  const std::string& host = config_.listen.host;
+  if (host.find(':') != std::string::npos) {
+    if (uv_ip6_addr(host.c_str(), config_.listen.port, reinterpret_cast<sockaddr_in6*>(&ss)) != 0) {
+      error = "bad listen address " + config_.listen.to_string();
+      return false;
+    }
+    ss_len = sizeof(sockaddr_in6);
+  } else {
+    if (uv_ip4_addr(host == "localhost" ? "127.0.0.1" : host.c_str(), config_.listen.port,
+                    reinterpret_cast<sockaddr_in*>(&ss)) != 0) {
+      error = "bad listen address " + config_.listen.to_string();
+      return false;
+    }
+    ss_len = sizeof(sockaddr_in);
+  }
+  const int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    error = std::string("cannot create a socket: ") + std::strerror(errno);
     return false;
   }
+  listen_fd_ = fd;
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (ss.ss_family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&ss), ss_len) != 0 ||
+      ::listen(fd, SOMAXCONN) != 0) {
+    error = "cannot listen on " + config_.listen.to_string() + ": " + std::strerror(errno);
+    return false;
+  }
+  sockaddr_storage got{};
+  socklen_t got_len = sizeof got;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&got), &got_len);
   bound_ = config_.listen;
-  bound_.port = static_cast<std::uint16_t>(lws_get_vhost_listen_port(vhost_));
+  bound_.port = ntohs(got.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&got)->sin6_port
+                                                : reinterpret_cast<sockaddr_in*>(&got)->sin_port);
+
+  read_buf_.reset(new std::uint8_t[kReadBufferSize]);
+  h_ = new Handles;
+  h_->owner = this;
+  uv_poll_init_socket(loop_, &h_->listen, fd);
+  h_->listen.data = h_;
+  h_->listening = true;
+  uv_check_init(loop_, &h_->flush_check);
+  h_->flush_check.data = h_;
+  uv_idle_init(loop_, &h_->flush_idle);
+  h_->flush_idle.data = h_;
+  uv_idle_init(loop_, &h_->read_idle);
+  h_->read_idle.data = h_;
+  h_->open = 4;
+  uv_poll_start(&h_->listen, UV_READABLE, [](uv_poll_t* p, int status, int) {
+    if (auto* self = Handles::of(p)->owner; self != nullptr && status == 0) self->on_accept();
+  });
   log()->info("listening on {} ({}), subprotocols {}", bound_.to_string(),
               config_.tls() ? "wss" : "plain ws", fmt::join(config_.subprotocols, ","));
   return true;
 }
 
-int RelayServer::lws_callback(lws* wsi, lws_callback_reasons reason, void* user, void* in,
-                              std::size_t len) {
-  lws_context* ctx = wsi != nullptr ? lws_get_context(wsi) : nullptr;
-  auto* self = ctx != nullptr ? static_cast<RelayServer*>(lws_context_user(ctx)) : nullptr;
-  if (self == nullptr) return lws_callback_http_dummy(wsi, reason, user, in, len);
-
-  switch (reason) {
-    case LWS_CALLBACK_HTTP:
-      // A plain HTTP request (no upgrade).
-      self->reject_http(wsi, 400,
-                        "this is a secure tunneling relay: use a WebSocket upgrade on /tunnel");
-      return lws_http_transaction_completed(wsi) != 0 ? -1 : 0;
-    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-      return self->on_confirm_upgrade(wsi, static_cast<const char*>(in));
-    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
-      // Only upgrades decided in HTTP_CONFIRM_UPGRADE get here with a
-      // matching slot; lws must have bound the subprotocol chosen there.
-      const lws_protocols* p = lws_get_protocol(wsi);
-      return (self->pending_.wsi == wsi && p != nullptr && p->name != nullptr &&
-              self->pending_.subprotocol == p->name)
-                 ? 0
-                 : 1;
+void RelayServer::on_accept() {
+  for (int i = 0; i < kAcceptsPerEvent && !shutting_down_; ++i) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    const int fd =
+        ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        log()->warn("accept failed: {}", std::strerror(errno));
+      return;
     }
-    case LWS_CALLBACK_ADD_HEADERS:
-      return self->on_add_headers(wsi, static_cast<lws_process_html_args*>(in));
-    case LWS_CALLBACK_ESTABLISHED:
-      return self->on_established(wsi);
-    case LWS_CALLBACK_RECEIVE: {
-      const auto it = self->connections_.find(wsi);
-      if (it == self->connections_.end()) return -1;
-      return self->on_receive(*it->second, static_cast<const std::uint8_t*>(in), len);
-    }
-    case LWS_CALLBACK_SERVER_WRITEABLE: {
-      const auto it = self->connections_.find(wsi);
-      if (it == self->connections_.end()) return -1;
-      return self->on_writeable(*it->second);
-    }
-    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE: {
-      const auto it = self->connections_.find(wsi);
-      if (it != self->connections_.end() && len >= 2) {
-        const auto* b = static_cast<const unsigned char*>(in);
-        log()->debug("channel {}: peer sent close {}", it->second->channel_id, (b[0] << 8) | b[1]);
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+#ifdef TCP_NOTSENT_LOWAT
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &kNotSentLowat, sizeof kNotSentLowat);
+#endif
+    auto* c = new Connection;
+    c->server = this;
+    c->id = next_id_++;
+    c->fd = fd;
+    c->peer = peer_text(ss);
+    uv_poll_init_socket(loop_, &c->poll, fd);
+    c->poll.data = c;
+    uv_timer_init(loop_, &c->timer);
+    c->timer.data = c;
+    c->open_handles = 2;
+    connections_[c->id] = c;
+    uv_timer_start(
+        &c->timer,
+        [](uv_timer_t* t) {
+          auto* conn = static_cast<Connection*>(t->data);
+          log()->debug("connection from {}: no WebSocket upgrade within {} s, closing", conn->peer,
+                       kHandshakeTimeoutMs / 1000);
+          conn->server->destroy(*conn);
+        },
+        kHandshakeTimeoutMs, 0);
+    if (tls_ != nullptr) {
+      c->ssl = SSL_new(tls_);
+      if (c->ssl == nullptr || SSL_set_fd(c->ssl, fd) != 1) {
+        log()->warn("cannot start TLS: {}", tunnel::tls_error_text());
+        destroy(*c);
+        continue;
       }
-      return 0;
+      SSL_set_accept_state(c->ssl);
+      c->state = Connection::State::tls;
+      step_tls(*c);
+    } else {
+      c->state = Connection::State::http;
+      c->head = std::make_unique<tunnel::ws::HttpRequestHead>(kMaxHeadBytes);
+      update_poll(*c);
     }
-    case LWS_CALLBACK_CLOSED:
-    case LWS_CALLBACK_WSI_DESTROY:
-      self->on_closed(wsi);
-      if (self->pending_.wsi == wsi) self->pending_ = PendingUpgrade{};
+  }
+}
+
+void RelayServer::step_tls(Connection& c) {
+  ERR_clear_error();
+  const int rc = SSL_do_handshake(c.ssl);
+  if (rc == 1) {
+    c.state = Connection::State::http;
+    c.write_wants_read = false;
+    c.head = std::make_unique<tunnel::ws::HttpRequestHead>(kMaxHeadBytes);
+    do_read(c);  // the request may have come with the last handshake flight
+    update_poll(c);
+    return;
+  }
+  const int err = SSL_get_error(c.ssl, rc);
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+    c.write_wants_read = err == SSL_ERROR_WANT_READ;  // the poll direction while in tls
+    update_poll(c);
+    return;
+  }
+  const std::string detail = tunnel::tls_error_text();
+  log()->debug("TLS handshake from {} failed: {}", c.peer,
+               detail.empty() ? std::string("the connection was closed") : detail);
+  destroy(c);
+}
+
+void RelayServer::update_poll(Connection& c) {
+  if (c.state == Connection::State::dead) return;
+  int ev = 0;
+  switch (c.state) {
+    case Connection::State::tls:
+      ev = c.write_wants_read ? UV_READABLE : UV_WRITABLE;
       break;
+    case Connection::State::lingering:
+      ev = UV_READABLE;
+      break;
+    case Connection::State::rejecting:
+      if (c.write_wants_read) ev |= UV_READABLE;
+      if (c.write_blocked) ev |= UV_WRITABLE;
+      break;
+    default:
+      if (!c.rx_paused || c.write_wants_read) ev |= UV_READABLE;
+      if (c.write_blocked || c.read_wants_write) ev |= UV_WRITABLE;
+      break;
+  }
+  if (ev == c.poll_events) return;
+  c.poll_events = ev;
+  if (ev == 0) {
+    uv_poll_stop(&c.poll);
+    return;
+  }
+  uv_poll_start(&c.poll, ev, [](uv_poll_t* p, int status, int events) {
+    auto* conn = static_cast<Connection*>(p->data);
+    conn->server->on_poll(*conn, status, events);
+  });
+}
+
+void RelayServer::on_poll(Connection& c, int status, int events) {
+  if (c.state == Connection::State::dead) return;
+  if (status < 0) {
+    log()->debug("connection from {}: {}", c.peer, uv_strerror(status));
+    destroy(c);
+    return;
+  }
+  switch (c.state) {
+    case Connection::State::tls:
+      step_tls(c);
+      return;
+    case Connection::State::lingering: {
+      // Discard what the client still sends; its end (or the timer) closes.
+      for (;;) {
+        const ssize_t n = ::recv(c.fd, read_buf_.get(), kReadBufferSize, 0);
+        if (n > 0) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+        destroy(c);
+        return;
+      }
+    }
     default:
       break;
   }
-  return lws_callback_http_dummy(wsi, reason, user, in, len);
-}
-
-void RelayServer::reject_http(lws* wsi, int status, const std::string& reason) {
-  const std::string body = reason + "\n";
-  const std::string head = fmt::format(
-      "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n"
-      "Connection: close\r\n\r\n",
-      status, reason_phrase(status), body.size());
-  std::vector<unsigned char> buf(LWS_PRE + head.size() + body.size());
-  std::memcpy(buf.data() + LWS_PRE, head.data(), head.size());
-  std::memcpy(buf.data() + LWS_PRE + head.size(), body.data(), body.size());
-  lws_write(wsi, buf.data() + LWS_PRE, head.size() + body.size(), LWS_WRITE_HTTP_HEADERS);
-}
-
-int RelayServer::on_confirm_upgrade(lws* wsi, const char* upgrade) {
-  char peer[64] = "?";
-  lws_get_peer_simple(wsi, peer, sizeof(peer));
-  if (shutting_down_) {
-    reject_http(wsi, 503, "relay is shutting down");
-    return 1;
+  if ((events & UV_WRITABLE) || ((events & UV_READABLE) && c.write_wants_read)) {
+    c.write_blocked = false;
+    do_write(c);
+    if (c.state == Connection::State::dead) return;
   }
-  if (upgrade == nullptr || strcasecmp(upgrade, "websocket") != 0) {
-    reject_http(wsi, 400, "only WebSocket upgrades are served");
-    return 1;
+  if ((events & UV_READABLE) || ((events & UV_WRITABLE) && c.read_wants_write)) do_read(c);
+  update_poll(c);
+}
+
+// ---------------------------------------------------------------- reading
+
+void RelayServer::do_read(Connection& c) {
+  using State = Connection::State;
+  if (c.state != State::http && c.state != State::open && c.state != State::closing) return;
+  if (c.rx_paused) return;
+  if (!c.rx_rest.empty()) {
+    std::string rest = std::move(c.rx_rest);
+    c.rx_rest.clear();
+    if (!deliver(c, {reinterpret_cast<std::uint8_t*>(rest.data()), rest.size()})) return;
+  }
+  std::uint8_t* const buf = read_buf_.get();
+  for (int round = 0; round < kReadRoundsPerEvent; ++round) {
+    std::size_t filled = 0;
+    long n = 0;
+    tunnel::IoEnd end;
+    // TLS hands out one record per call: gather a whole buffer first.
+    while (filled < kReadBufferSize) {
+      n = tunnel::socket_read(c.fd, c.ssl, buf + filled, kReadBufferSize - filled,
+                              c.read_wants_write, end);
+      if (n <= 0) break;
+      filled += static_cast<std::size_t>(n);
+    }
+    if (filled > 0) {
+      const std::span<std::uint8_t> got(buf, filled);
+      if (c.state == State::http) {
+        on_head_bytes(c, got);
+      } else if (c.state == State::open || c.state == State::closing) {
+        if (!deliver(c, got)) return;
+      }
+      if (c.state != State::http && c.state != State::open && c.state != State::closing) return;
+      if (c.rx_paused) return;
+    }
+    if (n < 0) {
+      if (c.link != nullptr || c.state == State::closing)
+        log()->debug("channel {}: {}", c.channel_id, end.describe("the client"));
+      destroy(c);
+      return;
+    }
+    if (n == 0) return;  // would block
+  }
+  want_read(c);  // yielded with data possibly left (in the socket or inside OpenSSL)
+}
+
+void RelayServer::on_head_bytes(Connection& c, std::span<std::uint8_t> bytes) {
+  using R = tunnel::ws::HttpRequestHead::Result;
+  std::size_t used = 0;
+  const R r = c.head->feed({reinterpret_cast<const char*>(bytes.data()), bytes.size()}, used);
+  switch (r) {
+    case R::need_more:
+      return;
+    case R::too_large:
+      log()->info("handshake from {} rejected: 431 request head over {} bytes", c.peer,
+                  kMaxHeadBytes);
+      reject_http(
+          c, 431,
+          "request head larger than " + std::to_string(config_.max_request_bytes) + " bytes");
+      return;
+    case R::malformed:
+      log()->info("handshake from {} rejected: 400 {}", c.peer, c.head->error());
+      reject_http(c, 400, "malformed HTTP request: " + c.head->error());
+      return;
+    case R::done:
+      on_request(c, bytes.subspan(used));
+      return;
+  }
+}
+
+void RelayServer::on_request(Connection& c, std::span<std::uint8_t> rest) {
+  const tunnel::ws::HttpRequestHead& h = *c.head;
+  if (!h.has_header("upgrade")) {
+    // A plain HTTP request.
+    reject_http(c, 400, "this is a secure tunneling relay: use a WebSocket upgrade on /tunnel");
+    return;
+  }
+  if (shutting_down_) {
+    reject_http(c, 503, "relay is shutting down");
+    return;
+  }
+  if (!tunnel::ws::iequals(trim(h.joined("upgrade")), "websocket")) {
+    reject_http(c, 400, "only WebSocket upgrades are served");
+    return;
   }
 
   HandshakeRequest req;
-  req.path = header(wsi, WSI_TOKEN_GET_URI);
-  for (int i = 0; i < 64; ++i) {
-    char arg[512];
-    const int n = lws_hdr_copy_fragment(wsi, arg, sizeof(arg), WSI_TOKEN_HTTP_URI_ARGS, i);
-    if (n < 0) break;
-    req.query_args.emplace_back(arg, static_cast<std::size_t>(n));
+  std::string_view target = h.target();
+  const std::size_t q = target.find('?');
+  const std::string_view query = q == std::string_view::npos ? "" : target.substr(q + 1);
+  bool decoded = tunnel::ws::percent_decode(target.substr(0, q), req.path);
+  for (std::size_t start = 0; decoded && start < query.size();) {
+    std::size_t amp = query.find('&', start);
+    if (amp == std::string_view::npos) amp = query.size();
+    if (amp > start) {
+      std::string arg;
+      decoded = tunnel::ws::percent_decode(query.substr(start, amp - start), arg);
+      req.query_args.push_back(std::move(arg));
+    }
+    start = amp + 1;
   }
-  req.access_token_header = custom_header(wsi, "access-token:");
-  req.cookie_header = header(wsi, WSI_TOKEN_HTTP_COOKIE);
-  req.client_token = custom_header(wsi, "client-token:");
-  req.subprotocol_offer = header(wsi, WSI_TOKEN_PROTOCOL);
-  req.request_bytes = approximate_request_bytes(wsi);
+  if (!decoded) {
+    reject_http(c, 400, "bad percent-encoding in the request target");
+    return;
+  }
+  // Repeated header lines are joined with ", ": two access-token lines read
+  // as two tokens, two client-token lines as an invalid one.
+  if (h.has_header("access-token")) req.access_token_header = h.joined("access-token");
+  req.cookie_header = h.joined("cookie");
+  if (h.has_header("client-token")) req.client_token = h.joined("client-token");
+  req.subprotocol_offer = h.joined("sec-websocket-protocol");
+  req.request_bytes = h.size();
 
   HandshakeDecision d =
       evaluate_handshake(req, registry_, config_.subprotocols, config_.max_request_bytes);
+  if (d.admitted() && (h.method() != "GET" || h.header_values("sec-websocket-key").size() != 1 ||
+                       trim(h.joined("sec-websocket-key")).empty() ||
+                       trim(h.joined("sec-websocket-version")) != "13")) {
+    d.http_status = 400;
+    d.reason =
+        "not a WebSocket upgrade: needs GET, one Sec-WebSocket-Key, Sec-WebSocket-Version 13";
+  }
+  const auto lit = d.admitted() ? links_.find(d.admission.tunnel_id) : links_.end();
+  if (d.admitted() && lit == links_.end()) {
+    d.http_status = 410;
+    d.reason = "the tunnel is closed";
+  }
   if (!d.admitted()) {
-    log()->info("handshake from {} rejected: {} {}{}", peer, d.http_status, d.reason,
+    log()->info("handshake from {} rejected: {} {}{}", c.peer, d.http_status, d.reason,
                 d.admission.tunnel_id.empty() ? "" : " [tunnel " + d.admission.tunnel_id + "]");
-    reject_http(wsi, d.http_status, d.reason);
-    return 1;
+    reject_http(c, d.http_status, d.reason);
+    return;
   }
-  pending_ = PendingUpgrade{
-      wsi, d.admission, d.subprotocol, d.version, std::move(d.client_token), random_hex(16)};
-  return 0;
-}
 
-int RelayServer::on_add_headers(lws* wsi, lws_process_html_args* args) {
-  if (pending_.wsi != wsi || args == nullptr) return 0;
-  auto* p = reinterpret_cast<unsigned char*>(args->p);
-  unsigned char* end = p + args->max_len;
-  if (lws_add_http_header_by_name(
-          wsi, reinterpret_cast<const unsigned char*>("channel-id:"),
-          reinterpret_cast<const unsigned char*>(pending_.channel_id.data()),
-          static_cast<int>(pending_.channel_id.size()), &p, end) != 0)
-    return 1;
-  args->p = reinterpret_cast<char*>(p);
-  return 0;
-}
-
-int RelayServer::on_established(lws* wsi) {
-  if (pending_.wsi != wsi) {
-    log()->error("WebSocket established without an admitted handshake; closing it");
-    return -1;
-  }
-  PendingUpgrade up = std::move(pending_);
-  pending_ = PendingUpgrade{};
-#ifdef TCP_NOTSENT_LOWAT
-  // As the proxies do (service_link.cpp): little unsent data in the kernel,
-  // so one end's bulk records cannot delay the other records for long.
-  if (const lws_sockfd_type fd = lws_get_socket_fd(wsi); fd >= 0) {
-    const int lowat = 128 * 1024;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
-  }
-#endif
-  const auto lit = links_.find(up.admission.tunnel_id);
-  if (lit == links_.end()) return -1;  // closed meanwhile (cannot happen within one lws_read)
+  // Admitted: answer 101 and attach the end.
   Link& link = *lit->second;
-  const Role role = up.admission.role;
+  const Role role = d.admission.role;
   const std::size_t i = index_of(role);
-
-  auto owned = std::make_unique<Connection>();
-  Connection& c = *owned;
-  c.wsi = wsi;
-  c.channel_id = std::move(up.channel_id);
+  c.channel_id = random_hex(16);
+  c.out += tunnel::ws::build_upgrade_response(trim(h.joined("sec-websocket-key")), d.subprotocol,
+                                              {{"channel-id", c.channel_id}});
+  c.head.reset();
+  uv_timer_stop(&c.timer);
+  c.state = Connection::State::open;
   c.tunnel_id = link.id;
   c.role = role;
-  c.version = up.version;
-  connections_[wsi] = std::move(owned);
+  c.version = d.version;
 
   bool replaced = false;
   if (Connection* old = link.conns[i]) {
@@ -407,7 +654,7 @@ int RelayServer::on_established(lws* wsi) {
     request_close(*old, 1000, "replaced by a new connection");
     replaced = true;
   }
-  registry_.attach(link.id, role, up.client_token);
+  registry_.attach(link.id, role, d.client_token);
   link.conns[i] = &c;
   c.link = &link;
 
@@ -420,93 +667,340 @@ int RelayServer::on_established(lws* wsi) {
                   c.channel_id);
   }
   log()->info("tunnel {} {} connected: channel {}, {}{}{}", link.id, to_string(role), c.channel_id,
-              up.subprotocol, up.client_token.empty() ? "" : ", with client-token",
+              d.subprotocol, d.client_token.empty() ? "" : ", with client-token",
               replaced ? ", replacing" : "");
+  want_flush(c);
   wake_writer(link, role);
   maybe_resume(link, role);
-  return 0;
+  // Frames the client sent right behind its request.
+  if (!rest.empty()) deliver(c, rest);
 }
 
-int RelayServer::on_receive(Connection& c, const std::uint8_t* data, std::size_t len) {
-  if (c.close_request || c.link == nullptr) return 0;  // closing: what it sends is dropped
-  if (lws_frame_is_binary(c.wsi) == 0) {
-    log()->warn("tunnel {} {} channel {}: text frame, closing (1003)", c.tunnel_id,
-                to_string(c.role), c.channel_id);
-    static constexpr char kWhy[] = "text frames are not allowed";
-    lws_close_reason(c.wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
-                     reinterpret_cast<unsigned char*>(const_cast<char*>(kWhy)), sizeof(kWhy) - 1);
-    return -1;
+bool RelayServer::deliver(Connection& c, std::span<std::uint8_t> bytes) {
+  using Kind = tunnel::ws::FrameEvent::Kind;
+  std::size_t pos = 0;
+  for (;;) {
+    if (c.rx_paused) {
+      c.rx_rest.append(reinterpret_cast<const char*>(bytes.data()) + pos, bytes.size() - pos);
+      return false;
+    }
+    const tunnel::ws::FrameEvent ev = c.decoder.next(bytes.subspan(pos));
+    pos += ev.consumed;
+    switch (ev.kind) {
+      case Kind::need_more:
+        return true;
+      case Kind::data:
+        if (!ev.payload.empty()) {
+          on_data(c, ev.payload);
+          if (c.state != Connection::State::open && c.state != Connection::State::closing)
+            return false;
+        }
+        break;
+      case Kind::ping:
+        queue_control(c, tunnel::ws::Opcode::pong, ev.payload);
+        break;
+      case Kind::pong:
+        break;
+      case Kind::close:
+        c.peer_closed = true;
+        log()->debug("channel {}: peer sent close {}", c.channel_id, ev.close_code);
+        if (!c.close_sent) {
+          // Echo the code (RFC 6455 section 5.5.1) and leave the tunnel.
+          detach(c);
+          request_close(c, ev.close_code, "");
+        } else if (!c.writes_pending()) {
+          destroy(c);
+        }
+        return false;
+      case Kind::error: {
+        const tunnel::ws::FrameError e = ev.error;
+        const int code = e == tunnel::ws::FrameError::text_frame          ? 1003
+                         : e == tunnel::ws::FrameError::message_too_large ? 1009
+                                                                          : 1002;
+        const std::string why = e == tunnel::ws::FrameError::text_frame
+                                    ? "text frames are not allowed"
+                                : e == tunnel::ws::FrameError::message_too_large
+                                    ? "message too big"
+                                    : std::string(tunnel::ws::to_string(e));
+        if (c.state == Connection::State::open)
+          log()->warn("tunnel {} {} channel {}: {}, closing ({})", c.tunnel_id, to_string(c.role),
+                      c.channel_id, why, code);
+        fail_connection(c, code, why);
+        return false;
+      }
+    }
   }
-  const std::size_t rest_of_frame = lws_remaining_packet_payload(c.wsi);
-  if (c.message_bytes + len + rest_of_frame > kMaxMessage) {
-    log()->warn("tunnel {} {} channel {}: message larger than {} bytes, closing (1009)",
-                c.tunnel_id, to_string(c.role), c.channel_id, kMaxMessage);
-    static constexpr char kWhy[] = "message too big";
-    lws_close_reason(c.wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
-                     reinterpret_cast<unsigned char*>(const_cast<char*>(kWhy)), sizeof(kWhy) - 1);
-    return -1;
-  }
-  c.message_bytes = lws_is_final_fragment(c.wsi) != 0 ? 0 : c.message_bytes + len;
+}
 
+void RelayServer::on_data(Connection& c, std::span<const std::uint8_t> payload) {
+  if (c.close_sent || c.link == nullptr) return;  // closing: what it sends is dropped
   Link& link = *c.link;
   const Role receiver = peer_of(c.role);
   RecordQueue& out = link.queues[index_of(receiver)];
   std::string why;
   int code = 1008;
-  const bool ok = c.splitter.feed({data, len}, out, [&](std::span<const std::uint8_t> body) {
+  const bool ok = c.splitter.feed(payload, out, [&](std::span<const std::uint8_t> body) {
     return inspect_control_record(c.role, body, link.streams, why, code);
   });
   wake_writer(link, receiver);
   if (!ok) {
     log()->warn("tunnel {} {} channel {}: protocol error, closing ({}): {}", c.tunnel_id,
                 to_string(c.role), c.channel_id, code, why);
-    lws_close_reason(c.wsi, static_cast<lws_close_status>(code),
-                     reinterpret_cast<unsigned char*>(why.data()), why.size());
-    return -1;
+    fail_connection(c, code, why);
+    return;
   }
   if (!c.rx_paused && out.size() >= queue_limit(link, receiver)) {
-    lws_rx_flow_control(c.wsi, 0);
     c.rx_paused = true;
+    update_poll(c);
   }
-  return 0;
 }
 
-int RelayServer::on_writeable(Connection& c) {
-  c.writable_requested = false;
-  if (c.close_request || c.link == nullptr) return 0;
-  RecordQueue& q = c.link->queues[index_of(c.role)];
-  const std::span<std::uint8_t> msg = q.front();
-  if (msg.empty()) return 0;
-  // One write per WRITEABLE; lws buffers what the socket did not take and
-  // holds back the next WRITEABLE until that is flushed.
-  const int n = lws_write(c.wsi, msg.data(), msg.size(), LWS_WRITE_BINARY);
-  if (n < static_cast<int>(msg.size())) {
-    log()->info("tunnel {} {} channel {}: write failed, closing", c.tunnel_id, to_string(c.role),
-                c.channel_id);
-    return -1;
+// ---------------------------------------------------------------- writing
+
+void RelayServer::want_flush(Connection& c) {
+  if (!c.in_flush_list) {
+    c.in_flush_list = true;
+    flush_list_.push_back(c.id);
   }
-  q.pop_front(msg.size());
-  if (q.has_committed()) request_writable(c);
-  maybe_resume(*c.link, c.role);
-  return 0;
+  if (h_ == nullptr) return;
+  // The check phase follows this iteration's I/O phase: whatever the I/O
+  // callbacks queue meanwhile leaves in the same batch. The idle handle makes
+  // the poll return at once when asked from outside the I/O phase (a timer).
+  uv_check_start(&h_->flush_check, [](uv_check_t* ch) {
+    if (auto* self = Handles::of(ch)->owner) self->on_flush_check();
+  });
+  uv_idle_start(&h_->flush_idle, [](uv_idle_t*) {});
 }
 
-void RelayServer::on_closed(lws* wsi) {
-  const auto it = connections_.find(wsi);
-  if (it == connections_.end()) return;
-  Connection& c = *it->second;
-  if (c.link != nullptr)
+void RelayServer::on_flush_check() {
+  uv_check_stop(&h_->flush_check);
+  uv_idle_stop(&h_->flush_idle);
+  std::vector<std::uint64_t> ids;
+  ids.swap(flush_list_);
+  for (const std::uint64_t id : ids) {
+    const auto it = connections_.find(id);
+    if (it == connections_.end()) continue;
+    Connection& c = *it->second;
+    c.in_flush_list = false;
+    do_write(c);
+    update_poll(c);
+  }
+}
+
+void RelayServer::want_read(Connection& c) {
+  if (!c.in_read_list) {
+    c.in_read_list = true;
+    read_list_.push_back(c.id);
+  }
+  if (h_ == nullptr) return;
+  uv_idle_start(&h_->read_idle, [](uv_idle_t* i) {
+    if (auto* self = Handles::of(i)->owner) self->on_read_more();
+  });
+}
+
+void RelayServer::on_read_more() {
+  uv_idle_stop(&h_->read_idle);
+  std::vector<std::uint64_t> ids;
+  ids.swap(read_list_);
+  for (const std::uint64_t id : ids) {
+    const auto it = connections_.find(id);
+    if (it == connections_.end()) continue;
+    Connection& c = *it->second;
+    c.in_read_list = false;
+    do_read(c);
+    update_poll(c);
+  }
+}
+
+void RelayServer::do_write(Connection& c) {
+  using State = Connection::State;
+  if (c.state == State::dead || c.state == State::tls || c.state == State::lingering) return;
+  for (;;) {
+    const std::uint8_t* p = nullptr;
+    std::size_t n = 0;
+    if (c.frame != nullptr) {
+      p = c.frame + c.frame_off;
+      n = c.frame_len - c.frame_off;
+    } else if (c.out_off < c.out.size()) {
+      p = reinterpret_cast<const std::uint8_t*>(c.out.data()) + c.out_off;
+      n = c.out.size() - c.out_off;
+    } else if (c.state == State::open && c.link != nullptr) {
+      RecordQueue& q = c.link->queues[index_of(c.role)];
+      const std::span<std::uint8_t> msg = q.front();
+      if (msg.empty()) break;
+      // One unmasked frame per chunk, its header in the chunk's headroom.
+      const std::size_t hs = tunnel::ws::frame_header_size(msg.size(), false);
+      std::uint8_t* start = msg.data() - hs;
+      tunnel::ws::write_frame_header(start, tunnel::ws::Opcode::binary, msg.size(), nullptr);
+      c.frame = start;
+      c.frame_len = hs + msg.size();
+      c.frame_payload = msg.size();
+      c.frame_off = 0;
+      continue;
+    } else {
+      break;
+    }
+    tunnel::IoEnd end;
+    const long w = tunnel::socket_write(c.fd, c.ssl, p, n, c.write_wants_read, end);
+    if (w < 0) {
+      if (c.link != nullptr)
+        log()->debug("channel {}: {}", c.channel_id, end.describe("the client"));
+      destroy(c);
+      return;
+    }
+    if (w == 0) {
+      c.write_blocked = true;
+      return;
+    }
+    if (c.frame != nullptr) {
+      c.frame_off += static_cast<std::size_t>(w);
+      if (c.frame_off == c.frame_len) {
+        c.frame = nullptr;
+        Link& l = *c.link;  // a frame in flight implies a link (take_inflight)
+        l.queues[index_of(c.role)].pop_front(c.frame_payload);
+        maybe_resume(l, c.role);
+      }
+    } else {
+      c.out_off += static_cast<std::size_t>(w);
+      if (c.out_off == c.out.size()) {
+        c.out.clear();
+        if (c.out.capacity() > 4096) std::string().swap(c.out);
+        c.out_off = 0;
+      }
+    }
+  }
+  c.write_blocked = false;
+  if (c.state == State::rejecting) {
+    linger(c);
+  } else if (c.state == State::closing && c.close_sent && c.peer_closed) {
+    destroy(c);
+  } else if (c.state == State::closing && c.close_sent && c.failed) {
+    linger(c);
+  }
+}
+
+void RelayServer::queue_control(Connection& c, tunnel::ws::Opcode op,
+                                std::span<const std::uint8_t> payload) {
+  if (c.close_sent) return;  // nothing may follow a close frame
+  std::uint8_t hdr[tunnel::ws::kMaxHeaderSize];
+  const std::size_t n = tunnel::ws::write_frame_header(hdr, op, payload.size(), nullptr);
+  c.out.append(reinterpret_cast<const char*>(hdr), n);
+  c.out.append(reinterpret_cast<const char*>(payload.data()), payload.size());
+  want_flush(c);
+}
+
+void RelayServer::take_inflight(Connection& c) {
+  if (c.frame == nullptr) return;
+  // The rest of the frame must still go out whole (the client is parsing
+  // it); its queue is about to forget it. At most one message, rare.
+  c.out.insert(c.out_off, reinterpret_cast<const char*>(c.frame) + c.frame_off,
+               c.frame_len - c.frame_off);
+  c.frame = nullptr;
+}
+
+void RelayServer::reject_http(Connection& c, int status, const std::string& reason) {
+  const std::string body = reason + "\n";
+  c.out += fmt::format(
+      "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n"
+      "Connection: close\r\n\r\n",
+      status, reason_phrase(status), body.size());
+  c.out += body;
+  c.head.reset();
+  c.state = Connection::State::rejecting;
+  do_write(c);
+  update_poll(c);
+}
+
+void RelayServer::linger(Connection& c) {
+  if (c.ssl != nullptr) {
+    ERR_clear_error();
+    SSL_shutdown(c.ssl);  // close_notify, best effort
+    ERR_clear_error();
+  }
+  ::shutdown(c.fd, SHUT_WR);
+  c.state = Connection::State::lingering;
+  uv_timer_start(
+      &c.timer,
+      [](uv_timer_t* t) {
+        auto* conn = static_cast<Connection*>(t->data);
+        conn->server->destroy(*conn);
+      },
+      kLingerMs, 0);
+  update_poll(c);
+}
+
+// ---------------------------------------------------------------- closing
+
+void RelayServer::request_close(Connection& c, int code, std::string reason) {
+  if (c.close_sent || (c.state != Connection::State::open && c.state != Connection::State::closing))
+    return;
+  log()->debug("channel {}: closing with {} ({})", c.channel_id, code, reason);
+  take_inflight(c);
+  std::string payload;
+  if (code != 1005) {
+    payload.push_back(static_cast<char>(code >> 8));
+    payload.push_back(static_cast<char>(code & 0xFF));
+    payload += reason.substr(0, tunnel::ws::kMaxControlPayload - 2);
+  }
+  queue_control(c, tunnel::ws::Opcode::close,
+                {reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size()});
+  c.close_sent = true;
+  c.state = Connection::State::closing;
+  if (c.rx_paused) {
+    // Read on: the client's close frame is what we wait for.
+    c.rx_paused = false;
+    want_read(c);
+  }
+  uv_timer_start(
+      &c.timer,
+      [](uv_timer_t* t) {
+        auto* conn = static_cast<Connection*>(t->data);
+        log()->debug("channel {}: no close frame from the client, closing", conn->channel_id);
+        conn->server->destroy(*conn);
+      },
+      kCloseTimeoutMs, 0);
+  update_poll(c);
+}
+
+void RelayServer::fail_connection(Connection& c, int code, std::string reason) {
+  detach(c);
+  c.splitter.reset();
+  c.failed = true;
+  if (c.state == Connection::State::open) {
+    request_close(c, code, std::move(reason));
+  } else if (c.state != Connection::State::closing) {
+    destroy(c);
+  }
+}
+
+void RelayServer::destroy(Connection& c) {
+  if (c.state == Connection::State::dead) return;
+  if (c.link != nullptr) {
     log()->info("tunnel {} {} disconnected: channel {}", c.tunnel_id, to_string(c.role),
                 c.channel_id);
-  else
+    detach(c);
+  } else if (!c.channel_id.empty()) {
     log()->debug("channel {} closed", c.channel_id);
-  detach(c);
-  connections_.erase(it);
-  if (shutting_down_ && connections_.empty() && shutdown_timer_ != nullptr && context_ != nullptr &&
-      !destroying_)
-    uv_timer_start(
-        shutdown_timer_,
-        [](uv_timer_t* t) { static_cast<RelayServer*>(t->data)->destroy_context(); }, 0, 0);
+  }
+  c.frame = nullptr;
+  c.state = Connection::State::dead;
+  const auto closed = [](uv_handle_t* h) {
+    auto* conn = static_cast<Connection*>(h->data);
+    if (--conn->open_handles == 0) delete conn;
+  };
+  uv_close(reinterpret_cast<uv_handle_t*>(&c.poll), closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&c.timer), closed);
+  if (c.ssl != nullptr) {
+    SSL_free(c.ssl);
+    c.ssl = nullptr;
+  }
+  ::close(c.fd);
+  c.fd = -1;
+  c.head.reset();
+  c.out.clear();
+  c.rx_rest.clear();
+  connections_.erase(c.id);
+  check_shutdown_done();
 }
 
 void RelayServer::detach(Connection& c) {
@@ -514,6 +1008,7 @@ void RelayServer::detach(Connection& c) {
   if (l == nullptr) return;
   const Role role = c.role;
   const Role peer = peer_of(role);
+  take_inflight(c);
   c.link = nullptr;
   l->conns[index_of(role)] = nullptr;
   registry_.detach(l->id, role);
@@ -529,27 +1024,6 @@ void RelayServer::detach(Connection& c) {
   maybe_resume(*l, role);
 }
 
-void RelayServer::request_close(Connection& c, int code, std::string reason) {
-  if (c.close_request) return;
-  log()->debug("channel {}: closing with {} ({})", c.channel_id, code, reason);
-  c.close_request = std::make_pair(code, std::move(reason));
-  if (c.rx_paused) {
-    // lws waits for the peer's close frame: let it read.
-    lws_rx_flow_control(c.wsi, 1);
-    c.rx_paused = false;
-  }
-  auto& [close_code, why] = *c.close_request;
-  lws_close_reason(c.wsi, static_cast<lws_close_status>(close_code),
-                   reinterpret_cast<unsigned char*>(why.data()), why.size());
-  // Not "return -1 from WRITEABLE": Debian's lws is a _DEBUG build, and on
-  // libuv its POLLOUT close path calls close twice ("uv repeat test"); the
-  // second call kills the socket before the close frame is sent. A single
-  // synchronous close takes the polite path: lws sends the close frame,
-  // waits for the peer's, and times out on its own. It may also free the
-  // wsi at once (CLOSED runs now): `c` must not be used after this call.
-  lws_set_timeout(c.wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
-}
-
 std::size_t RelayServer::queue_limit(const Link& l, Role receiver) const {
   return l.conns[index_of(receiver)] != nullptr ? config_.queue_limit_connected
                                                 : config_.queue_limit_absent;
@@ -559,23 +1033,16 @@ void RelayServer::maybe_resume(Link& l, Role receiver) {
   Connection* sender = l.conns[index_of(peer_of(receiver))];
   if (sender != nullptr && sender->rx_paused &&
       l.queues[index_of(receiver)].size() <= queue_limit(l, receiver) / 2) {
-    lws_rx_flow_control(sender->wsi, 1);
     sender->rx_paused = false;
+    // From the loop: what was kept and what OpenSSL holds, then the socket.
+    want_read(*sender);
+    update_poll(*sender);
   }
 }
 
 void RelayServer::wake_writer(Link& l, Role receiver) {
   Connection* c = l.conns[index_of(receiver)];
-  if (c != nullptr && l.queues[index_of(receiver)].has_committed()) request_writable(*c);
-}
-
-void RelayServer::request_writable(Connection& c) {
-  // lws re-arms the libuv poll handle on every call (uv_poll_start: two
-  // epoll_ctl calls) even when POLLOUT is armed already; ask once per
-  // WRITEABLE instead of once per received fragment.
-  if (c.writable_requested) return;
-  c.writable_requested = true;
-  lws_callback_on_writable(c.wsi);
+  if (c != nullptr && l.queues[index_of(receiver)].has_committed()) want_flush(*c);
 }
 
 RelayServer::Link* RelayServer::create_link(const std::string& id, std::chrono::seconds lifetime) {
@@ -630,6 +1097,7 @@ bool RelayServer::close_tunnel(std::string_view id, std::string_view why) {
     Link& l = *it->second;
     for (Connection* c : l.conns) {
       if (c == nullptr) continue;
+      take_inflight(*c);
       c->link = nullptr;
       c->splitter.reset();
       request_close(*c, 1000, "tunnel closed");
@@ -654,50 +1122,80 @@ void RelayServer::shutdown(std::function<void()> done) {
   if (shutting_down_) return;
   shutting_down_ = true;
   shutdown_done_ = std::move(done);
-  // request_close() may free a connection at once: collect first.
-  std::vector<lws*> open;
-  for (auto& [wsi, c] : connections_) {
-    c->link = nullptr;
-    c->splitter.reset();
-    open.push_back(wsi);
+  if (h_ != nullptr && h_->listening) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&h_->listen), &Handles::closed);
+    h_->listening = false;
   }
-  for (lws* wsi : open) {
-    const auto it = connections_.find(wsi);
-    if (it != connections_.end()) request_close(*it->second, 1001, "relay shutting down");
+  if (listen_fd_ >= 0) {
+    ::close(listen_fd_);
+    listen_fd_ = -1;
+  }
+  std::vector<std::uint64_t> ids;
+  for (const auto& [id, c] : connections_) ids.push_back(id);
+  for (const std::uint64_t id : ids) {
+    const auto it = connections_.find(id);
+    if (it == connections_.end()) continue;
+    Connection& c = *it->second;
+    if (c.state != Connection::State::open) continue;
+    take_inflight(c);
+    c.link = nullptr;
+    c.splitter.reset();
+    request_close(c, 1001, "relay shutting down");
   }
   while (!links_.empty()) destroy_link(links_.begin()->first);
   shutdown_timer_ = new uv_timer_t;
   uv_timer_init(loop_, shutdown_timer_);
   shutdown_timer_->data = this;
-  // Close frames go out on the next WRITEABLEs; the context is destroyed once
-  // every connection is gone, or after a grace period.
+  // Close frames go out from the flush check; what is left after the grace
+  // period is closed without waiting further.
   uv_timer_start(
-      shutdown_timer_, [](uv_timer_t* t) { static_cast<RelayServer*>(t->data)->destroy_context(); },
-      connections_.empty() ? 0 : kShutdownGraceMs, 0);
+      shutdown_timer_, [](uv_timer_t* t) { static_cast<RelayServer*>(t->data)->finish_shutdown(); },
+      kShutdownGraceMs, 0);
+  check_shutdown_done();
 }
 
-void RelayServer::destroy_context() {
-  if (destroying_) return;
-  destroying_ = true;
+void RelayServer::check_shutdown_done() {
+  if (!shutting_down_ || shutdown_finished_ || shutdown_timer_ == nullptr) return;
+  const bool websockets_left =
+      std::any_of(connections_.begin(), connections_.end(), [](const auto& kv) {
+        return kv.second->state == Connection::State::open ||
+               kv.second->state == Connection::State::closing;
+      });
+  if (!websockets_left)
+    uv_timer_start(
+        shutdown_timer_,
+        [](uv_timer_t* t) { static_cast<RelayServer*>(t->data)->finish_shutdown(); }, 0, 0);
+}
+
+void RelayServer::finish_shutdown() {
+  if (shutdown_finished_) return;
+  shutdown_finished_ = true;
   if (shutdown_timer_ != nullptr) {
     uv_close(reinterpret_cast<uv_handle_t*>(shutdown_timer_),
              [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
     shutdown_timer_ = nullptr;
   }
-  if (!connections_.empty())
-    log()->info("{} connection(s) did not close in time", connections_.size());
-  // First destroy from a uv callback: lws closes its handles; the second
-  // call in finish(), after the loop drained, frees the context.
-  if (context_ != nullptr) lws_context_destroy(context_);
-  connections_.clear();
+  std::size_t websockets = 0;
+  while (!connections_.empty()) {
+    Connection& c = *connections_.begin()->second;
+    if (c.state == Connection::State::open || c.state == Connection::State::closing) ++websockets;
+    destroy(c);
+  }
+  if (websockets != 0) log()->info("{} connection(s) did not close in time", websockets);
+  if (h_ != nullptr) {
+    h_->owner = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&h_->flush_check), &Handles::closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&h_->flush_idle), &Handles::closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&h_->read_idle), &Handles::closed);
+    h_ = nullptr;
+  }
+  flush_list_.clear();
+  read_list_.clear();
   if (shutdown_done_) std::exchange(shutdown_done_, nullptr)();
 }
 
 void RelayServer::finish() {
-  if (context_ != nullptr) {
-    lws_context_destroy(context_);
-    context_ = nullptr;
-  }
+  // Every handle was closed by finish_shutdown(); the loop has drained.
 }
 
 }  // namespace relay

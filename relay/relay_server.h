@@ -1,11 +1,21 @@
-// The WebSocket side of tunnel-relay: one lws context with one vhost on the
-// caller's libuv loop. It admits handshakes (handshake.h + the registry),
-// pairs the two ends of each tunnel and forwards whole records between them
-// with bounded memory:
+// The WebSocket side of tunnel-relay, on the caller's libuv loop, with our
+// own code (no libwebsockets): a listening socket and one uv_poll per
+// connection, OpenSSL on the file descriptor (socket_io.h), the HTTP/1.1
+// upgrade parsed by ws::HttpRequestHead and decided by handshake.h, RFC 6455
+// frames decoded by ws::FrameDecoder (server role: client frames must be
+// masked). It pairs the two ends of each tunnel and forwards whole records
+// between them with bounded memory:
 //
 //   records for end X live in X's RecordQueue (whether X is connected or not);
-//   when that queue reaches its limit, reading from X's peer pauses
-//   (lws_rx_flow_control) and resumes once X drained it to half the limit.
+//   when that queue reaches its limit, reading from X's peer pauses (its
+//   socket is no longer polled for reading; the rest of the read it was
+//   decoding is kept, at most one read) and resumes once X drained it to half
+//   the limit.
+//
+// Each queued chunk goes out as one unmasked frame written with one
+// SSL_write straight from the chunk (the header goes into its headroom);
+// what the I/O callbacks of one loop iteration queued is written in a
+// uv_check after the I/O phase.
 //
 // When an end's connection goes away (closed, or replaced by a reconnect with
 // the same client token), records still queued for it are dropped, the peer
@@ -13,9 +23,8 @@
 // connection was sending is discarded.
 #pragma once
 
+#include <openssl/ssl.h>
 #include <uv.h>
-// uv.h before libwebsockets.h (stack-notes.md)
-#include <libwebsockets.h>
 
 #include <array>
 #include <chrono>
@@ -33,6 +42,8 @@
 #include "relay_config.h"
 #include "relay_records.h"
 #include "tunnel_registry.h"
+#include "ws_frame.h"
+#include "ws_handshake.h"
 
 namespace relay {
 
@@ -43,15 +54,15 @@ class RelayServer final : public TunnelControl {
   RelayServer(const RelayServer&) = delete;
   RelayServer& operator=(const RelayServer&) = delete;
 
-  // Registers the --tunnel tunnels, creates the lws context and starts
-  // listening. False with `error` set on failure.
+  // Registers the --tunnel tunnels, creates the TLS context (when
+  // configured) and starts listening. False with `error` set on failure.
   bool start(std::string& error);
   // The real listen address (port 0 resolved).
   HostPort bound() const { return bound_; }
 
-  // Closes every WebSocket with 1001 (going away), waits for them (at most a
-  // few seconds), then destroys the lws context from a uv callback and calls
-  // `done`. The loop then drains; call finish() after uv_run() returned.
+  // Stops listening, closes every WebSocket with 1001 (going away), waits for
+  // them (at most a few seconds), closes what is left and calls `done`. The
+  // loop then drains; call finish() after uv_run() returned.
   void shutdown(std::function<void()> done);
   void finish();
 
@@ -66,21 +77,7 @@ class RelayServer final : public TunnelControl {
 
  private:
   struct Link;
-
-  // One established WebSocket.
-  struct Connection {
-    lws* wsi = nullptr;
-    std::string channel_id;
-    std::string tunnel_id;
-    Role role = Role::source;
-    int version = 1;
-    Link* link = nullptr;  // null once detached (replaced, tunnel closed)
-    RecordSplitter splitter;
-    std::size_t message_bytes = 0;  // of the WebSocket message being received
-    bool rx_paused = false;
-    bool writable_requested = false;                           // a WRITEABLE callback is pending
-    std::optional<std::pair<int, std::string>> close_request;  // code, reason
-  };
+  struct Connection;
 
   // The forwarding state of one open tunnel.
   struct Link {
@@ -93,53 +90,71 @@ class RelayServer final : public TunnelControl {
     uv_timer_t* expiry = nullptr;  // owned; freed from its close callback
   };
 
-  // Decided at HTTP_CONFIRM_UPGRADE, consumed at ESTABLISHED (both happen
-  // within one lws_read call, so one slot suffices).
-  struct PendingUpgrade {
-    lws* wsi = nullptr;
-    Admission admission;
-    std::string subprotocol;
-    int version = 1;
-    std::string client_token;
-    std::string channel_id;
-  };
+  // Listener, flush check and idle guards: freed from their close callbacks.
+  struct Handles;
 
-  static int lws_callback(lws* wsi, lws_callback_reasons reason, void* user, void* in,
-                          std::size_t len);
-  int on_confirm_upgrade(lws* wsi, const char* upgrade);
-  int on_add_headers(lws* wsi, lws_process_html_args* args);
-  int on_established(lws* wsi);
-  int on_receive(Connection& c, const std::uint8_t* data, std::size_t len);
-  int on_writeable(Connection& c);
-  void on_closed(lws* wsi);
+  void on_accept();
+  void on_poll(Connection& c, int status, int events);
+  void step_tls(Connection& c);
+  void do_read(Connection& c);
+  void on_head_bytes(Connection& c, std::span<std::uint8_t> bytes);
+  void on_request(Connection& c, std::span<std::uint8_t> rest);
+  // Decodes frames; false when the connection stopped taking them (paused
+  // with the rest kept, or closing).
+  bool deliver(Connection& c, std::span<std::uint8_t> bytes);
+  void on_data(Connection& c, std::span<const std::uint8_t> payload);
+  void do_write(Connection& c);
+  void update_poll(Connection& c);
+  void want_flush(Connection& c);
+  void want_read(Connection& c);
+  void on_flush_check();
+  void on_read_more();
 
-  void reject_http(lws* wsi, int status, const std::string& reason);
+  void reject_http(Connection& c, int status, const std::string& reason);
+  void queue_control(Connection& c, tunnel::ws::Opcode op, std::span<const std::uint8_t> payload);
+  // The connection's in-flight frame stops pointing into a queue.
+  void take_inflight(Connection& c);
+  // Sends a close frame (after the frame in flight), then waits for the
+  // peer's close or a timeout. `c` stays valid.
+  void request_close(Connection& c, int code, std::string reason);
+  // A protocol error: leaves the tunnel, closes with `code`.
+  void fail_connection(Connection& c, int code, std::string reason);
+  // Closes the socket at once; the object is freed from its handles' close callbacks.
+  void destroy(Connection& c);
+  // Half-closes after an HTTP rejection and drains what the client still
+  // sends, so the response is not lost to a reset.
+  void linger(Connection& c);
+  void check_shutdown_done();
+  void finish_shutdown();
+
   Link* create_link(const std::string& id, std::chrono::seconds lifetime);
   void destroy_link(const std::string& id);
   // The end's connection goes away; see the file comment.
   void detach(Connection& c);
-  void request_close(Connection& c, int code, std::string reason);
   std::size_t queue_limit(const Link& l, Role receiver) const;
   void maybe_resume(Link& l, Role receiver);
   void wake_writer(Link& l, Role receiver);
-  void request_writable(Connection& c);
   static void on_expiry(uv_timer_t* t);
-  void destroy_context();
 
   uv_loop_t* loop_;
   RelayConfig config_;
   TunnelRegistry registry_;
   ChunkPool pool_;
-  std::vector<lws_protocols> protocols_;
-  lws_context* context_ = nullptr;
-  lws_vhost* vhost_ = nullptr;
+  SSL_CTX* tls_ = nullptr;
+  int listen_fd_ = -1;
+  Handles* h_ = nullptr;
   HostPort bound_;
   std::unordered_map<std::string, std::unique_ptr<Link>> links_;
-  std::unordered_map<lws*, std::unique_ptr<Connection>> connections_;
-  PendingUpgrade pending_;
+  // Every accepted connection by id; a Connection is freed from its handles'
+  // close callbacks, after it left this map.
+  std::unordered_map<std::uint64_t, Connection*> connections_;
+  std::uint64_t next_id_ = 1;
+  std::vector<std::uint64_t> flush_list_;  // connections with bytes to write
+  std::vector<std::uint64_t> read_list_;   // connections to read again next iteration
+  std::unique_ptr<std::uint8_t[]> read_buf_;
   bool shutting_down_ = false;
+  bool shutdown_finished_ = false;
   std::function<void()> shutdown_done_;
-  bool destroying_ = false;
   uv_timer_t* shutdown_timer_ = nullptr;  // owned; freed from its close callback
 };
 

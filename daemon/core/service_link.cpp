@@ -18,6 +18,7 @@
 
 #include "logging.h"
 #include "record_codec.h"
+#include "socket_io.h"
 
 namespace tunnel {
 namespace {
@@ -32,17 +33,6 @@ constexpr int kReadRoundsPerEvent = 8;
 constexpr std::size_t kNotSentLowat = 128 * 1024;
 
 std::uint64_t ms(int v) { return v > 0 ? static_cast<std::uint64_t>(v) : 1; }
-
-std::string tls_error_text() {
-  const unsigned long e = ERR_peek_last_error();
-  std::string text;
-  if (e != 0) {
-    const char* r = ERR_reason_error_string(e);
-    text = r ? r : "unknown TLS error";
-  }
-  ERR_clear_error();
-  return text;
-}
 
 void wipe(std::string& secret) {
   if (!secret.empty()) OPENSSL_cleanse(secret.data(), secret.size());
@@ -621,77 +611,17 @@ void ServiceLink::on_upgrade_bytes(std::span<std::uint8_t> bytes) {
 // ---------------------------------------------------------------- I/O
 
 long ServiceLink::io_read(std::uint8_t* buf, std::size_t n, std::string& reason) {
-  if (!ssl_) {
-    const ssize_t got = ::recv(fd_, buf, n, 0);
-    if (got > 0) return got;
-    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
-    reason = got == 0 ? "the service closed the connection"
-                      : std::string("connection to the service failed: ") + std::strerror(errno);
-    return -1;
-  }
-  ERR_clear_error();
-  std::size_t got = 0;
-  const int rc = SSL_read_ex(ssl_, buf, n, &got);
-  if (rc == 1) {
-    read_wants_write_ = false;
-    return static_cast<long>(got);
-  }
-  switch (SSL_get_error(ssl_, rc)) {
-    case SSL_ERROR_WANT_READ:
-      read_wants_write_ = false;
-      return 0;
-    case SSL_ERROR_WANT_WRITE:
-      read_wants_write_ = true;
-      return 0;
-    case SSL_ERROR_ZERO_RETURN:
-      reason = "the service closed the connection";
-      return -1;
-    case SSL_ERROR_SYSCALL:
-      reason = errno ? std::string("connection to the service failed: ") + std::strerror(errno)
-                     : std::string("the service closed the connection");
-      ERR_clear_error();
-      return -1;
-    default: {
-      const std::string detail = tls_error_text();
-      reason = detail.find("unexpected eof") != std::string::npos
-                   ? std::string("the service closed the connection")
-                   : "TLS error: " + detail;
-      return -1;
-    }
-  }
+  IoEnd end;
+  const long got = socket_read(fd_, ssl_, buf, n, read_wants_write_, end);
+  if (got < 0) reason = end.describe("the service");
+  return got;
 }
 
 long ServiceLink::io_write(const std::uint8_t* buf, std::size_t n, std::string& reason) {
-  if (!ssl_) {
-    const ssize_t put = ::send(fd_, buf, n, MSG_NOSIGNAL);
-    if (put >= 0) return put;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
-    reason = std::string("connection to the service failed: ") + std::strerror(errno);
-    return -1;
-  }
-  ERR_clear_error();
-  std::size_t put = 0;
-  const int rc = SSL_write_ex(ssl_, buf, n, &put);
-  if (rc == 1) {
-    write_wants_read_ = false;
-    return static_cast<long>(put);
-  }
-  switch (SSL_get_error(ssl_, rc)) {
-    case SSL_ERROR_WANT_WRITE:
-      write_wants_read_ = false;
-      return 0;
-    case SSL_ERROR_WANT_READ:
-      write_wants_read_ = true;
-      return 0;
-    case SSL_ERROR_SYSCALL:
-      reason = std::string("connection to the service failed: ") +
-               (errno ? std::strerror(errno) : "closed");
-      ERR_clear_error();
-      return -1;
-    default:
-      reason = "TLS error: " + tls_error_text();
-      return -1;
-  }
+  IoEnd end;
+  const long put = socket_write(fd_, ssl_, buf, n, write_wants_read_, end);
+  if (put < 0) reason = end.describe("the service");
+  return put;
 }
 
 void ServiceLink::do_read() {

@@ -134,6 +134,136 @@ std::size_t HttpResponseHead::header_count(std::string_view name) const {
       headers_.begin(), headers_.end(), [&](const auto& h) { return iequals(h.first, name); }));
 }
 
+HttpRequestHead::Result HttpRequestHead::feed(std::string_view bytes, std::size_t& consumed) {
+  consumed = 0;
+  if (done_) return Result::done;
+  if (!error_.empty()) return size_ > max_size_ ? Result::too_large : Result::malformed;
+  const std::size_t old = buf_.size();
+  // One byte over the limit tells "exactly at the limit" from "over it".
+  const std::size_t take = std::min(max_size_ + 1 - old, bytes.size());
+  buf_.append(bytes.substr(0, take));
+  const std::size_t from = old >= 3 ? old - 3 : 0;
+  const std::size_t end = buf_.find("\r\n\r\n", from);
+  if (end == std::string::npos || end + 4 > max_size_) {
+    consumed = take;
+    if (buf_.size() > max_size_) {
+      size_ = buf_.size();
+      error_ = "HTTP request head larger than " + std::to_string(max_size_) + " bytes";
+      buf_.clear();
+      buf_.shrink_to_fit();
+      return Result::too_large;
+    }
+    return Result::need_more;
+  }
+  size_ = end + 4;
+  consumed = size_ - old;
+  buf_.resize(size_);
+  return parse();
+}
+
+HttpRequestHead::Result HttpRequestHead::parse() {
+  std::string_view rest(buf_);
+  auto next_line = [&rest]() {
+    const std::size_t eol = rest.find("\r\n");
+    std::string_view line = rest.substr(0, eol);
+    rest.remove_prefix(eol + 2);
+    return line;
+  };
+  // method SP request-target SP HTTP/1.x
+  const std::string_view line = next_line();
+  const std::size_t sp1 = line.find(' ');
+  const std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+  if (sp1 == std::string_view::npos || sp1 == 0 || sp2 == std::string_view::npos ||
+      sp2 == sp1 + 1 || line.substr(sp2 + 1).size() != 8 || line.substr(sp2 + 1, 7) != "HTTP/1." ||
+      !printable(line)) {
+    error_ = "not an HTTP/1.x request";
+    buf_.clear();
+    return Result::malformed;
+  }
+  method_ = std::string(line.substr(0, sp1));
+  target_ = std::string(line.substr(sp1 + 1, sp2 - sp1 - 1));
+  for (;;) {
+    const std::string_view h = next_line();
+    if (h.empty()) break;
+    const std::size_t colon = h.find(':');
+    if (colon == std::string_view::npos || colon == 0 || h[0] == ' ' || h[0] == '\t' ||
+        h[colon - 1] == ' ' || h[colon - 1] == '\t') {
+      error_ = "malformed HTTP header line";
+      buf_.clear();
+      return Result::malformed;
+    }
+    headers_.emplace_back(std::string(h.substr(0, colon)), std::string(trim(h.substr(colon + 1))));
+  }
+  done_ = true;
+  buf_.clear();
+  buf_.shrink_to_fit();
+  return Result::done;
+}
+
+std::vector<std::string_view> HttpRequestHead::header_values(std::string_view name) const {
+  std::vector<std::string_view> out;
+  for (const auto& [k, v] : headers_) {
+    if (iequals(k, name)) out.emplace_back(v);
+  }
+  return out;
+}
+
+std::string HttpRequestHead::joined(std::string_view name) const {
+  std::string out;
+  for (const std::string_view v : header_values(name)) {
+    if (!out.empty()) out += ", ";
+    out += v;
+  }
+  return out;
+}
+
+bool percent_decode(std::string_view in, std::string& out) {
+  out.clear();
+  out.reserve(in.size());
+  const auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out += in[i];
+      continue;
+    }
+    if (i + 2 >= in.size()) return false;
+    const int hi = hex(in[i + 1]);
+    const int lo = hex(in[i + 2]);
+    if (hi < 0 || lo < 0) return false;
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return true;
+}
+
+std::string build_upgrade_response(std::string_view key, std::string_view subprotocol,
+                                   const std::vector<std::pair<std::string, std::string>>& extra) {
+  std::string out;
+  out.reserve(256);
+  out += "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+  out += "Sec-WebSocket-Accept: ";
+  out += websocket_accept_for(key);
+  out += "\r\n";
+  if (!subprotocol.empty()) {
+    out += "Sec-WebSocket-Protocol: ";
+    out += subprotocol;
+    out += "\r\n";
+  }
+  for (const auto& [k, v] : extra) {
+    out += k;
+    out += ": ";
+    out += v;
+    out += "\r\n";
+  }
+  out += "\r\n";
+  return out;
+}
+
 std::string make_websocket_key() {
   unsigned char raw[16];
   if (RAND_bytes(raw, sizeof raw) != 1) throw std::runtime_error("the OS CSPRNG failed");

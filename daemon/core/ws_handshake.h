@@ -1,5 +1,6 @@
 // The HTTP/1.1 side of the WebSocket opening handshake (RFC 6455 section 4),
-// pure: the client's upgrade request out, the service's response in.
+// pure: the client's upgrade request out, the service's response in; and for
+// the server side (tunnel-relay) the request head in, the 101 response out.
 #pragma once
 
 #include <cstddef>
@@ -44,6 +45,53 @@ class HttpResponseHead {
   std::string error_;
   bool done_ = false;
 };
+
+// An HTTP request head (request line and headers, up to the blank line),
+// parsed incrementally and bounded like HttpResponseHead. `too_large` is
+// returned as soon as the bytes seen exceed the limit without a blank line, so
+// a server can answer 431 without reading further.
+class HttpRequestHead {
+ public:
+  enum class Result { need_more, done, too_large, malformed };
+
+  explicit HttpRequestHead(std::size_t max_size = 8192) : max_size_(max_size) {}
+
+  // Feeds bytes; `consumed` is how many belong to the head. Whatever follows
+  // the blank line (e.g. the first WebSocket frames) is not consumed.
+  Result feed(std::string_view bytes, std::size_t& consumed);
+
+  const std::string& method() const { return method_; }
+  const std::string& target() const { return target_; }  // as sent: path and query
+  // Size of the whole head, blank line included.
+  std::size_t size() const { return size_; }
+  // Every value of a header (name case-insensitive), in order. Repeated
+  // header lines count separately; a value is not split at commas.
+  std::vector<std::string_view> header_values(std::string_view name) const;
+  bool has_header(std::string_view name) const { return !header_values(name).empty(); }
+  // The values of a header joined with ", " (RFC 9110 section 5.3), or empty.
+  std::string joined(std::string_view name) const;
+  const std::string& error() const { return error_; }
+
+ private:
+  Result parse();
+
+  std::size_t max_size_;
+  std::string buf_;
+  std::string method_;
+  std::string target_;
+  std::size_t size_ = 0;
+  std::vector<std::pair<std::string, std::string>> headers_;
+  std::string error_;
+  bool done_ = false;
+};
+
+// %XX-decodes a URL component ('+' stays '+'). False on a bad escape.
+bool percent_decode(std::string_view in, std::string& out);
+
+// The server's 101 answer: Upgrade, Connection, Sec-WebSocket-Accept for
+// `key`, the chosen subprotocol (omitted when empty) and extra headers.
+std::string build_upgrade_response(std::string_view key, std::string_view subprotocol,
+                                   const std::vector<std::pair<std::string, std::string>>& extra);
 
 struct UpgradeRequest {
   std::string host;                       // Host header value (with :port when not the default)

@@ -326,7 +326,7 @@ TEST_CASE("record queue: headroom before every message is writable") {
   q.fill(bytes(std::string(5, 'y')));
   auto m = q.front();
   REQUIRE(m.size() == 30);
-  m.data()[-16] = 1;  // lws_write puts the frame header in the 16 bytes before
+  m.data()[-16] = 1;  // the relay writes the frame header in the bytes before
   q.pop_front(m.size());
   // The chunk stays (it holds the open record); the next message starts
   // after the sent one, whose bytes are now the headroom.

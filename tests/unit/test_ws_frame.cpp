@@ -393,3 +393,133 @@ TEST_CASE("malformed or oversized response heads") {
   CHECK(head.feed(endless, used) == ws::HttpResponseHead::Result::malformed);
   CHECK(used <= 1024);
 }
+
+// ---------------------------------------------------------------- server side (tunnel-relay)
+
+namespace {
+
+const std::string kRequest =
+    "GET /tunnel?local-proxy-mode=source&x=%41%2fb HTTP/1.1\r\n"
+    "Host: relay.example:8443\r\n"
+    "Upgrade: websocket\r\n"
+    "Connection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Sec-WebSocket-Version: 13\r\n"
+    "Sec-WebSocket-Protocol: aws.iot.securetunneling-3.0\r\n"
+    "sec-websocket-protocol: aws.iot.securetunneling-2.0\r\n"
+    "access-token:   tok  \r\n"
+    "\r\n";
+
+}  // namespace
+
+TEST_CASE("request head: parsed at every split point; frames after it are left alone") {
+  const std::string wire = kRequest + "\x82\x81";
+  for (std::size_t chunk = 1; chunk <= wire.size(); ++chunk) {
+    CAPTURE(chunk);
+    ws::HttpRequestHead head;
+    std::size_t off = 0;
+    auto r = ws::HttpRequestHead::Result::need_more;
+    while (r == ws::HttpRequestHead::Result::need_more) {
+      REQUIRE(off < wire.size());
+      const std::string_view piece = std::string_view(wire).substr(off, chunk);
+      std::size_t used = 0;
+      r = head.feed(piece, used);
+      off += used;
+      if (r == ws::HttpRequestHead::Result::need_more) REQUIRE(used == piece.size());
+    }
+    REQUIRE(r == ws::HttpRequestHead::Result::done);
+    CHECK(wire.substr(off) == "\x82\x81");
+    CHECK(head.size() == kRequest.size());
+    CHECK(head.method() == "GET");
+    CHECK(head.target() == "/tunnel?local-proxy-mode=source&x=%41%2fb");
+    CHECK(head.joined("UPGRADE") == "websocket");
+    CHECK(head.joined("access-token") == "tok");
+    // Repeated lines stay separate, and join with ", " in order.
+    CHECK(head.header_values("Sec-WebSocket-Protocol").size() == 2);
+    CHECK(head.joined("sec-websocket-protocol") ==
+          "aws.iot.securetunneling-3.0, aws.iot.securetunneling-2.0");
+    CHECK_FALSE(head.has_header("cookie"));
+    CHECK(head.joined("cookie").empty());
+  }
+}
+
+TEST_CASE("request head: the size bound is exact and answered before the head ends") {
+  const std::string at_limit = kRequest;
+  {
+    ws::HttpRequestHead head(at_limit.size());
+    std::size_t used = 0;
+    CHECK(head.feed(at_limit, used) == ws::HttpRequestHead::Result::done);
+    CHECK(used == at_limit.size());
+  }
+  {
+    ws::HttpRequestHead head(at_limit.size() - 1);
+    std::size_t used = 0;
+    CHECK(head.feed(at_limit, used) == ws::HttpRequestHead::Result::too_large);
+    CHECK(used <= at_limit.size());
+  }
+  {
+    // Byte by byte: too_large as soon as the limit is passed, never later,
+    // and nothing is buffered beyond it.
+    ws::HttpRequestHead head(1024);
+    const std::string endless = "GET / HTTP/1.1\r\nX: " + std::string(4000, 'a');
+    std::size_t fed = 0;
+    auto r = ws::HttpRequestHead::Result::need_more;
+    while (r == ws::HttpRequestHead::Result::need_more && fed < endless.size()) {
+      std::size_t used = 0;
+      r = head.feed(std::string_view(endless).substr(fed, 1), used);
+      fed += used;
+    }
+    CHECK(r == ws::HttpRequestHead::Result::too_large);
+    CHECK(fed == 1025);
+    std::size_t used = 0;
+    CHECK(head.feed("\r\n\r\n", used) == ws::HttpRequestHead::Result::too_large);
+    CHECK(used == 0);
+  }
+}
+
+TEST_CASE("request head: malformed request lines and headers") {
+  for (const std::string& wire :
+       {std::string("SSH-2.0-OpenSSH\r\n\r\n"), std::string("GET /tunnel\r\n\r\n"),
+        std::string("GET  /tunnel HTTP/1.1\r\n\r\n"), std::string("GET /tunnel HTTP/2.0\r\n\r\n"),
+        std::string("GET /tunnel HTTP/1.1 extra\r\n\r\n"),
+        std::string("GET /tunnel HTTP/1.1\r\nno colon here\r\n\r\n"),
+        std::string("GET /tunnel HTTP/1.1\r\n folded: header\r\n\r\n"),
+        std::string("GET /tunnel HTTP/1.1\r\nName : space before colon\r\n\r\n"),
+        std::string("GET /tun\x01nel HTTP/1.1\r\n\r\n")}) {
+    CAPTURE(wire);
+    ws::HttpRequestHead head;
+    std::size_t used = 0;
+    CHECK(head.feed(wire, used) == ws::HttpRequestHead::Result::malformed);
+    CHECK_FALSE(head.error().empty());
+    CHECK(head.feed("more", used) == ws::HttpRequestHead::Result::malformed);
+  }
+}
+
+TEST_CASE("percent decoding of the request target") {
+  std::string out;
+  CHECK(ws::percent_decode("local-proxy-mode=source", out));
+  CHECK(out == "local-proxy-mode=source");
+  CHECK(ws::percent_decode("%2Ftunnel%3f%41+b", out));
+  CHECK(out == "/tunnel?A+b");
+  CHECK_FALSE(ws::percent_decode("%", out));
+  CHECK_FALSE(ws::percent_decode("abc%4", out));
+  CHECK_FALSE(ws::percent_decode("%zz", out));
+}
+
+TEST_CASE("the 101 response satisfies our own client's checks") {
+  ws::UpgradeRequest req;
+  req.host = "relay";
+  req.path = "/tunnel?local-proxy-mode=source";
+  req.key = ws::make_websocket_key();
+  req.subprotocols = {"aws.iot.securetunneling-3.0", "aws.iot.securetunneling-1.0"};
+  const std::string wire =
+      ws::build_upgrade_response(req.key, "aws.iot.securetunneling-1.0", {{"channel-id", "00ff"}});
+  ws::HttpResponseHead head;
+  std::size_t used = 0;
+  REQUIRE(head.feed(wire, used) == ws::HttpResponseHead::Result::done);
+  CHECK(used == wire.size());
+  const auto up = ws::check_upgrade_response(head, req);
+  CHECK(up.ok);
+  CHECK(up.subprotocol == "aws.iot.securetunneling-1.0");
+  CHECK(up.channel_id == "00ff");
+}
