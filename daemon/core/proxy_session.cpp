@@ -336,7 +336,10 @@ void ProxySession::check_local_bound(StreamEntry& e) {
   // Several connections: the protocol has no per-connection flow control, so
   // pausing the WebSocket would stall all of them behind one slow reader.
   // A connection that holds more than 4x the limit is stuck: reset it alone.
-  if (pending > 4 * limit) {
+  // Not while its local connect runs: it has not had a chance to read yet
+  // (a busy loop can receive 1 MiB for it before the connect completes);
+  // the session bound below still caps what it holds meanwhile.
+  if (pending > 4 * limit && e.conn->connected()) {
     const ConnRef ref = e.ref;
     log_->warn("{}: the local reader is stuck with {} bytes pending; resetting this connection",
                conn_name(ref), pending);
