@@ -188,6 +188,8 @@ write("admin_api", "open_list_get_delete",
 write("admin_api", "thing", http("POST", "/tunnels?x=1", '{"services":["SSH"],"thingName":"my-device"}'))
 write("admin_api", "expect_continue",
       "POST /tunnels HTTP/1.0\r\nExpect: 100-continue\r\ncontent-length: 2\r\n\r\n{}")
+# Found by fuzzing (empty method and target were accepted); fixed.
+write("admin_api", "empty_method", " /tunnels HTTP/1.1\r\n\r\nGET  HTTP/1.1\r\n\r\n")
 write("admin_api", "chunked", "POST /tunnels HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
 
 # --- http_heads: byte 0 = parser (0 upgrade, 1 CONNECT, 2 proxy URL, 3 NO_PROXY), byte 1 = step ---
