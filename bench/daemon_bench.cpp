@@ -26,10 +26,12 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
+#include "bench_setup.h"
 #include "child_process.h"
 #include "load_client.h"
 #include "load_service.h"
@@ -50,6 +52,8 @@ struct Options {
   std::string bytes_text = "256MiB";
   std::uint64_t bytes = 0;
   int streams = 4;
+  int idle_sessions = 100;    // issue 7: sessions of 3 services ...
+  int idle_connections = 10;  // ... with this many idle connections per service
   std::string json_path;
   bool keep_temp = false;
 };
@@ -58,85 +62,6 @@ void progress(const std::string& what) { std::fprintf(stderr, "[dbench] %s\n", w
 
 double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-std::uint64_t parse_bytes(const std::string& text) {
-  std::size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (const std::exception&) {
-    throw BenchError("not a size: " + text);
-  }
-  const std::string unit = text.substr(used);
-  const std::pair<const char*, double> units[] = {{"", 1},          {"B", 1},         {"KiB", 1024},
-                                                  {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"MB", 1e6},
-                                                  {"GB", 1e9}};
-  for (const auto& [name, factor] : units) {
-    if (unit == name && v > 0) return static_cast<std::uint64_t>(v * factor);
-  }
-  throw BenchError("not a size: " + text + " (e.g. 256MiB, 1GiB)");
-}
-
-std::uint16_t port_after_colon(const std::string& host_port) {
-  const auto colon = host_port.rfind(':');
-  if (colon == std::string::npos) throw BenchError("no port in " + host_port);
-  return static_cast<std::uint16_t>(std::stoi(host_port.substr(colon + 1)));
-}
-
-// Throwaway CA plus a server certificate for 127.0.0.1 and localhost.
-struct Certs {
-  std::string ca;
-  std::string cert;
-  std::string key;
-};
-
-Certs make_certs(const std::string& openssl, const std::string& tmp) {
-  const std::string d = tmp + "/certs";
-  fs::create_directories(d);
-  Certs c{d + "/ca.pem", d + "/relay.pem", d + "/relay.key"};
-  std::ofstream(d + "/ext") << "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-                               "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
-  const std::vector<std::string> key = {"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                                        "-nodes"};
-  std::vector<std::string> ca = {openssl, "req", "-x509"};
-  ca.insert(ca.end(), key.begin(), key.end());
-  ca.insert(ca.end(),
-            {"-keyout", d + "/ca.key", "-out", c.ca, "-days", "1", "-subj",
-             "/CN=daemon-bench throwaway CA", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign"});
-  run_command(ca, tmp, 30s);
-  std::vector<std::string> req = {openssl, "req"};
-  req.insert(req.end(), key.begin(), key.end());
-  req.insert(req.end(), {"-keyout", c.key, "-out", d + "/relay.csr", "-subj", "/CN=localhost"});
-  run_command(req, tmp, 30s);
-  run_command(
-      {openssl, "x509", "-req", "-in", d + "/relay.csr", "-CA", c.ca, "-CAkey", d + "/ca.key",
-       "-CAcreateserial", "-out", c.cert, "-days", "1", "-extfile", d + "/ext"},
-      tmp, 30s);
-  return c;
-}
-
-// POST /tunnels on the relay's admin API: {"tunnelId", "sourceAccessToken", ...}.
-json new_tunnel(std::uint16_t admin_port) {
-  Connection c = Connection::open(admin_port, 5000ms);
-  const std::string req =
-      "POST /tunnels HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-      "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
-  c.send_all(req.data(), req.size());
-  std::string resp;
-  char buf[2048];
-  const auto deadline = Clock::now() + 5s;
-  while (Clock::now() < deadline) {
-    const std::size_t n = c.recv_some(buf, sizeof buf);
-    if (n == 0) break;  // Connection: close, so EOF ends the body
-    resp.append(buf, n);
-  }
-  const auto body = resp.find("\r\n\r\n");
-  if (resp.rfind("HTTP/1.1 200", 0) != 0 || body == std::string::npos) {
-    throw BenchError("relay admin POST /tunnels: " + resp.substr(0, 200));
-  }
-  return json::parse(resp.substr(body + 4));
 }
 
 struct CtlResult {
@@ -333,29 +258,133 @@ std::string fmt_kib(double kib) {
   return b;
 }
 
-std::string in_path(const std::string& name) {
-  if (name.find('/') != std::string::npos) return name;
-  const char* env = std::getenv("PATH");
-  std::istringstream dirs(env ? env : "/usr/bin:/bin");
-  for (std::string d; std::getline(dirs, d, ':');) {
-    if (::access((d + "/" + name).c_str(), X_OK) == 0) return d + "/" + name;
+// A local service that accepts connections, sends a one-line banner (as an
+// SSH server does) and then holds them, never reading: the far end of the
+// idle connections of the multiplex figure. The banner matters: a V3 source
+// accepts one connection per service until the peer has shown it speaks V3
+// (a record with a connectionId, docs/architecture.md), and idle
+// connections would otherwise never show it.
+class HoldService {
+ public:
+  HoldService() {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::listen(listen_fd_, 1024) != 0 ||
+        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      throw BenchError(std::string("hold service: ") + std::strerror(errno));
+    }
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] {
+      for (;;) {
+        const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd < 0) {
+          if (errno == EINTR || errno == ECONNABORTED) continue;
+          return;  // the listener was shut down
+        }
+        static constexpr char kBanner[] = "SSH-2.0-daemon-bench-hold\r\n";
+        (void)::send(fd, kBanner, sizeof kBanner - 1, MSG_NOSIGNAL);
+        const std::lock_guard lock(mu_);
+        fds_.push_back(fd);
+      }
+    });
   }
-  throw BenchError(name + " not found in PATH");
-}
-
-std::string first_cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  ~HoldService() {
+    ::shutdown(listen_fd_, SHUT_RDWR);
+    thread_.join();
+    ::close(listen_fd_);
+    for (const int fd : fds_) ::close(fd);
   }
-  return "unknown";
-}
+  HoldService(const HoldService&) = delete;
+  HoldService& operator=(const HoldService&) = delete;
 
-std::string loadavg() {
-  std::istringstream in(read_file("/proc/loadavg"));
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return a + " " + b + " " + c;
+  std::uint16_t port() const { return port_; }
+  std::size_t held() {
+    const std::lock_guard lock(mu_);
+    return fds_.size();
+  }
+
+ private:
+  int listen_fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<int> fds_;
+};
+
+struct IdleMultiplex {
+  int sessions = 0;
+  int connections_per_service = 0;
+  long source_rss_before_kib = 0;  // the daemon with no session yet
+  long dest_rss_before_kib = 0;
+  long source_rss_kib = 0;  // with every session and connection open, idle
+  long dest_rss_kib = 0;
+};
+
+// Issue 7: one tunneld holds N source sessions of 3 services, another the N
+// destination sessions; every service gets `per_service` idle connections
+// that really reach the local service. VmRSS of both daemons then.
+IdleMultiplex measure_idle_multiplex(const Options& o, const std::string& tmp, std::uint16_t admin,
+                                     const std::vector<std::string>& common) {
+  IdleMultiplex m;
+  m.sessions = o.idle_sessions;
+  m.connections_per_service = o.idle_connections;
+  HoldService hold;
+  const std::string target = "127.0.0.1:" + std::to_string(hold.port());
+  Daemon dst("tunneld-idle-dest", o, tmp);
+  Daemon src("tunneld-idle-src", o, tmp);
+  std::this_thread::sleep_for(500ms);
+  m.dest_rss_before_kib = rss_kib(dst.pid());
+  m.source_rss_before_kib = rss_kib(src.pid());
+  progress("opening " + std::to_string(m.sessions) + " sessions of 3 services in each tunneld");
+  const std::vector<std::string> services = {"ssh", "web", "db"};
+  for (int i = 0; i < m.sessions; ++i) {
+    const json t = open_tunnel(admin, services);
+    std::vector<std::string> d = common;
+    d.insert(d.end(), {"-d", "ssh=" + target + ",web=" + target + ",db=" + target, "--name",
+                       "m" + std::to_string(i)});
+    dst.open(d, t.at("destinationAccessToken").get<std::string>());
+    std::vector<std::string> s = common;
+    s.insert(s.end(), {"-s", "ssh=127.0.0.1:0,web=127.0.0.1:0,db=127.0.0.1:0", "-b", "127.0.0.1",
+                       "--name", "m" + std::to_string(i)});
+    src.open(s, t.at("sourceAccessToken").get<std::string>());
+  }
+  src.wait_connected(m.sessions, std::chrono::seconds(60 + m.sessions / 2));
+  dst.wait_connected(m.sessions, std::chrono::seconds(60 + m.sessions / 2));
+
+  progress("opening " + std::to_string(o.idle_connections) + " idle connections per service");
+  std::vector<Connection> clients;
+  for (int i = 0; i < m.sessions; ++i) {
+    const CtlResult r = src.ctl({"status", "m" + std::to_string(i), "--json"}, {}, 10s);
+    if (!r.ok()) throw BenchError("tunnelctl status m" + std::to_string(i) + ": " + r.err);
+    const json info = json::parse(r.out);
+    for (const auto& svc : info.at("services")) {
+      const std::uint16_t port = port_of(svc.at("address").get<std::string>());
+      for (int c = 0; c < o.idle_connections; ++c) clients.push_back(Connection::open(port, 10s));
+    }
+  }
+  const std::size_t want = clients.size();
+  const auto deadline = Clock::now() + std::chrono::seconds(60 + want / 50);
+  while (hold.held() < want) {
+    if (Clock::now() > deadline) {
+      throw BenchError("only " + std::to_string(hold.held()) + " of " + std::to_string(want) +
+                       " idle connections reached the service");
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  std::this_thread::sleep_for(1s);
+  m.source_rss_kib = rss_kib(src.pid());
+  m.dest_rss_kib = rss_kib(dst.pid());
+  progress("  " + std::to_string(want) + " idle connections: source tunneld " +
+           fmt_kib(static_cast<double>(m.source_rss_kib)) + ", destination tunneld " +
+           fmt_kib(static_cast<double>(m.dest_rss_kib)));
+  clients.clear();
+  src.process().stop(5000ms);
+  dst.process().stop(5000ms);
+  return m;
 }
 
 int run(int argc, char** argv) {
@@ -375,6 +404,15 @@ int run(int argc, char** argv) {
   app.add_option("--streams", o.streams, "concurrent tunnels in the throughput run")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
+  app.add_option("--idle-sessions", o.idle_sessions,
+                 "sessions of 3 services with idle connections, for the multiplex memory "
+                 "figure (0: skip)")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
+  app.add_option("--idle-connections", o.idle_connections,
+                 "idle connections per service in those sessions")
+      ->check(CLI::Range(1, 128))
+      ->capture_default_str();
   app.add_option("--openssl", o.openssl, "openssl command, for the throwaway CA");
   app.add_option("--json", o.json_path, "also write the results as JSON to this file");
   app.add_flag("--keep-temp", o.keep_temp, "keep the temp dir (child logs, certificates)");
@@ -383,8 +421,8 @@ int run(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  o.bytes = parse_bytes(o.bytes_text);
-  o.openssl = in_path(o.openssl);
+  o.bytes = parse_size(o.bytes_text);
+  o.openssl = find_program(o.openssl);
   if (o.build_dir.empty()) {
     o.build_dir = fs::canonical("/proc/self/exe").parent_path().parent_path().string();
   }
@@ -398,33 +436,11 @@ int run(int argc, char** argv) {
 
   const std::string fd_note = raise_fd_limit();
   progress(fd_note);
-  const std::string load_start = loadavg();
+  const std::string load_start = load_average();
 
-  char tmpl[] = "/tmp/daemon-bench-XXXXXX";
-  if (::mkdtemp(tmpl) == nullptr) throw BenchError("mkdtemp failed");
-  const std::string tmp = tmpl;
   const bool keep = o.keep_temp;
-  std::thread([tmp, keep] {
-    sigset_t set;
-    sigemptyset(&set);
-    for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, s);
-    int sig = 0;
-    sigwait(&set, &sig);
-    kill_all_children();
-    if (!keep) {
-      std::error_code ec;
-      fs::remove_all(tmp, ec);
-    }
-    std::fprintf(stderr, "daemon-bench: interrupted by signal %d; children killed\n", sig);
-    std::_Exit(128 + sig);
-  }).detach();
-  const auto cleanup = [&] {
-    std::error_code ec;
-    if (keep)
-      std::fprintf(stderr, "[dbench] kept %s\n", tmp.c_str());
-    else
-      fs::remove_all(tmp, ec);
-  };
+  const std::string tmp = make_run_dir("daemon-bench", keep);
+  const auto cleanup = [&] { remove_run_dir(tmp, keep); };
 
   json out;
   std::vector<MemoryPoint> memory;
@@ -432,51 +448,34 @@ int run(int argc, char** argv) {
   long localproxy_rss = 0;
   long rss0 = 0;
   Throughput tp;
+  IdleMultiplex idle;
   try {
     progress("throwaway CA in " + tmp);
-    const Certs certs = make_certs(o.openssl, tmp);
+    const Pki certs = make_pki(o.openssl, tmp);
     LoadService service;
     const std::string svc = "127.0.0.1:" + std::to_string(service.port());
     progress("starting tunnel-relay");
-    ChildProcess relay(
-        "relay",
-        {o.build_dir + "/relay/tunnel-relay", "--listen", "127.0.0.1:0", "--tls-cert", certs.cert,
-         "--tls-key", certs.key, "--admin", "127.0.0.1:0", "-v", "warn"},
-        {}, tmp);
-    const json ready = json::parse(wait_for_line(
-        relay, relay.stdout_path(),
-        [](const std::string& l) { return l.find("\"ready\"") != std::string::npos; },
-        Clock::now() + 20s));
-    const std::string endpoint = ready.at("listen").get<std::string>();
-    const std::uint16_t admin = port_after_colon(ready.at("admin").get<std::string>());
-    const std::vector<std::string> common = {"-e", endpoint, "--cafile", certs.ca};
+    Relay relay_proc = start_relay(o.build_dir + "/relay/tunnel-relay", certs, tmp);
+    ChildProcess& relay = *relay_proc.process;
+    const std::string endpoint = relay_proc.listen;
+    const std::uint16_t admin = relay_proc.admin_port;
+    const std::vector<std::string> common = {"-e", endpoint, "--cafile", certs.ca_cert};
 
     // One-process-per-tunnel reference: an idle, connected localproxy pair.
     {
       progress("reference: one idle localproxy");
-      const json t = new_tunnel(admin);
+      const json t = open_tunnel(admin);
       const std::string lp = o.build_dir + "/ctl/localproxy";
       ChildProcess dst(
           "localproxy-destination",
-          {lp, "-e", endpoint, "--cafile", certs.ca, "-d", svc, "-v", "3"},
+          {lp, "-e", endpoint, "--cafile", certs.ca_cert, "-d", svc, "-v", "3"},
           {"AWSIOT_TUNNEL_ACCESS_TOKEN=" + t.at("destinationAccessToken").get<std::string>()}, tmp);
-      int port = 0;
-      {
-        // A source in the same tunnel proves the destination is connected.
-        const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof a;
-        ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-        port = ntohs(a.sin_port);
-        ::close(fd);
-      }
+      // A source in the same tunnel proves the destination is connected.
+      const int port = free_port();
       ChildProcess src(
           "localproxy-source",
-          {lp, "-e", endpoint, "--cafile", certs.ca, "-s", std::to_string(port), "-b", "127.0.0.1",
-           "-v", "3"},
+          {lp, "-e", endpoint, "--cafile", certs.ca_cert, "-s", std::to_string(port), "-b",
+           "127.0.0.1", "-v", "3"},
           {"AWSIOT_TUNNEL_ACCESS_TOKEN=" + t.at("sourceAccessToken").get<std::string>()}, tmp);
       wait_until_echo(static_cast<std::uint16_t>(port), Clock::now() + 20s);
       std::this_thread::sleep_for(500ms);
@@ -495,7 +494,7 @@ int run(int argc, char** argv) {
       progress("opening destination sessions up to " + std::to_string(n));
       const auto t0 = Clock::now();
       while (static_cast<int>(tunnels.size()) < n) {
-        const json t = new_tunnel(admin);
+        const json t = open_tunnel(admin);
         std::vector<std::string> args = common;
         args.insert(args.end(), {"-d", svc, "--name", "d" + std::to_string(tunnels.size())});
         dest.open(args, t.at("destinationAccessToken").get<std::string>());
@@ -513,7 +512,7 @@ int run(int argc, char** argv) {
     progress("starting tunneld (sources)");
     Daemon src("tunneld-src", o, tmp);
     for (int i = 0; i < o.open_samples; ++i) {
-      const json t = new_tunnel(admin);
+      const json t = open_tunnel(admin);
       const std::string name = "lat" + std::to_string(i);
       std::vector<std::string> args = common;
       args.insert(args.end(), {"-d", svc, "--name", name});
@@ -532,7 +531,7 @@ int run(int argc, char** argv) {
 
     if (static_cast<int>(tunnels.size()) < o.streams) {
       for (int i = static_cast<int>(tunnels.size()); i < o.streams; ++i) {
-        const json t = new_tunnel(admin);
+        const json t = open_tunnel(admin);
         std::vector<std::string> args = common;
         args.insert(args.end(), {"-d", svc, "--name", "d" + std::to_string(i)});
         dest.open(args, t.at("destinationAccessToken").get<std::string>());
@@ -564,6 +563,7 @@ int run(int argc, char** argv) {
 
     src.process().stop(3000ms);
     dest.process().stop(5000ms);
+    if (o.idle_sessions > 0) idle = measure_idle_multiplex(o, tmp, admin, common);
     relay.stop(3000ms);
     service.stop();
   } catch (...) {
@@ -574,7 +574,7 @@ int run(int argc, char** argv) {
   cleanup();
 
   // The report.
-  const std::string load_end = loadavg();
+  const std::string load_end = load_average();
   const Percentiles lat = percentiles(open_ms);
   const double gib = tp.tunnel_bytes / double(1ull << 30);
   struct Row {
@@ -624,9 +624,19 @@ int run(int argc, char** argv) {
   std::snprintf(b, sizeof b, "dest %.2f, source %.2f (relay %.2f)", tp.dest_daemon_cpu / gib,
                 tp.source_daemon_cpu / gib, tp.relay_cpu / gib);
   rows.push_back({"tunneld CPU-seconds per GiB", "-", b, -1});
+  if (idle.sessions > 0) {
+    const std::string what = std::to_string(idle.sessions) + " sessions x 3 services x " +
+                             std::to_string(idle.connections_per_service) + " idle conns";
+    rows.push_back({what + ", source", "< 64 MiB",
+                    fmt_kib(static_cast<double>(idle.source_rss_kib)),
+                    idle.source_rss_kib < 64 * 1024 ? 1 : 0});
+    rows.push_back({what + ", destination", "< 64 MiB",
+                    fmt_kib(static_cast<double>(idle.dest_rss_kib)),
+                    idle.dest_rss_kib < 64 * 1024 ? 1 : 0});
+  }
 
-  std::printf("\ndaemon-bench  build %s  cpu %s x%u\n", o.build_dir.c_str(),
-              first_cpu_model().c_str(), std::thread::hardware_concurrency());
+  std::printf("\ndaemon-bench  build %s  cpu %s x%u\n", o.build_dir.c_str(), cpu_model().c_str(),
+              std::thread::hardware_concurrency());
   std::printf("load average: %s at start, %s at end (others may share the machine)\n",
               load_start.c_str(), load_end.c_str());
   std::printf("%s\n\n", fd_note.c_str());
@@ -645,7 +655,7 @@ int run(int argc, char** argv) {
   if (!o.json_path.empty()) {
     out = {{"build_dir", o.build_dir},
            {"cpus", std::thread::hardware_concurrency()},
-           {"cpu_model", first_cpu_model()},
+           {"cpu_model", cpu_model()},
            {"load_average_start", load_start},
            {"load_average_end", load_end},
            {"fd_limit", fd_note},
@@ -662,6 +672,14 @@ int run(int argc, char** argv) {
              {"dest_daemon_cpu_s_per_gib", tp.dest_daemon_cpu / gib},
              {"source_daemon_cpu_s_per_gib", tp.source_daemon_cpu / gib},
              {"relay_cpu_s_per_gib", tp.relay_cpu / gib}}},
+           {"idle_multiplex",
+            {{"sessions", idle.sessions},
+             {"services_per_session", 3},
+             {"connections_per_service", idle.connections_per_service},
+             {"source_rss_kib_before", idle.source_rss_before_kib},
+             {"dest_rss_kib_before", idle.dest_rss_before_kib},
+             {"source_rss_kib", idle.source_rss_kib},
+             {"dest_rss_kib", idle.dest_rss_kib}}},
            {"verdicts", jv}};
     std::ofstream(o.json_path) << out.dump(2) << "\n";
     progress("wrote " + o.json_path);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,9 @@ struct Summary {
   double p99 = 0;
   double max = 0;
 };
+
+// MB/s (10^6 bytes per second) of a transfer.
+double mb_per_s(const TransferResult& t);
 
 // Nearest-rank percentiles of `samples`.
 Summary summarize(std::vector<double> samples);
@@ -69,6 +73,29 @@ struct RunInfo {
   std::uint64_t memory_samples = 0;
 };
 
+struct FanOutRow {
+  std::string name;
+  std::string key;                   // for the JSON output
+  TransferResult single;             // one connection alone, all the bytes
+  TransferResult aggregate;          // N at once: bytes summed, wall time of the batch
+  std::vector<TransferResult> each;  // each connection's own bytes and time
+  TransferResult direct_single;      // the same two against the service directly,
+  TransferResult direct_aggregate;   // for what N client threads cost on this machine
+  double single_cpu = 0;             // CPU seconds of relay and both proxies, one connection
+  double aggregate_cpu = 0;          // ... and N connections
+};
+
+struct MultiplexResults {
+  int connections = 0;
+  std::uint64_t bytes = 0;  // per direction, split evenly across the connections
+  std::vector<FanOutRow> rows;
+  Summary ping_direct;           // 1 B round trips against the service, nothing else running (us)
+  Summary ping_idle;             // the same through the tunnel
+  Summary ping_under_bulk;       // through the tunnel while another connection downloads
+  std::uint64_t bulk_bytes = 0;  // moved by that other connection meanwhile
+  double bulk_seconds = 0;
+};
+
 struct Results {
   RunInfo info;
   std::vector<ThroughputRow> throughput;
@@ -78,6 +105,7 @@ struct Results {
   std::vector<double> startup_ms;
   std::vector<double> startup_cpu_ms;  // CPU both localproxies used until then
   std::vector<MemoryRow> memory;
+  std::optional<MultiplexResults> multiplex;  // with --connections N
 };
 
 // The targets next to the reference localproxy's figures.

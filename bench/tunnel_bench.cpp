@@ -20,9 +20,11 @@
 #include <sstream>
 #include <thread>
 
+#include "bench_setup.h"
 #include "child_process.h"
 #include "load_client.h"
 #include "load_service.h"
+#include "multiplex.h"
 #include "process_usage.h"
 #include "results.h"
 
@@ -48,132 +50,9 @@ struct Options {
   std::string json_path;
   bool keep_temp = false;
   int child_verbosity = 3;
+  int connections = 16;
+  std::string multiplex_bytes_text = "256MiB";
 };
-
-std::uint64_t parse_size(const std::string& text) {
-  std::size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (const std::exception&) {
-    throw BenchError("not a size: " + text);
-  }
-  std::string unit = text.substr(used);
-  unit.erase(0, unit.find_first_not_of(' '));
-  static const std::pair<const char*, double> units[] = {
-      {"", 1},          {"B", 1},    {"K", 1024},    {"KiB", 1024},    {"KB", 1e3}, {"M", 1 << 20},
-      {"MiB", 1 << 20}, {"MB", 1e6}, {"G", 1 << 30}, {"GiB", 1 << 30}, {"GB", 1e9}};
-  for (const auto& [name, factor] : units) {
-    if (unit == name && v > 0) return static_cast<std::uint64_t>(v * factor);
-  }
-  throw BenchError("not a size: " + text + " (use e.g. 1GiB, 256MiB, 100MB)");
-}
-
-std::string find_program(const std::string& name) {
-  if (name.find('/') != std::string::npos) return name;
-  const char* path = std::getenv("PATH");
-  std::string dirs = path ? path : "/usr/bin:/bin";
-  for (std::size_t start = 0; start <= dirs.size();) {
-    std::size_t end = dirs.find(':', start);
-    if (end == std::string::npos) end = dirs.size();
-    const std::string candidate = dirs.substr(start, end - start) + "/" + name;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-    start = end + 1;
-  }
-  throw BenchError(name + " not found in PATH");
-}
-
-// A port nobody listens on right now, for `localproxy -s PORT`.
-std::uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    if (fd >= 0) ::close(fd);
-    throw BenchError("cannot find a free loopback port");
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-std::uint16_t port_of(const std::string& host_port) {
-  const auto colon = host_port.rfind(':');
-  if (colon == std::string::npos) throw BenchError("no port in " + host_port);
-  return static_cast<std::uint16_t>(std::stoi(host_port.substr(colon + 1)));
-}
-
-// A throwaway CA and a server certificate for 127.0.0.1 / localhost.
-struct Pki {
-  std::string ca_cert;
-  std::string server_cert;
-  std::string server_key;
-};
-
-Pki make_pki(const std::string& openssl, const std::string& dir) {
-  const std::string pki = dir + "/pki";
-  fs::create_directories(pki);
-  Pki p{pki + "/ca.pem", pki + "/server.pem", pki + "/server.key"};
-  const std::string ca_key = pki + "/ca.key";
-  const std::string csr = pki + "/server.csr";
-  const std::string ext = pki + "/server.ext";
-  std::ofstream(ext) << "basicConstraints=CA:FALSE\n"
-                        "keyUsage=critical,digitalSignature,keyEncipherment\n"
-                        "extendedKeyUsage=serverAuth\n"
-                        "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
-  const auto timeout = 20s;
-  const std::vector<std::string> ec = {"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                                       "-nodes"};
-  std::vector<std::string> ca = {openssl, "req", "-x509"};
-  ca.insert(ca.end(), ec.begin(), ec.end());
-  ca.insert(ca.end(),
-            {"-keyout", ca_key, "-out", p.ca_cert, "-days", "1", "-subj",
-             "/CN=tunnel-bench throwaway CA", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign"});
-  run_command(ca, dir, timeout);
-  std::vector<std::string> req = {openssl, "req"};
-  req.insert(req.end(), ec.begin(), ec.end());
-  req.insert(req.end(), {"-keyout", p.server_key, "-out", csr, "-subj", "/CN=localhost"});
-  run_command(req, dir, timeout);
-  run_command({openssl, "x509", "-req", "-in", csr, "-CA", p.ca_cert, "-CAkey", ca_key,
-               "-CAcreateserial", "-out", p.server_cert, "-days", "1", "-extfile", ext},
-              dir, timeout);
-  return p;
-}
-
-// One call to the relay's admin API (plain HTTP/1.1 on loopback).
-nlohmann::json admin_request(std::uint16_t port, const std::string& method, const std::string& path,
-                             const std::string& body) {
-  Connection c = Connection::open(port, 5000ms);
-  const std::string req = method + " " + path +
-                          " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                          "Content-Length: " +
-                          std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
-  c.send_all(req.data(), req.size());
-  std::string resp;
-  char buf[4096];
-  const auto deadline = Clock::now() + 5s;
-  while (Clock::now() < deadline) {
-    const std::size_t n = c.recv_some(buf, sizeof buf);
-    if (n == 0) break;
-    resp.append(buf, n);
-    const auto head_end = resp.find("\r\n\r\n");
-    if (head_end == std::string::npos) continue;
-    std::string head = resp.substr(0, head_end);
-    std::transform(head.begin(), head.end(), head.begin(), ::tolower);
-    const auto cl = head.find("content-length:");
-    if (cl != std::string::npos && resp.size() >= head_end + 4 + std::stoul(head.substr(cl + 15))) {
-      break;
-    }
-  }
-  const auto head_end = resp.find("\r\n\r\n");
-  if (resp.rfind("HTTP/1.1 2", 0) != 0 || head_end == std::string::npos) {
-    throw BenchError("admin " + method + " " + path + ": " + resp.substr(0, 200));
-  }
-  return nlohmann::json::parse(resp.substr(head_end + 4));
-}
 
 // The benchmark's world: temp dir, service, relay, the tunnel under test.
 class Bench {
@@ -190,16 +69,16 @@ class Bench {
     std::uint16_t port = 0;
   };
 
-  void start_relay();
-  // Opens a tunnel on the relay: its id and access tokens.
-  nlohmann::json open_tunnel();
-  // Spawns both localproxies for a tunnel open_tunnel() returned.
-  Tunnel spawn_tunnel(const std::string& label, const nlohmann::json& tokens);
+  // Spawns both localproxies for a tunnel the relay opened; with `service`,
+  // as that one service of a V3 tunnel (-s NAME=PORT, -d NAME=HOST:PORT).
+  Tunnel spawn_tunnel(const std::string& label, const nlohmann::json& tokens,
+                      const std::string& service = "");
   CpuCost cpu_now(const Tunnel& t) const;
   void measure_throughput(Results& r, Tunnel& t);
   void measure_latency(Results& r, Tunnel& t);
   void measure_fresh_connections(Results& r, Tunnel& t);
   void measure_startup(Results& r);
+  void measure_multiplex(Results& r);
   std::string child_logs(const Tunnel* t) const;
   void progress(const std::string& what) const {
     std::fprintf(stderr, "[bench] %s\n", what.c_str());
@@ -210,45 +89,27 @@ class Bench {
   std::string tmp_;
   Pki pki_;
   std::unique_ptr<LoadService> service_;
-  std::unique_ptr<ChildProcess> relay_;
-  std::string relay_listen_;
-  std::uint16_t admin_port_ = 0;
+  Relay relay_;
 };
 
-void Bench::start_relay() {
-  relay_ = std::make_unique<ChildProcess>(
-      "relay",
-      std::vector<std::string>{o_.relay, "--listen", "127.0.0.1:0", "--tls-cert", pki_.server_cert,
-                               "--tls-key", pki_.server_key, "--admin", "127.0.0.1:0", "-v",
-                               "warn"},
-      std::vector<std::string>{}, tmp_);
-  const std::string line = wait_for_line(
-      *relay_, relay_->stdout_path(),
-      [](const std::string& l) { return l.find("\"ready\"") != std::string::npos; },
-      Clock::now() + 15s);
-  const auto ready = nlohmann::json::parse(line);
-  relay_listen_ = ready.at("listen").get<std::string>();
-  admin_port_ = port_of(ready.at("admin").get<std::string>());
-}
-
-nlohmann::json Bench::open_tunnel() { return admin_request(admin_port_, "POST", "/tunnels", "{}"); }
-
-Bench::Tunnel Bench::spawn_tunnel(const std::string& label, const nlohmann::json& t) {
+Bench::Tunnel Bench::spawn_tunnel(const std::string& label, const nlohmann::json& t,
+                                  const std::string& service) {
   Tunnel tunnel;
   tunnel.port = free_port();
   const std::string common_ca = pki_.ca_cert;
+  const std::string prefix = service.empty() ? "" : service + "=";
   tunnel.destination = std::make_unique<ChildProcess>(
       label + "-destination",
-      std::vector<std::string>{o_.localproxy, "-e", relay_listen_, "--cafile", common_ca, "-d",
-                               "127.0.0.1:" + std::to_string(service_->port()), "-v",
+      std::vector<std::string>{o_.localproxy, "-e", relay_.listen, "--cafile", common_ca, "-d",
+                               prefix + "127.0.0.1:" + std::to_string(service_->port()), "-v",
                                std::to_string(o_.child_verbosity)},
       std::vector<std::string>{"AWSIOT_TUNNEL_ACCESS_TOKEN=" +
                                t.at("destinationAccessToken").get<std::string>()},
       tmp_);
   tunnel.source = std::make_unique<ChildProcess>(
       label + "-source",
-      std::vector<std::string>{o_.localproxy, "-e", relay_listen_, "--cafile", common_ca, "-s",
-                               std::to_string(tunnel.port), "-b", "127.0.0.1", "-v",
+      std::vector<std::string>{o_.localproxy, "-e", relay_.listen, "--cafile", common_ca, "-s",
+                               prefix + std::to_string(tunnel.port), "-b", "127.0.0.1", "-v",
                                std::to_string(o_.child_verbosity)},
       std::vector<std::string>{"AWSIOT_TUNNEL_ACCESS_TOKEN=" +
                                t.at("sourceAccessToken").get<std::string>()},
@@ -261,7 +122,7 @@ std::string Bench::child_logs(const Tunnel* t) const {
   const auto add = [&](const ChildProcess* c) {
     if (c != nullptr) out += "\n--- " + c->name() + " stderr (tail):\n" + c->stderr_tail(12);
   };
-  add(relay_.get());
+  add(relay_.process.get());
   if (t != nullptr) {
     add(t->source.get());
     add(t->destination.get());
@@ -272,7 +133,7 @@ std::string Bench::child_logs(const Tunnel* t) const {
 CpuCost Bench::cpu_now(const Tunnel& t) const {
   CpuCost c;
   c.bench = read_own_cpu_seconds();
-  c.relay = read_cpu_seconds(relay_->pid());
+  c.relay = read_cpu_seconds(relay_.process->pid());
   c.source = read_cpu_seconds(t.source->pid());
   c.destination = read_cpu_seconds(t.destination->pid());
   return c;
@@ -360,7 +221,7 @@ void Bench::measure_fresh_connections(Results& r, Tunnel& t) {
 void Bench::measure_startup(Results& r) {
   for (int i = 0; i < o_.startup_samples; ++i) {
     progress("start to a working tunnel, sample " + std::to_string(i + 1));
-    const nlohmann::json tokens = open_tunnel();
+    const nlohmann::json tokens = open_tunnel(relay_.admin_port);
     const auto t0 = Clock::now();
     Tunnel t = spawn_tunnel("startup", tokens);
     try {
@@ -376,6 +237,30 @@ void Bench::measure_startup(Results& r) {
   }
 }
 
+void Bench::measure_multiplex(Results& r) {
+  progress("starting a V3 tunnel with one service for the multiplex figures");
+  Tunnel t = spawn_tunnel("multiplex", open_tunnel(relay_.admin_port, {"bench"}), "bench");
+  try {
+    wait_until_echo(t.port, Clock::now() + 15s);
+    MultiplexOptions mo;
+    mo.connections = o_.connections;
+    mo.bytes = parse_size(o_.multiplex_bytes_text);
+    mo.round_trips = o_.round_trips;
+    mo.warmup = o_.warmup;
+    mo.budget = std::chrono::seconds(o_.latency_budget_s);
+    mo.tunnel_cpu = [this, &t] {
+      const CpuCost c = cpu_now(t);
+      return c.relay + c.source + c.destination;
+    };
+    r.multiplex = bench::measure_multiplex(t.port, service_->port(), mo,
+                                           [this](const std::string& w) { progress(w); });
+  } catch (const BenchError& e) {
+    throw BenchError(std::string(e.what()) + child_logs(&t));
+  }
+  t.source->stop(2000ms);
+  t.destination->stop(2000ms);
+}
+
 Results Bench::run() {
   Results r;
   r.info = info_;
@@ -383,10 +268,10 @@ Results Bench::run() {
   pki_ = make_pki(o_.openssl, tmp_);
   service_ = std::make_unique<LoadService>();
   progress("starting the relay");
-  start_relay();
+  relay_ = start_relay(o_.relay, pki_, tmp_);
 
   progress("starting the localproxies");
-  Tunnel t = spawn_tunnel("bench", open_tunnel());
+  Tunnel t = spawn_tunnel("bench", open_tunnel(relay_.admin_port));
   try {
     wait_until_echo(t.port, Clock::now() + 15s);
   } catch (const BenchError& e) {
@@ -395,7 +280,7 @@ Results Bench::run() {
   std::this_thread::sleep_for(500ms);
 
   const std::vector<std::pair<std::string, ChildProcess*>> procs = {
-      {"relay", relay_.get()},
+      {"relay", relay_.process.get()},
       {"localproxy source", t.source.get()},
       {"localproxy destination", t.destination.get()}};
   const std::vector<std::string> keys = {"relay", "source", "destination"};
@@ -434,22 +319,11 @@ Results Bench::run() {
   }
   t.source->stop(2000ms);
   t.destination->stop(2000ms);
+  if (o_.connections > 0) measure_multiplex(r);
   measure_startup(r);
-  relay_->stop(2000ms);
+  relay_.process->stop(2000ms);
   service_->stop();
   return r;
-}
-
-std::string first_line_with(const std::string& path, const std::string& key) {
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(key, 0) == 0) {
-      const auto colon = line.find(':');
-      return colon == std::string::npos ? line
-                                        : line.substr(line.find_first_not_of(" \t", colon + 1));
-    }
-  }
-  return "unknown";
 }
 
 void describe_build(RunInfo& info) {
@@ -468,11 +342,6 @@ void describe_build(RunInfo& info) {
     }
   } catch (const std::exception&) {
   }
-}
-
-fs::path own_build_dir() {
-  // This program lives in BUILD/bench/.
-  return fs::canonical("/proc/self/exe").parent_path().parent_path();
 }
 
 int run(int argc, char** argv) {
@@ -507,6 +376,13 @@ int run(int argc, char** argv) {
   app.add_option("--startup-samples", o.startup_samples, "localproxy pairs started and timed")
       ->check(CLI::Range(0, 1000))
       ->capture_default_str();
+  app.add_option("--connections", o.connections,
+                 "simultaneous connections on one V3 tunnel for the multiplex figures (0: skip)")
+      ->check(CLI::Range(0, 128))
+      ->capture_default_str();
+  app.add_option("--multiplex-bytes", o.multiplex_bytes_text,
+                 "bytes per direction in the multiplex runs, split across the connections")
+      ->capture_default_str();
   app.add_option("--json", o.json_path, "also write the results as JSON to this file");
   app.add_flag("--keep-temp", o.keep_temp, "keep the temp dir (certificates, child logs)");
   app.add_option("--child-verbosity", o.child_verbosity,
@@ -519,7 +395,7 @@ int run(int argc, char** argv) {
     return app.exit(e);
   }
   o.bytes = parse_size(o.bytes_text);
-  if (o.build_dir.empty()) o.build_dir = own_build_dir().string();
+  if (o.build_dir.empty()) o.build_dir = own_build_dir();
   if (o.relay.empty()) o.relay = o.build_dir + "/relay/tunnel-relay";
   if (o.localproxy.empty()) o.localproxy = o.build_dir + "/ctl/localproxy";
   o.openssl = find_program(o.openssl);
@@ -528,46 +404,14 @@ int run(int argc, char** argv) {
   r.info.build_dir = fs::absolute(o.relay).parent_path().parent_path().lexically_normal().string();
   describe_build(r.info);
   r.info.cpus = static_cast<int>(std::thread::hardware_concurrency());
-  r.info.cpu_model = first_line_with("/proc/cpuinfo", "model name");
-  {
-    std::istringstream loadavg(read_file("/proc/loadavg"));
-    std::string one, five, fifteen;
-    loadavg >> one >> five >> fifteen;
-    r.info.load_average = one + " " + five + " " + fifteen;
-  }
+  r.info.cpu_model = cpu_model();
+  r.info.load_average = load_average();
   r.info.bytes = o.bytes;
   r.info.runs = o.runs;
 
-  char tmpl[] = "/tmp/tunnel-bench-XXXXXX";
-  if (::mkdtemp(tmpl) == nullptr) throw BenchError("mkdtemp failed");
-  const std::string tmp = tmpl;
   const bool keep = o.keep_temp;
-
-  // Termination signals go to one thread, which kills the children: no
-  // work inside a signal handler, and no child left behind on ^C.
-  std::thread([tmp, keep] {
-    sigset_t set;
-    sigemptyset(&set);
-    for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, s);
-    int sig = 0;
-    sigwait(&set, &sig);
-    kill_all_children();
-    if (!keep) {
-      std::error_code ec;
-      fs::remove_all(tmp, ec);
-    }
-    std::fprintf(stderr, "tunnel-bench: interrupted by signal %d; children killed\n", sig);
-    std::_Exit(128 + sig);
-  }).detach();
-
-  const auto cleanup = [&] {
-    if (keep) {
-      std::fprintf(stderr, "[bench] kept %s\n", tmp.c_str());
-    } else {
-      std::error_code ec;
-      fs::remove_all(tmp, ec);
-    }
-  };
+  const std::string tmp = make_run_dir("tunnel-bench", keep);
+  const auto cleanup = [&] { remove_run_dir(tmp, keep); };
   const std::string json_path = o.json_path;
   try {
     Bench bench(std::move(o), r.info, tmp);

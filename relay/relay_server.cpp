@@ -1,5 +1,9 @@
 #include "relay_server.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
@@ -372,6 +376,14 @@ int RelayServer::on_established(lws* wsi) {
   }
   PendingUpgrade up = std::move(pending_);
   pending_ = PendingUpgrade{};
+#ifdef TCP_NOTSENT_LOWAT
+  // As the proxies do (service_link.cpp): little unsent data in the kernel,
+  // so one end's bulk records cannot delay the other records for long.
+  if (const lws_sockfd_type fd = lws_get_socket_fd(wsi); fd >= 0) {
+    const int lowat = 128 * 1024;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
+  }
+#endif
   const auto lit = links_.find(up.admission.tunnel_id);
   if (lit == links_.end()) return -1;  // closed meanwhile (cannot happen within one lws_read)
   Link& link = *lit->second;

@@ -20,33 +20,9 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 
 build=${BENCH_BUILD_DIR:-build-release}
-
-for tool in meson ninja openssl; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "daemon-bench.sh: $tool not found; run scripts/setup-deps.sh first" >&2
-    exit 1
-  fi
-done
-
-case "${1:-}" in
-  -h|--help)
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
-    echo
-    echo "daemon-bench options:"
-    [[ -x "$build/bench/daemon-bench" ]] && exec "$build/bench/daemon-bench" --help
-    echo "  (build first to see them)"
-    exit 0
-    ;;
-esac
-
-if [[ ! -f "$build/build.ninja" ]]; then
-  meson setup "$build" --buildtype=release
-fi
-if grep -q '"name": "b_sanitize", "value": "[^n]' "$build/meson-info/intro-buildoptions.json" \
-    2>/dev/null; then
-  echo "daemon-bench.sh: $build is a sanitizer build; its figures mean little" >&2
-fi
-meson compile -C "$build" daemon/tunneld ctl/tunnelctl:executable relay/tunnel-relay \
-  ctl/localproxy:executable bench/daemon-bench
+# shellcheck source=scripts/bench-common.sh
+source scripts/bench-common.sh
+bench_prepare "$0" "$build" release 17 bench/daemon-bench \
+  daemon/tunneld ctl/tunnelctl:executable relay/tunnel-relay ctl/localproxy:executable -- "$@"
 
 exec "$build/bench/daemon-bench" "$@"

@@ -3,6 +3,7 @@
 #include <netdb.h>
 
 #include <cstring>
+#include <memory>
 #include <utility>
 
 namespace tunnel {
@@ -11,6 +12,21 @@ namespace {
 constexpr std::uint64_t kFlushLingerMs = 10000;
 
 std::string uv_error(int status) { return uv_strerror(status); }
+
+// One read buffer per thread (a libuv loop is single-threaded) for every
+// connection of that loop: libuv asks for a buffer and hands the bytes to
+// the read callback before anything else runs, and on_local_read copies or
+// sends what it keeps. So an idle connection holds no read buffer, and 3000
+// idle connections cost no 3000 x 128 KiB (issue 7's memory target).
+char* shared_read_buffer(std::size_t size) {
+  thread_local std::unique_ptr<char[]> buf;
+  thread_local std::size_t capacity = 0;
+  if (capacity < size) {
+    buf = std::make_unique_for_overwrite<char[]>(size);
+    capacity = size;
+  }
+  return buf.get();
+}
 
 }  // namespace
 
@@ -46,7 +62,7 @@ struct ResolveReq {
 LocalConnection::LocalConnection(uv_loop_t* loop, std::int32_t stream_id,
                                  LocalConnectionEvents& events, std::size_t read_buffer_size)
     : loop_(loop), stream_id_(stream_id), events_(&events) {
-  read_buf_.resize(read_buffer_size == 0 ? 65536 : read_buffer_size);
+  read_size_ = read_buffer_size == 0 ? 65536 : read_buffer_size;
   uv_timer_init(loop_, &timer_);
   timer_.data = this;
   ++outstanding_;
@@ -229,15 +245,15 @@ void LocalConnection::start_reading() {
       reinterpret_cast<uv_stream_t*>(tcp_),
       [](uv_handle_t* h, std::size_t, uv_buf_t* buf) {
         auto* self = static_cast<LocalConnection*>(h->data);
-        buf->base = self->read_buf_.data();
-        buf->len = self->read_buf_.size();
+        buf->base = shared_read_buffer(self->read_size_);
+        buf->len = self->read_size_;
       },
-      [](uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+      [](uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
         auto* self = static_cast<LocalConnection*>(s->data);
         if (self->closing_ || !self->events_) return;
         if (nread > 0) {
           self->events_->on_local_read(
-              *self, std::string_view(self->read_buf_.data(), static_cast<std::size_t>(nread)));
+              *self, std::string_view(buf->base, static_cast<std::size_t>(nread)));
         } else if (nread < 0) {
           uv_read_stop(s);
           self->reading_ = false;
@@ -285,6 +301,27 @@ void LocalConnection::write(std::string&& bytes) {
     return;
   }
   submit(std::move(bytes), 0);
+}
+
+void LocalConnection::write(std::string_view bytes) {
+  if (closing_ || bytes.empty()) return;
+  if (connected_ && tcp_ != nullptr) {
+    // Straight from the caller's buffer when the socket takes it all (the
+    // usual case while the local peer keeps up): no copy, no allocation.
+    // uv_try_write refuses (EAGAIN) while earlier writes are queued, so
+    // order holds. Only what the socket did not take is copied.
+    uv_buf_t buf =
+        uv_buf_init(const_cast<char*>(bytes.data()), static_cast<unsigned>(bytes.size()));
+    const int n = uv_try_write(reinterpret_cast<uv_stream_t*>(tcp_), &buf, 1);
+    if (n > 0) {
+      if (static_cast<std::size_t>(n) == bytes.size()) return;
+      bytes.remove_prefix(static_cast<std::size_t>(n));
+    } else if (n != UV_EAGAIN) {
+      defer_failure("write error: " + uv_error(n));
+      return;
+    }
+  }
+  write(std::string(bytes));
 }
 
 void LocalConnection::flush_queue() {

@@ -58,6 +58,9 @@ class LocalConnection {
   const std::string& peer() const { return peer_; }
 
   void write(std::string&& bytes);
+  // As write(), trying the socket first: only what it does not take at once
+  // is copied and queued.
+  void write(std::string_view bytes);
   std::size_t pending_write_bytes() const { return pending_bytes_; }
   void set_low_watermark(std::size_t bytes) { low_watermark_ = bytes; }
 
@@ -90,7 +93,7 @@ class LocalConnection {
   uv_loop_t* loop_;
   std::int32_t stream_id_;
   LocalConnectionEvents* events_;  // null once closed
-  std::string read_buf_;
+  std::size_t read_size_;          // bytes per read, from the loop's shared buffer
   ConnectOptions options_;
   int attempts_ = 0;
   addrinfo* addrs_ = nullptr;

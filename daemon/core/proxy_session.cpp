@@ -115,7 +115,7 @@ ProxySession::~ProxySession() {
 void ProxySession::start() {
   if (state_ != SessionState::idle) return;
   uv_loop_t* loop = ws_.loop();
-  for (uv_timer_t* t : {&retry_timer_, &accept_timer_, &nudge_timer_}) {
+  for (uv_timer_t* t : {&retry_timer_, &accept_timer_, &nudge_timer_, &stuck_timer_}) {
     uv_timer_init(loop, t);
     t->data = this;
     ++open_handles_;
@@ -291,7 +291,8 @@ void ProxySession::send_record(const Message& m) {
 }
 
 void ProxySession::send_data(const WireAddress& to, std::string_view chunk) {
-  encode_data_record(to.stream_id, chunk, link_.outbox(), to.service_id, to.connection_id);
+  const DataRecordFraming f(to.stream_id, chunk.size(), to.service_id, to.connection_id);
+  link_.send_record(f.head(), chunk, f.tail());
   stats_.bytes_to_service += chunk.size();
   link_.flush();
 }
@@ -315,49 +316,78 @@ void ProxySession::open_local(const ConnRef& ref) {
   streams_.add(ref, c);
 }
 
-void ProxySession::write_local(const ConnRef& ref, std::string&& bytes) {
+void ProxySession::write_local(const ConnRef& ref, std::string_view bytes) {
   StreamEntry* e = streams_.find(ref);
   if (!e || !e->conn) return;
   stats_.bytes_from_service += bytes.size();
   e->bytes_from_tunnel += bytes.size();
-  e->conn->write(std::move(bytes));
+  e->conn->write(bytes);
   check_local_bound(*e);
 }
 
 void ProxySession::check_local_bound(StreamEntry& e) {
   const auto limit = static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit);
   const std::size_t pending = e.conn->pending_write_bytes();
-  if (machine_.peer_connections() != PeerConnections::multiple || streams_.size() <= 1) {
+  if (!several_connections()) {
     // One connection per service: nobody else to starve, so pause the
     // tunnel (lossless) as V1 always did.
     if (pending > limit) set_rx_paused(true);
     return;
   }
-  // Several connections: the protocol has no per-connection flow control, so
-  // pausing the WebSocket would stall all of them behind one slow reader.
-  // A connection that holds more than 4x the limit is stuck: reset it alone.
-  // Not while its local connect runs: it has not had a chance to read yet
-  // (a busy loop can receive 1 MiB for it before the connect completes);
-  // the session bound below still caps what it holds meanwhile.
-  if (pending > 4 * limit && e.conn->connected()) {
-    const ConnRef ref = e.ref;
-    log_->warn("{}: the local reader is stuck with {} bytes pending; resetting this connection",
-               conn_name(ref), pending);
-    if (LocalConnection* c = streams_.remove(ref)) c->close(false);
-    machine_.on_local_closed(ref);
-    maybe_resume_rx();
+  // Several connections: the protocol has no per-connection flow control.
+  // A connection may hold up to 4x the limit without slowing the others.
+  // Beyond that the WebSocket pauses (nothing is lost: a slow reader sets
+  // the pace for a while) and a watch starts: a reader that then takes
+  // nothing for kStuckReaderMs is stuck, and that connection alone is reset.
+  if (pending > 4 * limit) {
+    set_rx_paused(true);
+    if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&stuck_timer_)) && !handles_closing_) {
+      streams_.stuck_connections(4 * limit, std::chrono::milliseconds(kStuckReaderMs),
+                                 Clock::now());  // starts the watch
+      uv_timer_start(
+          &stuck_timer_,
+          [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->check_stuck_readers(); },
+          kStuckCheckMs, kStuckCheckMs);
+    }
     return;
   }
   // Memory bound of the session whatever the number of connections.
   if (streams_.local_bound_bytes() > 16 * limit) set_rx_paused(true);
 }
 
+bool ProxySession::several_connections() const {
+  return machine_.peer_connections() == PeerConnections::multiple && streams_.size() > 1;
+}
+
+void ProxySession::check_stuck_readers() {
+  const auto limit = static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit);
+  for (const ConnRef& ref : streams_.stuck_connections(
+           4 * limit, std::chrono::milliseconds(kStuckReaderMs), Clock::now())) {
+    StreamEntry* e = streams_.find(ref);
+    // A connection whose local connect still runs has not read anything yet:
+    // not stuck (the paused WebSocket bounds what waits for it meanwhile).
+    if (!e || !e->conn || !e->conn->connected()) continue;
+    log_->warn(
+        "{}: the local reader is stuck (took nothing for {} ms, {} bytes pending); resetting this "
+        "connection",
+        conn_name(ref), kStuckReaderMs, e->conn->pending_write_bytes());
+    if (LocalConnection* c = streams_.remove(ref)) c->close(false);
+    machine_.on_local_closed(ref);
+  }
+  if (!streams_.any_over(4 * limit)) uv_timer_stop(&stuck_timer_);
+  maybe_resume_rx();
+}
+
 void ProxySession::maybe_resume_rx() {
   if (!rx_paused_) return;
   const auto limit = static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit);
-  const bool multi =
-      machine_.peer_connections() == PeerConnections::multiple && streams_.size() > 1;
-  if (streams_.local_bound_bytes() <= (multi ? 8 * limit : limit / 2)) set_rx_paused(false);
+  if (!several_connections()) {
+    if (streams_.local_bound_bytes() <= limit / 2) set_rx_paused(false);
+    return;
+  }
+  if (streams_.local_bound_bytes() <= 8 * limit && !streams_.any_over(2 * limit)) {
+    set_rx_paused(false);
+  }
 }
 
 void ProxySession::close_local(const ConnRef& ref, bool flush) {
@@ -410,12 +440,16 @@ void ProxySession::schedule_nudge(const ConnRef& c, std::uint32_t delay_ms) {
 
 // ---------------------------------------------------------------- local side
 
+std::size_t ProxySession::data_chunk_size() const {
+  return static_cast<std::size_t>(
+      std::clamp(config_.settings.message_max_payload_size, 1, static_cast<int>(kMaxPayloadSize)));
+}
+
 void ProxySession::pump_local() {
   // Round robin: one record's worth from each connection with bytes waiting,
   // while the WebSocket's queue has room.
   const auto room = static_cast<std::size_t>(config_.settings.ws_write_buffer_size);
-  const auto chunk = static_cast<std::size_t>(
-      std::clamp(config_.settings.message_max_payload_size, 1, static_cast<int>(kMaxPayloadSize)));
+  const std::size_t chunk = data_chunk_size();
   while (link_.queued() < room) {
     StreamEntry* e = streams_.next_ready();
     if (!e) break;
@@ -448,6 +482,23 @@ void ProxySession::on_local_connect_failed(LocalConnection& c, const std::string
 void ProxySession::on_local_read(LocalConnection& c, std::string_view bytes) {
   StreamEntry* e = streams_.find(&c);
   if (!e) return;
+  // Fast path: nobody else is waiting for the WebSocket and it has room, so
+  // records are made straight from the loop's read buffer; only what does
+  // not fit is stashed (a copy, and the socket paused until it is sent).
+  if (e->pending_bytes() == 0 && streams_.none_waiting()) {
+    const ConnRef ref = e->ref;
+    const auto room = static_cast<std::size_t>(config_.settings.ws_write_buffer_size);
+    const std::size_t chunk = data_chunk_size();
+    while (!bytes.empty() && link_.queued() < room) {
+      const std::size_t n = std::min(bytes.size(), chunk);
+      machine_.on_local_data(ref, bytes.substr(0, n));
+      bytes.remove_prefix(n);
+      e = streams_.find(ref);
+      if (!e) return;  // the machine ended the connection
+      e->bytes_to_tunnel += n;
+    }
+  }
+  if (bytes.empty()) return;
   streams_.stash(*e, bytes);
   pump_local();
 }
@@ -671,7 +722,7 @@ void ProxySession::close_handles() {
   state_ = SessionState::stopping;
   auto on_closed = [](uv_handle_t* h) { static_cast<ProxySession*>(h->data)->release_handle(); };
   link_.shutdown();
-  for (uv_timer_t* t : {&retry_timer_, &accept_timer_, &nudge_timer_}) {
+  for (uv_timer_t* t : {&retry_timer_, &accept_timer_, &nudge_timer_, &stuck_timer_}) {
     if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(t))) {
       uv_close(reinterpret_cast<uv_handle_t*>(t), on_closed);
     }

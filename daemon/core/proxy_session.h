@@ -109,7 +109,7 @@ class ProxySession final : public ServiceLinkEvents,
   void send_record(const Message& m) override;
   void send_data(const WireAddress& to, std::string_view chunk) override;
   void open_local(const ConnRef& c) override;
-  void write_local(const ConnRef& c, std::string&& bytes) override;
+  void write_local(const ConnRef& c, std::string_view bytes) override;
   void close_local(const ConnRef& c, bool flush) override;
   void protocol_error(std::string reason) override;
   void session_error(std::string reason) override;
@@ -132,6 +132,14 @@ class ProxySession final : public ServiceLinkEvents,
   void try_accept(Listener& l);
   void try_accept_all();
   void pump_local();
+  // Several connections share the link (a V3 peer): local-bound flow control
+  // per connection (check_local_bound).
+  bool several_connections() const;
+  void check_stuck_readers();
+  static constexpr int kStuckReaderMs = 3000;
+  static constexpr std::uint64_t kStuckCheckMs = 250;
+  // Payload bytes per DATA record (the setting, within the protocol's limit).
+  std::size_t data_chunk_size() const;
   void check_local_bound(StreamEntry& e);
   void maybe_resume_rx();
   void abort_all_local();
@@ -177,6 +185,7 @@ class ProxySession final : public ServiceLinkEvents,
   uv_timer_t retry_timer_{};   // reconnect backoff, listen retry
   uv_timer_t accept_timer_{};  // deferred accept (never re-enter the machine)
   uv_timer_t nudge_timer_{};   // SessionMachine::on_nudge_due
+  uv_timer_t stuck_timer_{};   // check_stuck_readers, while a connection is over its share
   ConnRef nudge_conn_;
   int open_handles_ = 0;
   bool handles_closing_ = false;

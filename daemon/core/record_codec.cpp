@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstring>
 
 namespace tunnel {
 
@@ -9,15 +10,6 @@ namespace {
 
 std::size_t read_length_prefix(const std::uint8_t* p) {
   return (static_cast<std::size_t>(p[0]) << 8) | static_cast<std::size_t>(p[1]);
-}
-
-std::size_t varint_size(std::uint64_t v) {
-  std::size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
-  }
-  return n;
 }
 
 char* put_varint(char* p, std::uint64_t v) {
@@ -179,65 +171,58 @@ bool encode_record(const Message& m, std::string& out) {
   return true;
 }
 
-void encode_data_record(std::int32_t stream_id, std::string_view payload, std::string& out,
-                        std::string_view service_id, std::uint32_t connection_id) {
-  assert(payload.size() <= kMaxPayloadSize);
+DataRecordFraming::DataRecordFraming(std::int32_t stream_id, std::size_t payload_size,
+                                     std::string_view service_id, std::uint32_t connection_id)
+    : payload_size_(payload_size) {
+  assert(payload_size <= kMaxPayloadSize);
   assert(service_id.size() <= kMaxServiceIdSize);
-
   // Fields in field-number order and proto3 defaults omitted, exactly as
   // protobuf's own serializer writes them, so the bytes match a Message's.
-  std::size_t body = 2;  // type = DATA (1)
-  if (stream_id != 0) {
-    body += 1 + varint_size(int32_wire_value(stream_id));
-  }
-  if (!payload.empty()) {
-    body += 1 + varint_size(payload.size()) + payload.size();
-  }
+  char* t = tail_;
   if (!service_id.empty()) {
-    body += 1 + varint_size(service_id.size()) + service_id.size();
+    *t++ = kTagServiceId;
+    t = put_varint(t, service_id.size());
+    std::memcpy(t, service_id.data(), service_id.size());
+    t += service_id.size();
   }
   if (connection_id != 0) {
-    body += 1 + varint_size(connection_id);
+    *t++ = kTagConnectionId;
+    t = put_varint(t, connection_id);
   }
+  tail_size_ = static_cast<std::size_t>(t - tail_);
 
-  // Built with appends, not resize-then-write: the payload is copied once
-  // and never zero-filled first (this is the TCP -> tunnel hot path).
-  const std::size_t at = out.size();
-  if (out.capacity() < at + kLengthPrefixSize + body) {
-    out.reserve(std::max(at + kLengthPrefixSize + body, 2 * out.capacity()));
-  }
-  char head[2 + 2 + 1 + 10 + 1 + 10];
-  char* p = head;
-  *p++ = static_cast<char>(body >> 8);
-  *p++ = static_cast<char>(body & 0xFF);
-  *p++ = kTagType;
-  *p++ = static_cast<char>(Message::DATA);
+  char fields[sizeof head_ - kLengthPrefixSize];
+  char* f = fields;
+  *f++ = kTagType;
+  *f++ = static_cast<char>(Message::DATA);
   if (stream_id != 0) {
-    *p++ = kTagStreamId;
-    p = put_varint(p, int32_wire_value(stream_id));
+    *f++ = kTagStreamId;
+    f = put_varint(f, int32_wire_value(stream_id));
   }
-  if (!payload.empty()) {
-    *p++ = kTagPayload;
-    p = put_varint(p, payload.size());
+  if (payload_size != 0) {
+    *f++ = kTagPayload;
+    f = put_varint(f, payload_size);
   }
-  out.append(head, static_cast<std::size_t>(p - head));
+  const auto fields_size = static_cast<std::size_t>(f - fields);
+  const std::size_t body = fields_size + payload_size + tail_size_;
+  head_[0] = static_cast<char>(body >> 8);
+  head_[1] = static_cast<char>(body & 0xFF);
+  std::memcpy(head_ + kLengthPrefixSize, fields, fields_size);
+  head_size_ = kLengthPrefixSize + fields_size;
+}
+
+void encode_data_record(std::int32_t stream_id, std::string_view payload, std::string& out,
+                        std::string_view service_id, std::uint32_t connection_id) {
+  const DataRecordFraming f(stream_id, payload.size(), service_id, connection_id);
+  // Built with appends, not resize-then-write: the payload is copied once
+  // and never zero-filled first.
+  const std::size_t at = out.size();
+  if (out.capacity() < at + f.record_size()) {
+    out.reserve(std::max(at + f.record_size(), 2 * out.capacity()));
+  }
+  out.append(f.head());
   out.append(payload);
-  if (!service_id.empty()) {
-    char tag[1 + 10];
-    char* q = tag;
-    *q++ = kTagServiceId;
-    q = put_varint(q, service_id.size());
-    out.append(tag, static_cast<std::size_t>(q - tag));
-    out.append(service_id);
-  }
-  if (connection_id != 0) {
-    char tag[1 + 10];
-    char* q = tag;
-    *q++ = kTagConnectionId;
-    q = put_varint(q, connection_id);
-    out.append(tag, static_cast<std::size_t>(q - tag));
-  }
-  assert(out.size() == at + kLengthPrefixSize + body);
+  out.append(f.tail());
 }
 
 }  // namespace tunnel

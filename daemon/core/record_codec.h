@@ -80,6 +80,31 @@ class RecordDecoder {
 // the serialized message would not fit a record.
 bool encode_record(const Message& m, std::string& out);
 
+// The bytes of a DATA record around its payload: record = head() + payload +
+// tail(). Lets a writer put the payload bytes straight where they go (e.g.
+// masked into a WebSocket frame) without building the record first.
+// `payload_size` must not exceed kMaxPayloadSize, `service_id`
+// kMaxServiceIdSize. Empty service_id / connection_id 0 mean "absent" and
+// are not encoded (protocol.md section 3).
+class DataRecordFraming {
+ public:
+  DataRecordFraming(std::int32_t stream_id, std::size_t payload_size,
+                    std::string_view service_id = {}, std::uint32_t connection_id = 0);
+  std::string_view head() const { return {head_, head_size_}; }
+  std::string_view tail() const { return {tail_, tail_size_}; }
+  // The whole record: head, payload and tail.
+  std::size_t record_size() const { return head_size_ + payload_size_ + tail_size_; }
+
+ private:
+  // prefix, type tag and value, streamId tag and varint, payload tag and length
+  char head_[2 + 2 + 1 + 10 + 1 + 10];
+  // serviceId tag, length and bytes; connectionId tag and varint
+  char tail_[1 + 10 + kMaxServiceIdSize + 1 + 10];
+  std::size_t head_size_ = 0;
+  std::size_t tail_size_ = 0;
+  std::size_t payload_size_ = 0;
+};
+
 // Appends a DATA record without building a Message (hot path: TCP -> tunnel).
 // `payload` must not exceed kMaxPayloadSize, `service_id` kMaxServiceIdSize.
 // The bytes equal what encode_record() writes for the same Message. Empty service_id /

@@ -28,6 +28,8 @@ constexpr int kCloseTimeoutMs = 2000;
 // Reads per poll event before the link yields the loop to other sessions
 // (it comes back from an idle callback).
 constexpr int kReadRoundsPerEvent = 8;
+// TCP_NOTSENT_LOWAT of the service socket (see connect).
+constexpr std::size_t kNotSentLowat = 128 * 1024;
 
 std::uint64_t ms(int v) { return v > 0 ? static_cast<std::uint64_t>(v) : 1; }
 
@@ -283,6 +285,15 @@ void ServiceLink::try_next_address() {
     const int one = 1;
     // Records are small and latency matters; we batch writes ourselves.
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+#ifdef TCP_NOTSENT_LOWAT
+    // Keep at most this much unsent in the kernel: a bulk transfer then
+    // cannot park megabytes in the send buffer ahead of another
+    // connection's record (the round robin happens in our queue, where a
+    // small record can still go first). In-flight data is not limited, so
+    // a long fat network keeps its throughput. Best effort.
+    const int lowat = static_cast<int>(kNotSentLowat);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
+#endif
     if (::connect(fd, a->ai_addr, a->ai_addrlen) != 0 && errno != EINPROGRESS) {
       connect_error_ = std::strerror(errno);
       ::close(fd);
@@ -835,6 +846,33 @@ void ServiceLink::frame_outbox() {
                   static_cast<std::size_t>(p - start));
   outbox_.clear();
   if (outbox_.capacity() > 4 * kMaxFrameSize) std::string().swap(outbox_);
+}
+
+void ServiceLink::send_record(std::string_view head, std::string_view payload,
+                              std::string_view tail) {
+  const std::size_t n = head.size() + payload.size() + tail.size();
+  const std::size_t max_frame = std::clamp<std::size_t>(opt_.max_frame_size, 1024, kMaxFrameSize);
+  if (state_ != State::open || close_sent_ || n > max_frame) {
+    // Not open yet (the write buffer may hold the handshake), closing, or a
+    // frame limit below the record: the byte-stream path frames it later.
+    outbox_.reserve(outbox_.size() + n);
+    outbox_.append(head);
+    outbox_.append(payload);
+    outbox_.append(tail);
+    return;
+  }
+  if (!outbox_.empty()) frame_outbox();  // what came first leaves first
+  const auto mask = next_mask();
+  const std::size_t hdr = ws::frame_header_size(n, true);
+  std::uint8_t* p = wbuf_.extend(hdr + n);
+  p += ws::write_frame_header(p, ws::Opcode::binary, n, &mask);
+  std::uint64_t phase = 0;
+  for (const std::string_view part : {head, payload, tail}) {
+    ws::copy_masked(p, reinterpret_cast<const std::uint8_t*>(part.data()), part.size(), mask,
+                    phase);
+    p += part.size();
+    phase += part.size();
+  }
 }
 
 void ServiceLink::schedule_flush() {

@@ -24,6 +24,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "endpoint.h"
@@ -89,6 +90,12 @@ class ServiceLink {
 
   // Records to send; call flush() after appending.
   std::string& outbox() { return outbox_; }
+  // One record given in pieces (e.g. a DATA record's head, payload and
+  // tail), framed as one binary message with each piece masked straight into
+  // the write buffer: the payload is copied once on its way to TLS instead of
+  // twice. Ordered after everything appended to outbox() before. Call
+  // flush() after.
+  void send_record(std::string_view head, std::string_view payload, std::string_view tail);
   void flush();
   // Bytes accepted for sending and not yet written to the socket.
   std::size_t queued() const { return outbox_.size() + (wbuf_.size() - woff_); }

@@ -238,7 +238,7 @@ void SessionMachine::on_data(Service& s, Message& m) {
   // An empty DATA carries nothing (a source's nudge, docs/interop.md).
   if (m.payload().empty()) return;
   // Destination: also while the local connect runs; the connection queues it.
-  fx_.write_local(ref(s, conn), std::move(*m.mutable_payload()));
+  fx_.write_local(ref(s, conn), m.payload());
 }
 
 void SessionMachine::on_stream_start(Service& s, const Message& m) {

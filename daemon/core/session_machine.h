@@ -70,7 +70,7 @@ class SessionEffects {
   virtual void open_local(const ConnRef& c) = 0;
   // Write bytes to this local connection. May be called while open_local is
   // still in progress: the connection queues them.
-  virtual void write_local(const ConnRef& c, std::string&& bytes) = 0;
+  virtual void write_local(const ConnRef& c, std::string_view bytes) = 0;
   // Close this local connection. flush = write what is queued first (peer
   // closed gracefully); otherwise abort (reset, link lost).
   virtual void close_local(const ConnRef& c, bool flush) = 0;

@@ -89,6 +89,39 @@ void StreamTable::consumed(StreamEntry& e, std::size_t n) {
   if (e.conn) e.conn->resume_reading();
 }
 
+std::size_t StreamTable::write_backlog(const StreamEntry& e) {
+  return e.conn != nullptr ? e.conn->pending_write_bytes() : 0;
+}
+
+bool StreamTable::any_over(std::size_t limit, const BacklogFn& backlog) const {
+  for (const auto& [ref, e] : entries_) {
+    if (backlog(e) > limit) return true;
+  }
+  return false;
+}
+
+std::vector<ConnRef> StreamTable::stuck_connections(std::size_t limit,
+                                                    std::chrono::milliseconds stuck_after,
+                                                    std::chrono::steady_clock::time_point now,
+                                                    const BacklogFn& backlog) {
+  std::vector<ConnRef> stuck;
+  for (auto& [ref, e] : entries_) {
+    const std::size_t n = backlog(e);
+    if (n <= limit) {
+      e.over_low = 0;  // not over: forget the watch
+      continue;
+    }
+    if (e.over_low == 0 || n < e.over_low) {
+      // Newly over, or the reader took some: it is slow, not stuck.
+      e.over_low = n;
+      e.last_progress = now;
+    } else if (now - e.last_progress >= stuck_after) {
+      stuck.push_back(ref);
+    }
+  }
+  return stuck;
+}
+
 std::size_t StreamTable::local_bound_bytes() const {
   std::size_t n = 0;
   for (const auto& [ref, e] : entries_) {

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -39,6 +40,11 @@ struct StreamEntry {
   std::uint64_t bytes_from_tunnel = 0;
   std::chrono::steady_clock::time_point started;
   std::string peer;
+  // Local-bound flow control (stuck_connections): the smallest local-bound
+  // backlog seen since the connection went over the limit, and when it last
+  // shrank.
+  std::size_t over_low = 0;
+  std::chrono::steady_clock::time_point last_progress;
 
   std::size_t pending_bytes() const { return pending.size() - pending_off; }
 };
@@ -64,12 +70,31 @@ class StreamTable {
   void stash(StreamEntry& e, std::string_view bytes);
   // The next connection with bytes waiting, in round-robin order; null if none.
   StreamEntry* next_ready();
+  // True when no connection has bytes waiting: a connection that just read
+  // may then hand its bytes on at once, without the stash copy, and still
+  // not jump the round-robin queue.
+  bool none_waiting() const { return ready_.empty(); }
   // n bytes of e's waiting bytes were sent. e goes to the back of the queue if
   // some remain; otherwise its socket reads again.
   void consumed(StreamEntry& e, std::size_t n);
 
   // Local-bound bytes queued in every connection's write queue.
   std::size_t local_bound_bytes() const;
+
+  // How many local-bound bytes a connection holds (its write queue; unit
+  // tests pass their own).
+  using BacklogFn = std::function<std::size_t(const StreamEntry&)>;
+  static std::size_t write_backlog(const StreamEntry& e);
+  // Whether some connection holds more than `limit` local-bound bytes.
+  bool any_over(std::size_t limit, const BacklogFn& backlog = write_backlog) const;
+  // The connections over `limit` whose backlog has not shrunk for
+  // `stuck_after` by `now` (call it periodically while any_over): their
+  // local reader is stuck, not slow (docs/architecture.md, "Memory and
+  // stuck connections"). Progress is tracked per connection from the first
+  // call that sees it over the limit.
+  std::vector<ConnRef> stuck_connections(std::size_t limit, std::chrono::milliseconds stuck_after,
+                                         std::chrono::steady_clock::time_point now,
+                                         const BacklogFn& backlog = write_backlog);
   std::size_t size() const { return entries_.size(); }
   bool empty() const { return entries_.empty(); }
   const std::map<ConnRef, StreamEntry>& entries() const { return entries_; }

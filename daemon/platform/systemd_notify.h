@@ -52,7 +52,8 @@ class SystemdNotifier {
   std::error_code notify(std::string_view assignments);
 
   // WatchdogSec= of the unit, or nullopt when the watchdog is off. Ping at
-  // least twice per interval: tunneld pings every interval / 2.
+  // least twice per interval: tunneld pings on its once-a-second tick, or
+  // every interval / 2 when that is shorter.
   std::optional<std::chrono::microseconds> watchdog_interval() const { return watchdog_; }
 
  private:

@@ -1,8 +1,8 @@
 // libFuzzer target for RecordDecoder: arbitrary bytes, split into feeds at
 // input-chosen points, must never crash, never buffer more than one record,
 // and every record it delivers must re-encode to a record it decodes again;
-// for DATA, encode_data_record (the hot path) must write the same bytes as
-// encode_record.
+// for DATA, encode_data_record and DataRecordFraming (the hot paths) must
+// write the same bytes as encode_record.
 //
 // Build and run: docs/testing.md ("Fuzzing"); in short, the sanitizer build
 // of scripts/run-tests.sh has every target, and scripts/fuzz.sh record_decoder
@@ -64,6 +64,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       FUZZ_CHECK(tunnel::encode_record(clean, slow));
       tunnel::encode_data_record(m.streamid(), m.payload(), fast, m.serviceid(), m.connectionid());
       FUZZ_CHECK(fast == slow);
+      const tunnel::DataRecordFraming framing(m.streamid(), m.payload().size(), m.serviceid(),
+                                              m.connectionid());
+      FUZZ_CHECK(framing.record_size() == slow.size());
+      FUZZ_CHECK(std::string(framing.head()) + m.payload() + std::string(framing.tail()) == slow);
     }
     // Stop now and then to exercise resuming from consumed().
     return (++delivered % 7) != 0;

@@ -65,7 +65,7 @@ class ShadowEffects : public tunnel::SessionEffects {
   void send_record(const tunnel::Message& m) override;
   void send_data(const tunnel::WireAddress& to, std::string_view chunk) override;
   void open_local(const tunnel::ConnRef& c) override;
-  void write_local(const tunnel::ConnRef& c, std::string&& bytes) override;
+  void write_local(const tunnel::ConnRef& c, std::string_view bytes) override;
   void close_local(const tunnel::ConnRef& c, bool flush) override;
   void protocol_error(std::string reason) override;
   void session_error(std::string reason) override;
@@ -164,7 +164,7 @@ class Driver {
     FUZZ_CHECK(m.live(c));
   }
 
-  void on_write(const tunnel::ConnRef& c, const std::string& bytes) {
+  void on_write(const tunnel::ConnRef& c, std::string_view bytes) {
     FUZZ_CHECK(open.count(c) == 1);
     FUZZ_CHECK(!bytes.empty());
     FUZZ_CHECK(expect_write && bytes == *expect_write);
@@ -398,7 +398,7 @@ void ShadowEffects::send_data(const tunnel::WireAddress& to, std::string_view ch
   d->on_data(to, chunk);
 }
 void ShadowEffects::open_local(const tunnel::ConnRef& c) { d->on_open(c); }
-void ShadowEffects::write_local(const tunnel::ConnRef& c, std::string&& bytes) {
+void ShadowEffects::write_local(const tunnel::ConnRef& c, std::string_view bytes) {
   d->on_write(c, bytes);
 }
 void ShadowEffects::close_local(const tunnel::ConnRef& c, bool) { d->on_close(c); }

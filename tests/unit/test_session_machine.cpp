@@ -45,8 +45,8 @@ class RecordingEffects : public SessionEffects {
     return out;
   }
   void open_local(const ConnRef& c) override { log.push_back("open " + name(c)); }
-  void write_local(const ConnRef& c, std::string&& bytes) override {
-    log.push_back("write " + name(c) + " " + bytes);
+  void write_local(const ConnRef& c, std::string_view bytes) override {
+    log.push_back("write " + name(c) + " " + std::string(bytes));
     written += bytes;
   }
   void close_local(const ConnRef& c, bool flush) override {

@@ -2,6 +2,8 @@
 // without a LocalConnection).
 #include <doctest/doctest.h>
 
+#include <chrono>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -69,4 +71,37 @@ TEST_CASE("stream table: bytes stashed while queued are appended in order") {
   t.stash(a, "llo");
   CHECK(drain(t, 64) == std::vector<std::string>{"S/1:hello"});
   CHECK(t.local_bound_bytes() == 0);
+}
+
+TEST_CASE(
+    "stream table: a connection over the limit is stuck only when its backlog stops shrinking") {
+  using namespace std::chrono_literals;
+  StreamTable t;
+  const ConnRef slow{"A", 1, 1};
+  const ConnRef stuck{"A", 1, 2};
+  const ConnRef light{"A", 1, 3};
+  t.add(slow, nullptr);
+  t.add(stuck, nullptr);
+  t.add(light, nullptr);
+  std::map<ConnRef, std::size_t> backlog{{slow, 5000}, {stuck, 5000}, {light, 10}};
+  const auto of = [&](const StreamEntry& e) { return backlog.at(e.ref); };
+  const auto t0 = std::chrono::steady_clock::time_point{} + 1h;
+
+  CHECK(t.any_over(4096, of));
+  CHECK_FALSE(t.any_over(6000, of));
+  CHECK(t.stuck_connections(4096, 3s, t0, of).empty());  // the watch starts
+  backlog[slow] = 4500;                                  // the slow reader took some
+  CHECK(t.stuck_connections(4096, 3s, t0 + 2s, of).empty());
+  backlog[slow] = 4400;
+  // 3 s after the watch began: `stuck` took nothing, `slow` took some 1 s ago.
+  CHECK(t.stuck_connections(4096, 3s, t0 + 3s, of) == std::vector<ConnRef>{stuck});
+  // `slow` last took some at 3 s (4500 -> 4400): stuck 3 s after that.
+  CHECK(t.stuck_connections(4096, 3s, t0 + 5s, of) == std::vector<ConnRef>{stuck});
+  CHECK(t.stuck_connections(4096, 3s, t0 + 6s, of) == std::vector<ConnRef>{slow, stuck});
+  // Below the limit the watch is forgotten; over it again, it starts afresh.
+  backlog[slow] = 100;
+  CHECK(t.stuck_connections(4096, 3s, t0 + 6500ms, of) == std::vector<ConnRef>{stuck});
+  backlog[slow] = 8000;
+  CHECK(t.stuck_connections(4096, 3s, t0 + 7s, of) == std::vector<ConnRef>{stuck});
+  CHECK(t.stuck_connections(4096, 3s, t0 + 10s, of) == std::vector<ConnRef>{slow, stuck});
 }

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_fixture.h"
 #include "temp_dir.h"
 #include "tunnelctl/cli.h"
 
@@ -24,21 +25,12 @@ using tunneld::control::SessionInfo;
 
 namespace {
 
-// Distinctive enough that finding it anywhere in a message is a leak.
-constexpr const char* kToken = "AQGAAXhTOKEN-SECRET-d41d8cd98f00b204e9800998ecf8427e";
-constexpr const char* kClientToken = "c0ffee00-1234-4abc-8def-0123456789ab";
-
-using EnvMap = std::map<std::string, std::string>;
-
-Env env_of(EnvMap vars) {
-  return [vars = std::move(vars)](std::string_view name) -> std::optional<std::string> {
-    const auto it = vars.find(std::string(name));
-    if (it == vars.end() || it->second.empty()) return std::nullopt;
-    return it->second;
-  };
-}
-
-const EnvMap kTokenEnv = {{"AWSIOT_TUNNEL_ACCESS_TOKEN", kToken}};
+using cli_fixture::Argv;
+using cli_fixture::env_of;
+using cli_fixture::EnvMap;
+using cli_fixture::kClientToken;
+using cli_fixture::kToken;
+using cli_fixture::kTokenEnv;
 
 // Standard input for a test: a terminal, or a pipe holding `line` (nullopt =
 // end of input). `reads` counts the lines taken.
@@ -61,12 +53,8 @@ Invocation parse(std::vector<std::string> args, const EnvMap& env = kTokenEnv,
                  FakeStdin* in = nullptr) {
   FakeStdin terminal;
   if (in == nullptr) in = &terminal;
-  args.insert(args.begin(), "tunnelctl");
-  std::vector<const char*> argv;
-  argv.reserve(args.size() + 1);
-  for (const auto& a : args) argv.push_back(a.c_str());
-  argv.push_back(nullptr);
-  return parse_command_line(static_cast<int>(args.size()), argv.data(), env_of(env), in->get());
+  const Argv argv("tunnelctl", std::move(args));
+  return parse_command_line(argv.argc(), argv.argv(), env_of(env), in->get());
 }
 
 // The UsageError message of a command line that must be refused.
