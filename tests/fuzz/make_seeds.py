@@ -162,6 +162,8 @@ write("tunnelctl_cli", "open_env", "--socket\n@sock\nopen\n-s\n5555\n-r\neu-west
 write("tunnelctl_cli", "list_status_close", "list\n--json\n--timeout\n3")
 write("tunnelctl_cli", "status", "status\nweb\n=TUNNELD_SOCKET=@ctl.sock")
 write("tunnelctl_cli", "close", "close\ns1")
+# Found by fuzzing (an empty session argument was accepted); fixed.
+write("tunnelctl_cli", "close_empty", "close\n")
 write("tunnelctl_cli", "token_on_argv", "open\n-d\n22\n-r\nus-east-1\n-t\n$T")
 write("tunnelctl_cli", "world_readable_token", "open\n-d\n22\n-r\nus-east-1\n--access-token-file\n@token-open")
 
