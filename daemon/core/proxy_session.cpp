@@ -250,8 +250,8 @@ void ProxySession::on_link_closed(const LinkEnd& end) {
   if (was_established) {
     log_->warn("lost the connection to the service: {}", stats_.last_error);
   } else {
-    log_->warn("cannot connect to the service at {}:{}: {}", config_.endpoint.host,
-               config_.endpoint.port, stats_.last_error);
+    // The link's reason names the peer (the service, or the HTTPS proxy).
+    log_->warn("no connection to the service: {}", stats_.last_error);
   }
   schedule_reconnect();
 }

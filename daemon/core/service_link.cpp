@@ -366,13 +366,12 @@ void ServiceLink::update_poll() {
 
 void ServiceLink::on_poll(int status, int events) {
   if (state_ == State::connecting) {
+    // The socket's own error first: libuv reports POLLERR as UV_EBADF, which
+    // would turn "Connection refused" into "Bad file descriptor".
     int err = 0;
     socklen_t len = sizeof err;
-    if (status < 0) {
-      err = -status;
-    } else if (::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
-      err = errno;
-    }
+    if (::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (err == 0 && status < 0) err = -status;
     if (err != 0) {
       connect_error_ = std::strerror(err);
       close_socket();

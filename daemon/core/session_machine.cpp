@@ -257,7 +257,7 @@ void SessionMachine::on_stream_start(Service& s, const Message& m) {
   }
   const std::uint32_t conn = m.connectionid() == 0 ? 1 : m.connectionid();
   s.stream = id;
-  s.conns[conn] = true;
+  s.conns[conn] = Service::Conn{.connecting = true};
   ++counters_.streams_started;
   ++counters_.connections_started;
   fx_.open_local(ref(s, conn));
@@ -295,7 +295,7 @@ void SessionMachine::on_connection_start(Service& s, const Message& m) {
     send_control(Message::CONNECTION_RESET, s, id, conn);
     return;
   }
-  s.conns[conn] = true;
+  s.conns[conn] = Service::Conn{.connecting = true};
   ++counters_.connections_started;
   fx_.open_local(ref(s, conn));
 }
@@ -400,7 +400,7 @@ std::optional<ConnRef> SessionMachine::on_local_accepted(std::string_view servic
       return std::nullopt;
     }
     const std::uint32_t conn = s->next_conn++;
-    s->conns[conn] = false;
+    s->conns[conn] = Service::Conn{};
     ++counters_.connections_started;
     send_control(Message::CONNECTION_START, *s, s->stream, conn);
     return ref(*s, conn);
@@ -419,7 +419,7 @@ std::optional<ConnRef> SessionMachine::on_local_accepted(std::string_view servic
   }
   s->stream = ++last_stream_id_;
   s->next_conn = 2;
-  s->conns[1] = false;
+  s->conns[1] = Service::Conn{};
   ++counters_.streams_started;
   ++counters_.connections_started;
   send_control(Message::STREAM_START, *s, s->stream, send_conn_ids() ? 1 : 0);
@@ -428,12 +428,12 @@ std::optional<ConnRef> SessionMachine::on_local_accepted(std::string_view servic
 
 void SessionMachine::on_local_connected(const ConnRef& c) {
   Service* s = find(c.service);
-  if (!live(c) || !s->conns[c.connection_id]) {
+  if (!live(c) || !s->conns[c.connection_id].connecting) {
     // Replaced or reset while connecting; close_local() was already issued.
     fx_.note(fmt::format("local connect for inactive stream {} completed; ignored", c.stream_id));
     return;
   }
-  s->conns[c.connection_id] = false;
+  s->conns[c.connection_id].connecting = false;
 }
 
 void SessionMachine::on_local_connect_failed(const ConnRef& c) {
@@ -445,8 +445,8 @@ void SessionMachine::on_local_connect_failed(const ConnRef& c) {
 }
 
 void SessionMachine::on_local_data(const ConnRef& c, std::string_view bytes) {
-  if (!live(c)) return;
-  const Service& s = *find(c.service);
+  if (!live(c) || bytes.empty()) return;
+  Service& s = *find(c.service);
   const WireAddress to{s.wire_id, c.stream_id, send_conn_ids() ? c.connection_id : 0};
   while (!bytes.empty()) {
     const std::size_t n = std::min(bytes.size(), opt_.max_payload);
@@ -454,8 +454,11 @@ void SessionMachine::on_local_data(const ConnRef& c, std::string_view bytes) {
     fx_.send_data(to, bytes.substr(0, n));
     bytes.remove_prefix(n);
   }
-  // The first DATA of a connection arms the nudges (kNudgeDelaysMs).
-  if (mode_ == Mode::source && !(nudge_ && *nudge_ == c)) {
+  // The first DATA of a connection arms the nudges (kNudgeDelaysMs), once:
+  // later DATA, of this connection or another, must not restart them.
+  Service::Conn& state = s.conns[c.connection_id];
+  if (mode_ == Mode::source && !state.sent_data) {
+    state.sent_data = true;
     nudge_ = c;
     nudges_sent_ = 0;
     fx_.schedule_nudge(c, kNudgeDelaysMs[0]);
@@ -503,7 +506,7 @@ void SessionMachine::end_stream(Service& s, bool flush) {
   auto conns = std::move(s.conns);
   s.conns.clear();
   s.stream = 0;
-  for (const auto& [conn, connecting] : conns) fx_.close_local(ConnRef{s.id, id, conn}, flush);
+  for (const auto& [conn, state] : conns) fx_.close_local(ConnRef{s.id, id, conn}, flush);
 }
 
 void SessionMachine::end_connection(Service& s, std::uint32_t conn, bool flush) {

@@ -156,6 +156,9 @@ class SessionMachine {
   // localproxy as destination leaves records that share a WebSocket read with
   // STREAM_START unprocessed until its next read completes, i.e. until some
   // later message arrives; a nudge is that later message (docs/interop.md).
+  // Each connection arms the schedule once, with its first DATA; a newer
+  // connection's first DATA replaces a pending schedule (its nudges come
+  // later, which releases whatever the peer holds of either).
   static constexpr std::uint32_t kNudgeDelaysMs[] = {20, 200, 2000};
 
   // --- observation ---
@@ -181,7 +184,11 @@ class SessionMachine {
     std::string id;       // configured
     std::string wire_id;  // on the wire ("" = no serviceId)
     std::int32_t stream = 0;
-    std::map<std::uint32_t, bool> conns;  // connection id -> local connect pending
+    struct Conn {
+      bool connecting = false;  // destination: the local connect is pending
+      bool sent_data = false;   // source: its first DATA went out (nudges armed)
+    };
+    std::map<std::uint32_t, Conn> conns;  // by connection id
     std::uint32_t next_conn = 1;
   };
 
@@ -195,7 +202,8 @@ class SessionMachine {
   PeerConnections peer_ = PeerConnections::unknown;
   std::int32_t last_stream_id_ = 0;
   SessionCounters counters_;
-  // Source: the connection whose nudges are armed, and how many were sent.
+  // Source: the connection whose nudges are pending (the one that sent the
+  // newest first DATA), and how many of them were sent.
   std::optional<ConnRef> nudge_;
   std::size_t nudges_sent_ = 0;
 

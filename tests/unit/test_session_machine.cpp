@@ -56,8 +56,13 @@ class RecordingEffects : public SessionEffects {
   void session_error(std::string reason) override { log.push_back("fatal " + reason); }
   void accept_ready() override { ++accept_ready_calls; }
   void note(std::string_view what) override { notes.emplace_back(what); }
+  // Kept apart from `log`, so the conversations above read as they are.
+  void schedule_nudge(const ConnRef& c, std::uint32_t delay_ms) override {
+    nudges.push_back(name(c) + " after " + std::to_string(delay_ms) + " ms");
+  }
 
   int accept_ready_calls = 0;
+  std::vector<std::string> nudges;
   std::string data_bytes;  // concatenation of every send_data chunk
 
   // The log since the last take(), then cleared.
@@ -828,4 +833,139 @@ TEST_CASE("v3 machine survives arbitrary record sequences") {
       fx.log.clear();
     }
   }
+}
+
+// docs/interop.md, finding 1: the reference destination processes records that
+// share a WebSocket read with STREAM_START only when a later message arrives.
+// A source therefore follows the first DATA of each connection with three
+// empty DATA records, 20, 200 and 2000 ms later.
+TEST_CASE("session: a source nudges after the first DATA of a stream") {
+  RecordingEffects fx;
+  SessionMachine sm(Mode::source, fx);
+  sm.on_link_up();
+  REQUIRE(accept(sm) == 1);
+  CHECK(fx.nudges.empty());
+  fx.take();
+
+  sm.on_local_data(R(1), "GET /");
+  CHECK(fx.take() == Lines{"data 1 5"});
+  CHECK(fx.nudges == Lines{"1 after 20 ms"});
+  sm.on_local_data(R(1), "more");
+  CHECK(fx.take() == Lines{"data 1 4"});
+  CHECK(fx.nudges.size() == 1);  // armed once per connection
+
+  sm.on_nudge_due(R(1));
+  CHECK(fx.take() == Lines{"data 1 0"});
+  CHECK(fx.nudges.back() == "1 after 180 ms");
+  sm.on_nudge_due(R(1));
+  CHECK(fx.take() == Lines{"data 1 0"});
+  CHECK(fx.nudges.back() == "1 after 1800 ms");
+  sm.on_nudge_due(R(1));
+  CHECK(fx.take() == Lines{"data 1 0"});
+  CHECK(fx.nudges.size() == 3);
+  // The schedule is over: a late call sends nothing, more data arms nothing.
+  sm.on_nudge_due(R(1));
+  sm.on_local_data(R(1), "x");
+  CHECK(fx.take() == Lines{"data 1 1"});
+  CHECK(fx.nudges.size() == 3);
+  CHECK(sm.counters().records_out == 7);  // START, 3 DATA, 3 nudges
+}
+
+TEST_CASE("session: nudges end with their stream and re-arm for the next") {
+  RecordingEffects fx;
+  SessionMachine sm(Mode::source, fx);
+  sm.on_link_up();
+  REQUIRE(accept(sm) == 1);
+  sm.on_local_data(R(1), "a");
+  sm.on_local_closed(R(1));
+  fx.take();
+  sm.on_nudge_due(R(1));  // the stream is gone: its id is stale for the peer
+  CHECK(fx.take().empty());
+
+  REQUIRE(accept(sm) == 2);
+  fx.take();
+  sm.on_local_data(R(2), "b");
+  CHECK(fx.nudges == Lines{"1 after 20 ms", "2 after 20 ms"});
+  fx.take();
+  sm.on_nudge_due(R(1));  // stale timer
+  CHECK(fx.take().empty());
+  sm.on_nudge_due(R(2));
+  CHECK(fx.take() == Lines{"data 2 0"});
+  // A link loss ends the stream and its nudges.
+  sm.on_link_down();
+  fx.take();
+  sm.on_nudge_due(R(2));
+  CHECK(fx.take().empty());
+}
+
+TEST_CASE("session: a destination never nudges") {
+  RecordingEffects fx;
+  SessionMachine sm(Mode::destination, fx);
+  sm.on_link_up();
+  deliver(sm, record(Message::STREAM_START, 4));
+  sm.on_local_connected(R(4));
+  sm.on_local_data(R(4), "answer");
+  CHECK(fx.nudges.empty());
+  sm.on_nudge_due(R(4));
+  CHECK(fx.take() == Lines{"open 4", "data 4 6"});
+}
+
+TEST_CASE("session: an empty DATA writes nothing locally") {
+  RecordingEffects fx;
+  SessionMachine sm(Mode::destination, fx);
+  sm.on_link_up();
+  deliver(sm, record(Message::STREAM_START, 4));
+  deliver(sm, record(Message::DATA, 4, ""));
+  deliver(sm, record(Message::DATA, 4, "x"));
+  CHECK(fx.take() == Lines{"open 4", "write 4 x"});
+}
+
+// V3: each connection arms the schedule with its own first DATA, and only
+// then. Data of connections that already sent some must not restart it (it
+// did after the V2/V3 rewrite: DATA alternating between two connections
+// re-armed the schedule at every switch).
+TEST_CASE("v3 source: each connection arms the nudges once, on its first DATA") {
+  RecordingEffects fx;
+  auto o = services({"WEB"});
+  o.assume_v3_peer = true;
+  SessionMachine sm(Mode::source, fx, o);
+  sm.on_link_up(3);
+  deliver(sm, service_ids({"WEB"}));
+  const auto c1 = sm.on_local_accepted("WEB");
+  const auto c2 = sm.on_local_accepted("WEB");
+  REQUIRE(c1);
+  REQUIRE(c2);
+  fx.take();
+
+  sm.on_local_data(*c1, "GET /a");
+  CHECK(fx.nudges == Lines{"1@WEB after 20 ms"});
+  sm.on_local_data(*c2, "GET /b");
+  CHECK(fx.nudges == Lines{"1@WEB after 20 ms", "1/2@WEB after 20 ms"});
+  // Further data of either connection: no new schedule.
+  sm.on_local_data(*c1, "x");
+  sm.on_local_data(*c2, "y");
+  sm.on_local_data(*c1, "z");
+  CHECK(fx.nudges.size() == 2);
+  CHECK(fx.take() == Lines{"data 1/1 6 service=WEB", "data 1/2 6 service=WEB",
+                           "data 1/1 1 service=WEB", "data 1/2 1 service=WEB",
+                           "data 1/1 1 service=WEB"});
+  // The newest schedule runs to its end; it is a later message for
+  // whatever the peer holds of either connection.
+  sm.on_nudge_due(*c2);
+  sm.on_nudge_due(*c2);
+  sm.on_nudge_due(*c2);
+  CHECK(fx.take() ==
+        Lines{"data 1/2 0 service=WEB", "data 1/2 0 service=WEB", "data 1/2 0 service=WEB"});
+  CHECK(fx.nudges == Lines{"1@WEB after 20 ms", "1/2@WEB after 20 ms", "1/2@WEB after 180 ms",
+                           "1/2@WEB after 1800 ms"});
+  // A third connection's first DATA arms it again.
+  const auto c3 = sm.on_local_accepted("WEB");
+  REQUIRE(c3);
+  sm.on_local_data(*c3, "GET /c");
+  CHECK(fx.nudges.back() == "1/3@WEB after 20 ms");
+  // A connection that ended takes its schedule with it.
+  sm.on_local_closed(*c3);
+  fx.take();
+  sm.on_nudge_due(*c3);
+  CHECK(fx.take().empty());
 }
