@@ -101,7 +101,8 @@ long parse_request_head(std::string_view data, HttpRequest& out, std::size_t max
   const std::string_view line = head.substr(0, line_end);
   const std::size_t sp1 = line.find(' ');
   const std::size_t sp2 = line.rfind(' ');
-  if (sp1 == std::string_view::npos || sp2 == sp1) return -400;
+  // METHOD SP TARGET SP VERSION: neither the method nor the target is empty.
+  if (sp1 == std::string_view::npos || sp2 == sp1 || sp1 == 0 || sp2 == sp1 + 1) return -400;
   out.method = std::string(line.substr(0, sp1));
   out.target = std::string(line.substr(sp1 + 1, sp2 - sp1 - 1));
   const std::string_view version = line.substr(sp2 + 1);

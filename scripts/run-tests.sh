@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds tunneld and runs every test, twice: a normal build in build/ and an
-# ASan+UBSan build in build-asan/ (the sanitizer CI job). Ends with one line
+# Builds tunneld and runs every test, twice: a normal build in build/ (gcc)
+# and an ASan+UBSan build in build-asan/ (clang, with the libFuzzer targets:
+# the sanitizer CI job, which also runs each fuzz target for FUZZ_SECONDS,
+# default 10, two at a time). Ends with one line
 # "N passed, N failed" (", N skipped" when some were skipped) counting every
 # meson test of both builds (a build that fails to compile counts as one
 # failure), and exits non-zero if anything failed.
@@ -12,6 +14,8 @@
 #   scripts/run-tests.sh integration-hostile
 #   BUILD_DIR=b ASAN_BUILD_DIR=b-asan scripts/run-tests.sh   # other build dirs
 #   TEST_JOBS=2 scripts/run-tests.sh        # tests side by side (default: one at a time)
+#   FUZZ_SECONDS=60 scripts/run-tests.sh --asan-only   # longer fuzz runs
+#   ASAN_CC='ccache clang' ASAN_CXX='ccache clang++' scripts/run-tests.sh  # other compilers
 #
 # Run scripts/setup-deps.sh first on a fresh machine.
 set -euo pipefail
@@ -50,6 +54,14 @@ banner() { printf '\n=== %s ===\n' "$*"; }
 build_and_test() {
   local dir=$1 kind=$2; shift 2
   banner "$dir: configure and compile"
+  if [[ "$kind" == asan && -f "$dir/build.ninja" ]] && ! /usr/bin/python3 -c '
+import json, sys
+opts = json.load(open(sys.argv[1] + "/meson-info/intro-buildoptions.json"))
+sys.exit(0 if any(o["name"] == "fuzz" and o["value"] for o in opts) else 1)' "$dir" 2>/dev/null; then
+    # A build dir from before the sanitizer build moved to clang + fuzz.
+    echo "$dir was configured without clang/-Dfuzz=true; configuring it again"
+    rm -rf "$dir"
+  fi
   if [[ ! -f "$dir/build.ninja" ]]; then
     if ! meson setup "$dir" "$@"; then
       build_failures=$((build_failures + 1))
@@ -77,8 +89,17 @@ build_and_test() {
   # One test at a time: the suites are CPU-bound (TLS tunnels, 1 GiB
   # transfers) or wait on real timers, so on 2 cores running them side by
   # side saves no wall time and makes timing-sensitive cases flaky.
-  meson test -C "$dir" --print-errorlogs --num-processes "${TEST_JOBS:-1}" \
-    "${extra[@]}" "${meson_test_args[@]}" || true
+  rm -f "$dir/meson-logs/testlog-fuzz.json"
+  if [[ "$kind" == asan && ${#meson_test_args[@]} -eq 0 ]]; then
+    meson test -C "$dir" --print-errorlogs --num-processes "${TEST_JOBS:-1}" \
+      "${extra[@]}" --no-suite fuzz || true
+    # The fuzz targets: CPU-bound, fixed duration each, two at a time.
+    meson test -C "$dir" --print-errorlogs --num-processes "${FUZZ_JOBS:-2}" \
+      "${extra[@]}" --suite fuzz --logbase testlog-fuzz || true
+  else
+    meson test -C "$dir" --print-errorlogs --num-processes "${TEST_JOBS:-1}" \
+      "${extra[@]}" "${meson_test_args[@]}" || true
+  fi
   ran_dirs+=("$dir")
 }
 
@@ -89,8 +110,12 @@ if ((run_asan)); then
   # halt/abort on the first report; leaks are errors too (LeakSanitizer).
   export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1:print_summary=1}"
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:abort_on_error=1:print_stacktrace=1:print_summary=1}"
-  build_and_test "$ASAN_BUILD_DIR" asan -Db_sanitize=address,undefined -Db_lundef=false \
-    -Dbench=false
+  # clang: libFuzzer comes with it, and it compiles this code base faster
+  # than gcc (docs/testing.md). -Dfuzz=true instruments the libraries for
+  # coverage (-fsanitize=fuzzer-no-link) and builds tests/fuzz.
+  CC=${ASAN_CC:-clang} CXX=${ASAN_CXX:-clang++} \
+    build_and_test "$ASAN_BUILD_DIR" asan -Db_sanitize=address,undefined -Db_lundef=false \
+    -Dbench=false -Dfuzz=true
 fi
 
 banner "summary"
@@ -110,28 +135,33 @@ for arg in sys.argv[2:]:
         print(f"FAIL  {arg}: no {log} (meson test did not run)")
         failed += 1
         continue
-    with open(log) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                t = json.loads(line)
-            except ValueError:
-                continue
-            result = t.get("result", "?")
-            name = t.get("name", "?")
-            dur = t.get("duration", 0) or 0
-            if result in PASS:
-                passed += 1
-                tag = "ok"
-            elif result in SKIP:
-                skipped += 1
-                tag = "skip"
-            else:
-                failed += 1
-                tag = "FAIL"
-            print(f"{tag:5} {arg}: {name} ({result}, {dur:.1f} s)")
+    logs = [log]
+    fuzz_log = os.path.join(arg, "meson-logs", "testlog-fuzz.json")
+    if os.path.exists(fuzz_log):
+        logs.append(fuzz_log)
+    for log in logs:
+        with open(log) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    t = json.loads(line)
+                except ValueError:
+                    continue
+                result = t.get("result", "?")
+                name = t.get("name", "?")
+                dur = t.get("duration", 0) or 0
+                if result in PASS:
+                    passed += 1
+                    tag = "ok"
+                elif result in SKIP:
+                    skipped += 1
+                    tag = "skip"
+                else:
+                    failed += 1
+                    tag = "FAIL"
+                print(f"{tag:5} {arg}: {name} ({result}, {dur:.1f} s)")
 failed += build_failures
 line = f"{passed} passed, {failed} failed"
 if skipped:

@@ -13,7 +13,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
 
 #ifndef TUNNELD_VERSION
 #define TUNNELD_VERSION "unknown"
@@ -515,17 +514,29 @@ std::string redact(std::string message, const std::vector<std::string>& secrets)
   return message;
 }
 
+// Settings files are a few KiB; reading stops past this, so that naming
+// /dev/zero or a huge file is an error, not unbounded memory (as tunnelctl).
+constexpr std::size_t kMaxSettingsFileSize = std::size_t{32} * 1024;
+
 std::string read_whole_file(const std::string& path, std::string_view what) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     throw UsageError("cannot read " + std::string(what) + " " + path + ": " + std::strerror(errno));
   }
-  std::ostringstream text;
-  text << in.rdbuf();
+  std::string text;
+  char buf[4096];
+  while (text.size() <= kMaxSettingsFileSize && in.read(buf, sizeof buf).gcount() > 0) {
+    text.append(buf, static_cast<std::size_t>(in.gcount()));
+  }
   if (in.bad()) {
     throw UsageError("cannot read " + std::string(what) + " " + path + ": " + std::strerror(errno));
   }
-  return text.str();
+  if (text.size() > kMaxSettingsFileSize) {
+    throw UsageError(std::string(what) + " " + path + " is larger than " +
+                     std::to_string(kMaxSettingsFileSize / 1024) +
+                     " KiB; give only the settings to change");
+  }
+  return text;
 }
 
 // ---------------------------------------------------------------------------

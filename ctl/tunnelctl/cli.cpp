@@ -787,6 +787,12 @@ Invocation parse(int argc, const char* const* argv, const Env& env, const Stdin&
       throw UsageError("tunnelctl " + name + " takes one session, got " +
                        std::to_string(args.size()) + "; run it once per session");
     }
+    if (args.front().empty()) {
+      // An empty id would reach the daemon as "no such session" (or, for
+      // status, look like asking for the notify link).
+      throw UsageError("tunnelctl " + name + " got an empty session; tunnelctl " + name +
+                       " ID|NAME (tunnelctl list shows them)");
+    }
     inv.command = is_status ? Command::status : Command::close;
     inv.session = args.front();
   }

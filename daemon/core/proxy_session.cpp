@@ -367,7 +367,9 @@ void ProxySession::check_stuck_readers() {
   for (const ConnRef& ref : streams_.stuck_connections(
            4 * limit, std::chrono::milliseconds(kStuckReaderMs), Clock::now())) {
     StreamEntry* e = streams_.find(ref);
-    if (!e || !e->conn) continue;
+    // A connection whose local connect still runs has not read anything yet:
+    // not stuck (the paused WebSocket bounds what waits for it meanwhile).
+    if (!e || !e->conn || !e->conn->connected()) continue;
     log_->warn(
         "{}: the local reader is stuck (took nothing for {} ms, {} bytes pending); resetting this "
         "connection",

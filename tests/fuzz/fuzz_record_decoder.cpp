@@ -1,18 +1,12 @@
 // libFuzzer target for RecordDecoder: arbitrary bytes, split into feeds at
 // input-chosen points, must never crash, never buffer more than one record,
-// and every record it delivers must re-encode to a record it decodes again.
+// and every record it delivers must re-encode to a record it decodes again;
+// for DATA, encode_data_record and DataRecordFraming (the hot paths) must
+// write the same bytes as encode_record.
 //
-// Build (clang, from the repo root):
-//   CXX=clang++ meson setup build-fuzz -Dfuzz=true -Db_lundef=false \
-//       -Db_sanitize=address,undefined -Dcpp_args=-fsanitize=fuzzer-no-link
-//   meson compile -C build-fuzz tests/fuzz-record-decoder
-// The fuzz executable links with -fsanitize=fuzzer (tests/fuzz/meson.build);
-// -fsanitize=fuzzer-no-link in cpp_args is optional and lets coverage reach
-// the codec library too (without it only this file is instrumented).
-// Run:
-//   mkdir -p /tmp/fuzz-corpus
-//   build-fuzz/tests/fuzz/fuzz-record-decoder -max_total_time=60 -max_len=140000 \
-//       /tmp/fuzz-corpus tests/fuzz/seeds/record_decoder
+// Build and run: docs/testing.md ("Fuzzing"); in short, the sanitizer build
+// of scripts/run-tests.sh has every target, and scripts/fuzz.sh record_decoder
+// runs this one for longer.
 // The seeds are V2/V3 records (SERVICE_IDS, STREAM_START with connectionId,
 // CONNECTION_START/RESET, DATA with serviceId and connectionId), each after
 // the two selector bytes this target reads first.
@@ -25,15 +19,8 @@
 
 #include <google/protobuf/stubs/logging.h>
 
+#include "fuzz_check.h"
 #include "record_codec.h"
-
-namespace {
-
-void check(bool ok) {
-  if (!ok) std::abort();
-}
-
-}  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
   // Protobuf logs every string field that is not UTF-8 before failing the
@@ -53,17 +40,35 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   tunnel::RecordDecoder dec(max_record, max_payload);
   std::size_t delivered = 0;
   const tunnel::RecordDecoder::Sink sink = [&](tunnel::Message& m) {
-    check(m.payload().size() <= max_payload);
+    FUZZ_CHECK(m.payload().size() <= max_payload);
     std::string again;
-    check(tunnel::encode_record(m, again));
+    FUZZ_CHECK(tunnel::encode_record(m, again));
     tunnel::RecordDecoder redo;
     std::size_t n = 0;
-    check(redo.feed(again, [&](tunnel::Message& back) {
-      check(back.SerializeAsString() == m.SerializeAsString());
+    FUZZ_CHECK(redo.feed(again, [&](tunnel::Message& back) {
+      FUZZ_CHECK(back.SerializeAsString() == m.SerializeAsString());
       ++n;
       return true;
     }) == tunnel::CodecError::none);
-    check(n == 1 && redo.buffered() == 0);
+    FUZZ_CHECK(n == 1 && redo.buffered() == 0);
+    // The hot-path DATA encoder writes what encode_record writes.
+    if (m.type() == tunnel::Message::DATA && m.serviceid().size() <= tunnel::kMaxServiceIdSize) {
+      tunnel::Message clean;
+      clean.set_type(tunnel::Message::DATA);
+      clean.set_streamid(m.streamid());
+      clean.set_payload(m.payload());
+      clean.set_serviceid(m.serviceid());
+      clean.set_connectionid(m.connectionid());
+      std::string slow;
+      std::string fast;
+      FUZZ_CHECK(tunnel::encode_record(clean, slow));
+      tunnel::encode_data_record(m.streamid(), m.payload(), fast, m.serviceid(), m.connectionid());
+      FUZZ_CHECK(fast == slow);
+      const tunnel::DataRecordFraming framing(m.streamid(), m.payload().size(), m.serviceid(),
+                                              m.connectionid());
+      FUZZ_CHECK(framing.record_size() == slow.size());
+      FUZZ_CHECK(std::string(framing.head()) + m.payload() + std::string(framing.tail()) == slow);
+    }
     // Stop now and then to exercise resuming from consumed().
     return (++delivered % 7) != 0;
   };
@@ -71,13 +76,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   while (!rest.empty()) {
     const auto chunk = rest.first(std::min(step, rest.size()));
     const auto e = dec.feed(chunk, sink);
-    check(dec.buffered() <= tunnel::kLengthPrefixSize + max_record);
+    FUZZ_CHECK(dec.buffered() <= tunnel::kLengthPrefixSize + max_record);
     if (e != tunnel::CodecError::none) {
-      check(dec.feed(chunk, sink) == e);  // sticky
+      FUZZ_CHECK(dec.feed(chunk, sink) == e);  // sticky
       break;
     }
-    check(dec.consumed() <= chunk.size());
-    check(dec.stopped() || dec.consumed() == chunk.size());
+    FUZZ_CHECK(dec.consumed() <= chunk.size());
+    FUZZ_CHECK(dec.stopped() || dec.consumed() == chunk.size());
     rest = rest.subspan(dec.consumed());
   }
   return 0;

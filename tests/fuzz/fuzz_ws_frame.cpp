@@ -4,7 +4,7 @@
 // exceed the message limit, keep an error sticky, and give the same events
 // whatever the split; the response head parser must stay within its bound.
 //
-// Build and run: see fuzz_record_decoder.cpp (target tests/fuzz-ws-frame).
+// Build and run: docs/testing.md ("Fuzzing"), scripts/fuzz.sh ws_frame.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -13,14 +13,11 @@
 #include <string>
 #include <vector>
 
+#include "fuzz_check.h"
 #include "ws_frame.h"
 #include "ws_handshake.h"
 
 namespace {
-
-void check(bool ok) {
-  if (!ok) std::abort();
-}
 
 // Decodes `wire` fed `step` bytes at a time; returns a transcript of events.
 std::string run(tunnel::ws::Role role, std::size_t max_message, std::vector<std::uint8_t> wire,
@@ -33,29 +30,29 @@ std::string run(tunnel::ws::Role role, std::size_t max_message, std::vector<std:
     std::span<std::uint8_t> in(wire.data() + off, std::min(step, wire.size() - off));
     for (;;) {
       const auto ev = d.next(in);
-      check(ev.consumed <= in.size());
+      FUZZ_CHECK(ev.consumed <= in.size());
       if (ev.kind == Kind::data) {
-        check(ev.payload.data() >= in.data() &&
-              ev.payload.data() + ev.payload.size() <= in.data() + ev.consumed);
+        FUZZ_CHECK(ev.payload.data() >= in.data() &&
+                   ev.payload.data() + ev.payload.size() <= in.data() + ev.consumed);
         message += ev.payload.size();
-        check(message <= max_message);
+        FUZZ_CHECK(message <= max_message);
         log.append(reinterpret_cast<const char*>(ev.payload.data()), ev.payload.size());
         if (ev.message_end) {
           log += "|end|";
           message = 0;
         }
       } else if (ev.kind == Kind::error) {
-        check(d.next(in).kind == Kind::error);  // sticky
+        FUZZ_CHECK(d.next(in).kind == Kind::error);  // sticky
         log += "|error " + std::to_string(static_cast<int>(ev.error)) + "|";
         return log;
       } else if (ev.kind != Kind::need_more) {
-        check(ev.payload.size() <= tunnel::ws::kMaxControlPayload);
+        FUZZ_CHECK(ev.payload.size() <= tunnel::ws::kMaxControlPayload);
         log += "|ctl " + std::to_string(static_cast<int>(ev.kind)) + " " +
                std::to_string(ev.close_code) + "|";
       }
       in = in.subspan(ev.consumed);
       if (ev.kind == Kind::need_more) {
-        check(in.empty());
+        FUZZ_CHECK(in.empty());
         break;
       }
     }
@@ -72,7 +69,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::size_t step = 1 + data[1];
   const std::vector<std::uint8_t> wire(data + 2, data + size);
   // The same events whatever the split.
-  check(run(role, max_message, wire, step) == run(role, max_message, wire, wire.size() + 1));
+  FUZZ_CHECK(run(role, max_message, wire, step) == run(role, max_message, wire, wire.size() + 1));
 
   tunnel::ws::HttpResponseHead head(512);
   const std::string_view text(reinterpret_cast<const char*>(data + 2), size - 2);
@@ -80,7 +77,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (;;) {
     std::size_t used = 0;
     const auto r = head.feed(text.substr(off, step), used);
-    check(used <= step);
+    FUZZ_CHECK(used <= step);
     off += used;
     if (r != tunnel::ws::HttpResponseHead::Result::need_more) {
       if (r == tunnel::ws::HttpResponseHead::Result::done) {
@@ -88,12 +85,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         req.key = "dGhlIHNhbXBsZSBub25jZQ==";
         req.subprotocols = {"aws.iot.securetunneling-1.0"};
         const auto up = tunnel::ws::check_upgrade_response(head, req);
-        check(up.ok == (head.status() == 101 && !up.subprotocol.empty()));
+        FUZZ_CHECK(up.ok == (head.status() == 101 && !up.subprotocol.empty()));
       }
       break;
     }
     if (off >= text.size()) break;
-    check(off <= 512);
+    FUZZ_CHECK(off <= 512);
   }
   return 0;
 }

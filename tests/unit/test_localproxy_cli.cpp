@@ -475,6 +475,16 @@ TEST_SUITE("localproxy_cli") {
     CHECK(contains(e, "/nonexistent/s.json"));
   }
 
+  TEST_CASE("--settings-json reads a bounded amount") {
+    // An endless file (or a huge one) is refused without reading it all.
+    auto e = usage_error({"-r", "us-east-1", "-s", "5000", "--settings-json", "/dev/zero"});
+    CHECK(contains(e, "/dev/zero"));
+    CHECK(contains(e, "larger than 32 KiB"));
+    TempFile big(std::string(40 * 1024, ' ') + "{}");
+    e = usage_error({"-r", "us-east-1", "-s", "5000", "--settings-json", big.path()});
+    CHECK(contains(e, "larger than 32 KiB"));
+  }
+
   TEST_CASE("--config reads long option names, with comments") {
     TempFile cfg(
         "# a comment\n"

@@ -568,3 +568,33 @@ TEST_CASE("admin API: thingName publishes the destination token") {
       relay::notification_payload("tok", "us-east-1", {"SSH"}) ==
       R"({"clientAccessToken":"tok","clientMode":"destination","region":"us-east-1","services":["SSH"]})");
 }
+
+TEST_CASE("admin API request head: complete, incomplete, refused") {
+  relay::HttpRequest r;
+  const std::string post =
+      "POST /tunnels HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n{}";
+  CHECK(relay::parse_request_head(post, r, 1024, 64) == static_cast<long>(post.size() - 2));
+  CHECK(r.method == "POST");
+  CHECK(r.target == "/tunnels");
+  CHECK(r.content_length == 2);
+  CHECK(r.expect_continue);
+
+  relay::HttpRequest partial;
+  CHECK(relay::parse_request_head("GET /tunnels HTTP/1.1\r\nHost: x\r\n", partial, 1024, 64) == 0);
+  CHECK(relay::parse_request_head(std::string(2000, 'a'), partial, 1024, 64) == -431);
+  CHECK(relay::parse_request_head("POST /t HTTP/1.1\r\nContent-Length: 65\r\n\r\n", partial, 1024,
+                                  64) == -413);
+  CHECK(relay::parse_request_head("POST /t HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", partial,
+                                  1024, 64) == -501);
+  CHECK(relay::parse_request_head("GET /t HTTP/2\r\n\r\n", partial, 1024, 64) == -505);
+}
+
+TEST_CASE("admin API request head: an empty method or target is malformed") {
+  // Found by fuzzing (tests/fuzz/fuzz_admin_api.cpp): " /tunnels HTTP/1.1"
+  // and "GET  HTTP/1.1" were read as method "" and target "".
+  relay::HttpRequest r;
+  CHECK(relay::parse_request_head(" /tunnels HTTP/1.1\r\n\r\n", r, 1024, 64) == -400);
+  CHECK(relay::parse_request_head("GET  HTTP/1.1\r\n\r\n", r, 1024, 64) == -400);
+  CHECK(relay::parse_request_head("  HTTP/1.1\r\n\r\n", r, 1024, 64) == -400);
+  CHECK(relay::parse_request_head("GET / HTTP/1.1\r\n\r\n", r, 1024, 64) == 18);
+}

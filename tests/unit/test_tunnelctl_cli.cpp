@@ -423,6 +423,10 @@ TEST_SUITE("tunnelctl_cli") {
     // status without a session asks for the notify link instead (docs/notify.md).
     CHECK(parse({"status"}).command == Command::notify_status);
     CHECK(has(usage_error({"close"}), "tunnelctl close needs a session"));
+    // Found by fuzzing (tests/fuzz/fuzz_tunnelctl_cli.cpp): an empty argument
+    // was taken as the session.
+    CHECK(has(usage_error({"close", ""}), "tunnelctl close got an empty session"));
+    CHECK(has(usage_error({"status", ""}), "tunnelctl status got an empty session"));
     CHECK(has(usage_error({"close", "a", "b"}), "takes one session"));
     CHECK(has(usage_error({"list", "extra"}), "unexpected argument 'extra' for tunnelctl list"));
     CHECK(has(usage_error({"list", "--bogus"}), "unknown option '--bogus'"));
