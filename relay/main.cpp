@@ -1,6 +1,7 @@
 // tunnel-relay: the tunneling service side, for tests, benchmarks and demos.
 // See docs/relay.md. This file only turns the command line into a RelayConfig.
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -81,6 +82,10 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A peer that vanishes mid-write must be an EPIPE for the connection that
+  // wrote, not a signal that kills the relay and every tunnel it carries
+  // (OpenSSL writes to the socket with write(2), without MSG_NOSIGNAL).
+  std::signal(SIGPIPE, SIG_IGN);
   tunnel::raise_fd_limit();  // one fd per connected end: many tunnels need more than 1024
   try {
     return run(argc, argv);

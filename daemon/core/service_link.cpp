@@ -372,9 +372,14 @@ void ServiceLink::on_poll(int status, int events) {
     return;
   }
   if (status < 0) {
+    // POLLERR comes as UV_EBADF: the socket's own error says what happened
+    // (a reset, a broken pipe).
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = 0;
     fail((state_ == State::proxy_connect ? "connection to " + peer_text() + " failed: "
                                          : std::string("connection to the service failed: ")) +
-         uv_strerror(status));
+         (err != 0 ? std::string(std::strerror(err)) : std::string(uv_strerror(status))));
     return;
   }
   if (state_ == State::proxy_connect) {
