@@ -26,6 +26,16 @@ constexpr double kTargetStartupMs = 40;
 constexpr double kTargetFanOutRatio = 0.9;
 constexpr double kTargetFairShare = 0.5;
 constexpr double kTargetPingUnderBulkP99Ms = 5;
+constexpr double kTargetViaProxyRatio = 0.9;
+
+// Through the HTTPS proxy over the plain tunnel, for the same direction.
+double via_proxy_ratio(const ThroughputRow& via, const std::vector<ThroughputRow>& plain) {
+  for (const ThroughputRow& p : plain) {
+    if (p.key == via.key && mb_per_s(p.tunnel) > 0)
+      return mb_per_s(via.tunnel) / mb_per_s(p.tunnel);
+  }
+  return 0;
+}
 
 constexpr const char* kRefThroughput = "0.28";
 constexpr const char* kRefAddedP50 = "130 us";
@@ -180,6 +190,12 @@ std::vector<Verdict> judge(const Results& r) {
     v.push_back({"start to a working tunnel (worst)", fmt::format("< {:.0f} ms", kTargetStartupMs),
                  fmt::format("{:.1f} ms", worst), kRefStartup, worst < kTargetStartupMs});
   }
+  for (const ThroughputRow& row : r.throughput_via_proxy) {
+    const double x = via_proxy_ratio(row, r.throughput);
+    v.push_back({"throughput via HTTPS proxy / tunnel, " + row.name,
+                 fmt::format(">= {:.1f}", kTargetViaProxyRatio), fmt::format("{:.2f}", x), "-",
+                 x >= kTargetViaProxyRatio});
+  }
   if (r.multiplex) {
     const MultiplexResults& m = *r.multiplex;
     for (const FanOutRow& row : m.rows) {
@@ -312,6 +328,26 @@ std::string format_report(const Results& r, const std::vector<Verdict>& verdicts
     out += m.str() + "\n";
   }
 
+  if (!r.throughput_via_proxy.empty()) {
+    out += fmt::format("Throughput through the HTTPS proxy {} (a second tunnel, same run)\n",
+                       r.https_proxy);
+    Table t({"direction", "tunnel MB/s", "via proxy MB/s", "via/tunnel", "proxied CPU-s/GiB"});
+    for (const ThroughputRow& row : r.throughput_via_proxy) {
+      double plain = 0;
+      for (const ThroughputRow& p : r.throughput) {
+        if (p.key == row.key) plain = mb_per_s(p.tunnel);
+      }
+      const CpuCost& x = row.tunnel_cpu;
+      t.add({row.name, fmt::format("{:.0f}", plain), fmt::format("{:.0f}", mb_per_s(row.tunnel)),
+             fmt::format("{:.2f}", via_proxy_ratio(row, r.throughput)),
+             x.bytes > 0 ? fmt::format("{:.2f}", (x.relay + x.source + x.destination) *
+                                                     static_cast<double>(1ULL << 30) /
+                                                     static_cast<double>(x.bytes))
+                         : std::string("-")});
+    }
+    out += t.str() + "(CPU: relay and both proxies; the proxy process itself is not counted)\n\n";
+  }
+
   if (r.multiplex) {
     const MultiplexResults& m = *r.multiplex;
     out += fmt::format(
@@ -411,6 +447,12 @@ std::string format_json(const Results& r, const std::vector<Verdict>& verdicts) 
                               {"peak_rss_sampled", m.peak_rss_kib},
                               {"hwm", m.hwm_kib},
                               {"after_rss", m.after_rss_kib}};
+  }
+  for (const ThroughputRow& row : r.throughput_via_proxy) {
+    j["throughput_via_https_proxy"][row.key] = {
+        {"tunnel_MBps", mb_per_s(row.tunnel)},
+        {"over_plain_tunnel", via_proxy_ratio(row, r.throughput)},
+        {"tunnel_cpu_seconds", cpu_json(row.tunnel_cpu)}};
   }
   if (r.multiplex) {
     const MultiplexResults& m = *r.multiplex;

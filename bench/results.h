@@ -105,7 +105,9 @@ struct Results {
   std::vector<double> startup_ms;
   std::vector<double> startup_cpu_ms;  // CPU both localproxies used until then
   std::vector<MemoryRow> memory;
-  std::optional<MultiplexResults> multiplex;  // with --connections N
+  std::optional<MultiplexResults> multiplex;        // with --connections N
+  std::vector<ThroughputRow> throughput_via_proxy;  // with --https-proxy
+  std::string https_proxy;
 };
 
 // The targets next to the reference localproxy's figures.

@@ -51,6 +51,7 @@ struct Options {
   bool keep_temp = false;
   int child_verbosity = 3;
   int connections = 16;
+  std::string https_proxy;  // http://HOST:PORT of a CONNECT proxy, for the via-proxy figures
   std::string multiplex_bytes_text = "256MiB";
 };
 
@@ -72,9 +73,13 @@ class Bench {
   // Spawns both localproxies for a tunnel the relay opened; with `service`,
   // as that one service of a V3 tunnel (-s NAME=PORT, -d NAME=HOST:PORT).
   Tunnel spawn_tunnel(const std::string& label, const nlohmann::json& tokens,
-                      const std::string& service = "");
+                      const std::string& service = "", const std::vector<std::string>& extra = {});
   CpuCost cpu_now(const Tunnel& t) const;
-  void measure_throughput(Results& r, Tunnel& t);
+  // The three directions through tunnel t into `rows`.
+  void measure_throughput(std::vector<ThroughputRow>& rows, Tunnel& t);
+  // --https-proxy: the same through a second tunnel whose proxies reach the
+  // relay through the HTTP CONNECT proxy.
+  void measure_via_proxy(Results& r);
   void measure_latency(Results& r, Tunnel& t);
   void measure_fresh_connections(Results& r, Tunnel& t);
   void measure_startup(Results& r);
@@ -93,24 +98,42 @@ class Bench {
 };
 
 Bench::Tunnel Bench::spawn_tunnel(const std::string& label, const nlohmann::json& t,
-                                  const std::string& service) {
+                                  const std::string& service,
+                                  const std::vector<std::string>& extra) {
   Tunnel tunnel;
   tunnel.port = free_port();
   const std::string common_ca = pki_.ca_cert;
   const std::string prefix = service.empty() ? "" : service + "=";
+  const std::string verbosity = std::to_string(o_.child_verbosity);
+  std::vector<std::string> dst = {o_.localproxy,
+                                  "-e",
+                                  relay_.listen,
+                                  "--cafile",
+                                  common_ca,
+                                  "-d",
+                                  prefix + "127.0.0.1:" + std::to_string(service_->port()),
+                                  "-v",
+                                  verbosity};
+  std::vector<std::string> src = {o_.localproxy,
+                                  "-e",
+                                  relay_.listen,
+                                  "--cafile",
+                                  common_ca,
+                                  "-s",
+                                  prefix + std::to_string(tunnel.port),
+                                  "-b",
+                                  "127.0.0.1",
+                                  "-v",
+                                  verbosity};
+  dst.insert(dst.end(), extra.begin(), extra.end());
+  src.insert(src.end(), extra.begin(), extra.end());
   tunnel.destination = std::make_unique<ChildProcess>(
-      label + "-destination",
-      std::vector<std::string>{o_.localproxy, "-e", relay_.listen, "--cafile", common_ca, "-d",
-                               prefix + "127.0.0.1:" + std::to_string(service_->port()), "-v",
-                               std::to_string(o_.child_verbosity)},
+      label + "-destination", dst,
       std::vector<std::string>{"AWSIOT_TUNNEL_ACCESS_TOKEN=" +
                                t.at("destinationAccessToken").get<std::string>()},
       tmp_);
   tunnel.source = std::make_unique<ChildProcess>(
-      label + "-source",
-      std::vector<std::string>{o_.localproxy, "-e", relay_.listen, "--cafile", common_ca, "-s",
-                               prefix + std::to_string(tunnel.port), "-b", "127.0.0.1", "-v",
-                               std::to_string(o_.child_verbosity)},
+      label + "-source", src,
       std::vector<std::string>{"AWSIOT_TUNNEL_ACCESS_TOKEN=" +
                                t.at("sourceAccessToken").get<std::string>()},
       tmp_);
@@ -139,7 +162,7 @@ CpuCost Bench::cpu_now(const Tunnel& t) const {
   return c;
 }
 
-void Bench::measure_throughput(Results& r, Tunnel& t) {
+void Bench::measure_throughput(std::vector<ThroughputRow>& rows, Tunnel& t) {
   struct Direction {
     const char* name;
     const char* key;
@@ -181,7 +204,7 @@ void Bench::measure_throughput(Results& r, Tunnel& t) {
       });
       return v[v.size() / 2];
     };
-    r.throughput.push_back({d.name, d.key, median(direct), median(tunnel), direct_cpu, tunnel_cpu});
+    rows.push_back({d.name, d.key, median(direct), median(tunnel), direct_cpu, tunnel_cpu});
   }
 }
 
@@ -235,6 +258,21 @@ void Bench::measure_startup(Results& r) {
     t.source->stop(2000ms);
     t.destination->stop(2000ms);
   }
+}
+
+void Bench::measure_via_proxy(Results& r) {
+  progress("starting a tunnel whose localproxies go through the HTTPS proxy " + o_.https_proxy);
+  Tunnel t = spawn_tunnel("proxied", open_tunnel(relay_.admin_port), "",
+                          {"--https-proxy", o_.https_proxy});
+  try {
+    wait_until_echo(t.port, Clock::now() + 15s);
+    measure_throughput(r.throughput_via_proxy, t);
+  } catch (const BenchError& e) {
+    throw BenchError(std::string(e.what()) + child_logs(&t));
+  }
+  r.https_proxy = o_.https_proxy;
+  t.source->stop(2000ms);
+  t.destination->stop(2000ms);
 }
 
 void Bench::measure_multiplex(Results& r) {
@@ -300,7 +338,7 @@ Results Bench::run() {
   try {
     {
       MemorySampler sampler(pids, std::chrono::milliseconds(r.info.memory_period_ms));
-      measure_throughput(r, t);
+      measure_throughput(r.throughput, t);
       const std::vector<long> peaks = sampler.peaks_kib();
       r.info.memory_samples = sampler.samples();
       for (std::size_t i = 0; i < pids.size(); ++i) {
@@ -319,6 +357,7 @@ Results Bench::run() {
   }
   t.source->stop(2000ms);
   t.destination->stop(2000ms);
+  if (!o_.https_proxy.empty()) measure_via_proxy(r);
   if (o_.connections > 0) measure_multiplex(r);
   measure_startup(r);
   relay_.process->stop(2000ms);
@@ -383,6 +422,9 @@ int run(int argc, char** argv) {
   app.add_option("--multiplex-bytes", o.multiplex_bytes_text,
                  "bytes per direction in the multiplex runs, split across the connections")
       ->capture_default_str();
+  app.add_option("--https-proxy", o.https_proxy,
+                 "also measure throughput through a tunnel whose localproxies reach the relay "
+                 "through this HTTP CONNECT proxy (http://HOST:PORT, on loopback)");
   app.add_option("--json", o.json_path, "also write the results as JSON to this file");
   app.add_flag("--keep-temp", o.keep_temp, "keep the temp dir (certificates, child logs)");
   app.add_option("--child-verbosity", o.child_verbosity,
