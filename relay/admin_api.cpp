@@ -13,8 +13,8 @@ namespace {
 
 using nlohmann::json;
 
-std::shared_ptr<spdlog::logger> log() {
-  static const auto logger = [] {
+const std::shared_ptr<spdlog::logger>& log() {
+  static const std::shared_ptr<spdlog::logger> logger = [] {
     auto l = spdlog::get("admin");
     return l ? l : spdlog::default_logger();
   }();

@@ -22,8 +22,10 @@
 namespace relay {
 namespace {
 
-std::shared_ptr<spdlog::logger> log() {
-  static const auto logger = [] {
+// A reference, not a copy: no shared_ptr temporary per log call (clang's
+// use-after-scope check reported those temporaries inside switch statements).
+const std::shared_ptr<spdlog::logger>& log() {
+  static const std::shared_ptr<spdlog::logger> logger = [] {
     auto l = spdlog::get("relay");
     return l ? l : spdlog::default_logger();
   }();
