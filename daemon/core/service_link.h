@@ -214,7 +214,6 @@ class ServiceLink {
 
   std::string rx_rest_;  // read but not delivered (receive paused)
   bool rx_paused_ = false;
-  bool in_delivery_ = false;
 
   bool close_sent_ = false;
   bool close_after_flush_ = false;
