@@ -56,9 +56,17 @@ def rss_kib(pid: int) -> int:
 
 def sanitized(pid: int) -> bool:
     """ASan's quarantine keeps freed memory (up to 256 MiB): RSS says nothing
-    about leaks there; LeakSanitizer does, at exit."""
+    about leaks there; LeakSanitizer does, at exit. gcc links libasan.so
+    (seen in the maps); clang links its runtime statically, so the binary's
+    own symbols tell."""
     with open(f"/proc/{pid}/maps") as f:
-        return "libasan" in f.read()
+        if "libasan" in f.read():
+            return True
+    try:
+        with open(os.readlink(f"/proc/{pid}/exe"), "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
 
 
 def settle_fds(pids: dict[str, int], want: dict[str, int] | None, timeout: float) -> dict:
