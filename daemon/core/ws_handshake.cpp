@@ -80,14 +80,22 @@ HttpResponseHead::Result HttpResponseHead::feed(std::string_view bytes, std::siz
   return parse();
 }
 
+namespace {
+
+// The next CRLF-terminated line of a complete head (the caller found its
+// blank line), without the CRLF; `rest` moves past it.
+std::string_view take_line(std::string_view& rest) {
+  const std::size_t eol = rest.find("\r\n");
+  const std::string_view line = rest.substr(0, eol);
+  rest.remove_prefix(eol + 2);
+  return line;
+}
+
+}  // namespace
+
 HttpResponseHead::Result HttpResponseHead::parse() {
   std::string_view rest(buf_);
-  auto next_line = [&rest]() {
-    const std::size_t eol = rest.find("\r\n");
-    std::string_view line = rest.substr(0, eol);
-    rest.remove_prefix(eol + 2);
-    return line;
-  };
+  const auto next_line = [&rest] { return take_line(rest); };
   const std::string_view status_line = next_line();
   // HTTP/1.x SP 3DIGIT [SP reason]
   if (status_line.size() < 12 || status_line.substr(0, 7) != "HTTP/1." || status_line[8] != ' ' ||
@@ -163,12 +171,7 @@ HttpRequestHead::Result HttpRequestHead::feed(std::string_view bytes, std::size_
 
 HttpRequestHead::Result HttpRequestHead::parse() {
   std::string_view rest(buf_);
-  auto next_line = [&rest]() {
-    const std::size_t eol = rest.find("\r\n");
-    std::string_view line = rest.substr(0, eol);
-    rest.remove_prefix(eol + 2);
-    return line;
-  };
+  const auto next_line = [&rest] { return take_line(rest); };
   // method SP request-target SP HTTP/1.x
   const std::string_view line = next_line();
   const std::size_t sp1 = line.find(' ');
