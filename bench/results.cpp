@@ -91,6 +91,13 @@ class Table {
   std::vector<std::vector<std::string>> rows_;
 };
 
+// CPU seconds per GiB of `bytes`, as table text ("-" when nothing moved).
+std::string per_gib(double seconds, std::uint64_t bytes) {
+  return bytes > 0 ? fmt::format("{:.2f}", seconds * static_cast<double>(1ULL << 30) /
+                                               static_cast<double>(bytes))
+                   : std::string("-");
+}
+
 std::string us(double v) { return fmt::format("{:.0f}", v); }
 std::string ms(double v) { return fmt::format("{:.2f}", v); }
 
@@ -245,11 +252,6 @@ std::string format_report(const Results& r, const std::vector<Verdict>& verdicts
       "load)\n";
   Table c({"direction", "direct: bench", "tunnel: bench", "relay", "source", "destination",
            "tunnel total"});
-  const auto per_gib = [](double seconds, std::uint64_t bytes) {
-    return bytes > 0 ? fmt::format("{:.2f}", seconds * static_cast<double>(1ULL << 30) /
-                                                 static_cast<double>(bytes))
-                     : std::string("-");
-  };
   for (const ThroughputRow& row : r.throughput) {
     const CpuCost& d = row.direct_cpu;
     const CpuCost& x = row.tunnel_cpu;
@@ -340,10 +342,7 @@ std::string format_report(const Results& r, const std::vector<Verdict>& verdicts
       const CpuCost& x = row.tunnel_cpu;
       t.add({row.name, fmt::format("{:.0f}", plain), fmt::format("{:.0f}", mb_per_s(row.tunnel)),
              fmt::format("{:.2f}", via_proxy_ratio(row, r.throughput)),
-             x.bytes > 0 ? fmt::format("{:.2f}", (x.relay + x.source + x.destination) *
-                                                     static_cast<double>(1ULL << 30) /
-                                                     static_cast<double>(x.bytes))
-                         : std::string("-")});
+             per_gib(x.relay + x.source + x.destination, x.bytes)});
     }
     out += t.str() + "(CPU: relay and both proxies; the proxy process itself is not counted)\n\n";
   }
@@ -356,11 +355,6 @@ std::string format_report(const Results& r, const std::vector<Verdict>& verdicts
         m.connections, m.bytes >> 20);
     Table f({"direction", "one MB/s", "all MB/s", "all/one", "slowest MB/s", "fair share",
              "slowest/fair", "direct all/one", "CPU-s/GiB one", "all"});
-    const auto per_gib = [](double seconds, const TransferResult& t) {
-      return t.bytes > 0 ? fmt::format("{:.2f}", seconds * static_cast<double>(1ULL << 30) /
-                                                     static_cast<double>(t.bytes))
-                         : std::string("-");
-    };
     for (const FanOutRow& row : m.rows) {
       double slowest = row.each.empty() ? 0 : mb_per_s(row.each.front());
       for (const TransferResult& t : row.each) slowest = std::min(slowest, mb_per_s(t));
@@ -373,7 +367,8 @@ std::string format_report(const Results& r, const std::vector<Verdict>& verdicts
            fmt::format("{:.2f}", mb_per_s(row.direct_single) > 0
                                      ? mb_per_s(row.direct_aggregate) / mb_per_s(row.direct_single)
                                      : 0.0),
-           per_gib(row.single_cpu, row.single), per_gib(row.aggregate_cpu, row.aggregate)});
+           per_gib(row.single_cpu, row.single.bytes),
+           per_gib(row.aggregate_cpu, row.aggregate.bytes)});
     }
     out += f.str();
     out +=
