@@ -9,7 +9,7 @@ set -euo pipefail
 
 PACKAGES=(
   meson ninja-build pkg-config g++
-  libuv1-dev libwebsockets-dev libwebsockets-evlib-uv
+  libuv1-dev
   libprotobuf-dev protobuf-compiler
   libssl-dev libsystemd-dev
   libtomlplusplus-dev libspdlog-dev libfmt-dev
@@ -19,6 +19,8 @@ PACKAGES=(
   g++-mingw-w64-x86-64-posix  # compile check of the Windows service glue
   util-linux procps           # setpriv, unshare, ps: privilege, journald and token tests
   clang libclang-rt-14-dev    # the sanitizer build and its libFuzzer targets (run-tests.sh)
+  clang-tidy                  # the static checks run-tests.sh runs over every source file
+  libwebsockets-dev libwebsockets-evlib-uv  # bench/transport-probe only (option (a) of docs/architecture.md)
 )
 
 check_only=0

@@ -213,7 +213,6 @@ PY
   local missing
   missing=$(ldd /usr/sbin/tunneld /usr/bin/tunnelctl /usr/bin/tunnel-relay | grep 'not found' || true)
   [[ -z $missing ]] || problems+="libraries missing in the container (add their packages to RUNTIME_PACKAGES in $0 and docs/systemd.md): $missing; "
-  ls /usr/lib/*/libwebsockets-evlib_uv.so >/dev/null 2>&1 || problems+="libwebsockets-evlib-uv not installed; "
   systemd-sysusers /usr/lib/sysusers.d/tunneld.conf 2>&1 | show
   systemd-tmpfiles --create /usr/lib/tmpfiles.d/tunneld.conf 2>&1 | show
   systemctl daemon-reload
@@ -642,7 +641,7 @@ ROOT=${SYSTEMD_CHECK_ROOT:-/var/cache/tunneld-systemd-check/debian12}
 # tunneld, tunnelctl and tunnel-relay (ldd checks them in the container);
 # and what the checks themselves use (openssl for the throwaway CA, python3,
 # iproute2 for `ip`, dbus).
-RUNTIME_PACKAGES=libuv1,libwebsockets17,libwebsockets-evlib-uv,libprotobuf-lite32,libssl3,libspdlog1.10,libfmt9,libtomlplusplus3,libmosquitto1
+RUNTIME_PACKAGES=libuv1,libprotobuf-lite32,libssl3,libspdlog1.10,libfmt9,libtomlplusplus3,libmosquitto1
 ROOT_PACKAGES=systemd,systemd-sysv,dbus,openssl,python3,iproute2,$RUNTIME_PACKAGES
 
 quick=0

@@ -78,7 +78,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<tunnel::ProxySession> session;
     session = std::make_unique<tunnel::ProxySession>(
         *ws, opts.config, [&](const tunnel::SessionOutcome& o) {
-          // A libuv close callback: lws may be torn down from here.
+          // A libuv close callback: the loop may be torn down from here.
           exit_code = o.ok ? lp::kExitOk : lp::kExitFailure;
           if (!o.ok) failure = o.reason;
           uv_close(reinterpret_cast<uv_handle_t*>(&sigterm.handle), nullptr);

@@ -1,9 +1,7 @@
 #include "logging.h"
 
 #include <google/protobuf/stubs/logging.h>
-#include <libwebsockets.h>
 #include <spdlog/sinks/stdout_sinks.h>
-#include <uv.h>  // libwebsockets.h wants uv.h first when built with libuv
 
 #include <mutex>
 
@@ -27,19 +25,6 @@ struct Registry {
 Registry& registry() {
   static Registry r;
   return r;
-}
-
-void lws_emit(int level, const char* line) {
-  std::string text(line);
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-  auto log = get("lws");
-  if (level & LLL_ERR) {
-    log->error("{}", text);
-  } else if (level & LLL_WARN) {
-    log->warn("{}", text);
-  } else {
-    log->debug("{}", text);
-  }
 }
 
 // protobuf complains on stderr about what a hostile peer sent (e.g. invalid
@@ -107,12 +92,6 @@ spdlog::level::level_enum level() {
   return r.level;
 }
 
-void route_lws_logs() {
-  // Never LLL_HEADER / LLL_PARSER / LLL_INFO: they dump request headers,
-  // which carry the access token.
-  int mask = LLL_ERR | LLL_WARN;
-  lws_set_log_level(mask, lws_emit);
-  google::protobuf::SetLogHandler(protobuf_emit);
-}
+void route_library_logs() { google::protobuf::SetLogHandler(protobuf_emit); }
 
 }  // namespace tunnel::logging

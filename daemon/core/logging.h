@@ -27,9 +27,7 @@ spdlog::level::level_enum level_from_verbosity(int verbosity);
 void set_level(spdlog::level::level_enum level);
 spdlog::level::level_enum level();
 
-// Routes libwebsockets' own log lines (errors and warnings only, never headers:
-// LLL_HEADER would print the access token) into the "lws" logger, and
-// protobuf's into the "protobuf" logger.
-void route_lws_logs();
+// Routes protobuf's own log lines into the "protobuf" logger.
+void route_library_logs();
 
 }  // namespace tunnel::logging

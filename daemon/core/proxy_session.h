@@ -65,7 +65,7 @@ class ProxySession final : public ServiceLinkEvents,
                            public SessionEffects,
                            public LocalConnectionEvents {
  public:
-  // Called once, from a libuv callback (never inside lws), when the session has
+  // Called once, from a libuv callback (never inside a link callback), when the session has
   // ended and released every handle: the owner may destroy it there.
   using DoneFn = std::function<void(const SessionOutcome&)>;
   // Source: called once the listener is bound, with the real port.

@@ -13,7 +13,7 @@
 namespace tunnel {
 
 WsContext::WsContext(uv_loop_t* loop) : loop_(loop), read_buf_(new std::uint8_t[kReadBufferSize]) {
-  logging::route_lws_logs();
+  logging::route_library_logs();
   // A write to a socket the service has reset must be an error to handle,
   // not a signal that kills the process (OpenSSL writes with write(2)).
   std::signal(SIGPIPE, SIG_IGN);

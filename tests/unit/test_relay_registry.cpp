@@ -183,7 +183,7 @@ TEST_CASE("handshake helpers") {
   CHECK(relay::cookie_values("a=1; awsiot-tunnel-token=T; b=2", "awsiot-tunnel-token") ==
         std::vector<std::string>{"T"});
   CHECK(relay::cookie_values("awsiot-tunnel-token=A awsiot-tunnel-token=B", "awsiot-tunnel-token")
-            .size() == 2);  // two Cookie headers, joined by lws
+            .size() == 2);  // two Cookie headers, joined into one value
   CHECK(relay::cookie_values("x-awsiot-tunnel-token=A", "awsiot-tunnel-token").empty());
   CHECK(relay::cookie_values("awsiot-tunnel-token=\"Q\"", "awsiot-tunnel-token") ==
         std::vector<std::string>{"Q"});
