@@ -113,7 +113,7 @@ struct Config {
   // lws upload: frames are added to one lws_write while below this (64 KiB:
   // two full messages). More than the socket takes is copied into lws' own
   // buffer (its "truncated send"), which cost 50% more CPU at 256 KiB.
-  std::size_t lws_batch = 64 * 1024;
+  std::size_t lws_batch = std::size_t{64} * 1024;
   double deadline_s = 120;
 };
 
@@ -274,12 +274,18 @@ class ProbeServer {
     conn_fd_ = -1;
     ::close(fd);
   }
-  static void append_frame(Bytes& out, ws::Opcode op, const std::uint8_t* p, std::size_t n) {
-    const std::size_t at = out.size();
-    out.resize(at + ws::frame_header_size(n, false) + n);
-    const std::size_t h = ws::write_frame_header(out.data() + at, op, n, nullptr);
-    if (n) std::memcpy(out.data() + at + h, p, n);
-  }
+  // Unmasked frames built in place, in a buffer allocated once.
+  struct FrameBatch {
+    Bytes buf = Bytes(kBatch + tunnel::kMaxFrameSize + ws::kMaxHeaderSize);
+    std::size_t len = 0;
+    // Appends a frame header for n payload bytes; returns where they go.
+    std::uint8_t* add(ws::Opcode op, std::size_t n) {
+      len += ws::write_frame_header(buf.data() + len, op, n, nullptr);
+      std::uint8_t* payload = buf.data() + len;
+      len += n;
+      return payload;
+    }
+  };
 
   // The upgrade, then the transfer; returns an error or "".
   std::string session(ServerConn& c, const Config& cfg) {
@@ -307,7 +313,7 @@ class ProbeServer {
     const double cpu0 = thread_cpu_s();
     const double t0 = wall_s();
     const Pattern pattern(cfg.payload);
-    Bytes out;
+    FrameBatch out;
     ws::FrameDecoder dec(ws::Role::server, tunnel::kMaxFrameSize);
     std::uint64_t count = 0;
     bool peer_closed = false;
@@ -349,25 +355,23 @@ class ProbeServer {
       // The acknowledgement: 8 bytes, the payload byte count.
       std::array<std::uint8_t, 8> ack{};
       for (std::size_t i = 0; i < 8; ++i) ack[i] = static_cast<std::uint8_t>(count >> (8 * i));
-      append_frame(out, ws::Opcode::binary, ack.data(), ack.size());
+      std::memcpy(out.add(ws::Opcode::binary, ack.size()), ack.data(), ack.size());
     } else {
-      Bytes payload(cfg.payload);
       while (count < cfg.bytes) {
-        out.clear();
-        while (count < cfg.bytes && out.size() < kBatch) {
+        out.len = 0;
+        while (count < cfg.bytes && out.len < kBatch) {
           const auto n =
               static_cast<std::size_t>(std::min<std::uint64_t>(cfg.payload, cfg.bytes - count));
-          pattern.fill(payload.data(), count, n);
-          append_frame(out, ws::Opcode::binary, payload.data(), n);
+          pattern.fill(out.add(ws::Opcode::binary, n), count, n);
           count += n;
         }
-        if (!c.write_all(out.data(), out.size())) return "server: writing frames: " + c.error();
+        if (!c.write_all(out.buf.data(), out.len)) return "server: writing frames: " + c.error();
       }
-      out.clear();
+      out.len = 0;
     }
     const std::array<std::uint8_t, 2> code{0x03, 0xE8};  // 1000
-    append_frame(out, ws::Opcode::close, code.data(), code.size());
-    if (!c.write_all(out.data(), out.size())) return "server: writing close: " + c.error();
+    std::memcpy(out.add(ws::Opcode::close, code.size()), code.data(), code.size());
+    if (!c.write_all(out.buf.data(), out.len)) return "server: writing close: " + c.error();
     result_.cpu = thread_cpu_s() - cpu0;
     result_.wall = wall_s() - t0;
     result_.bytes = count;
@@ -819,7 +823,10 @@ struct Deadline {
       std::_Exit(1);
     }
     self->fired = true;
-    self->client->abort("no result after the deadline of " + std::to_string(self->seconds) + " s");
+    char why[80];
+    std::snprintf(why, sizeof why, "no result within the deadline of %g s (--deadline)",
+                  self->seconds);
+    self->client->abort(why);
     self->server->interrupt();
   }
 };
