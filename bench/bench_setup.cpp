@@ -45,7 +45,8 @@ std::string find_program(const std::string& name) {
   const char* path = std::getenv("PATH");
   std::istringstream dirs(path != nullptr ? path : "/usr/bin:/bin");
   for (std::string d; std::getline(dirs, d, ':');) {
-    const std::string candidate = d + "/" + name;
+    std::string candidate = d;
+    candidate.append("/").append(name);
     if (::access(candidate.c_str(), X_OK) == 0) return candidate;
   }
   throw BenchError(name + " not found in PATH");
@@ -174,7 +175,7 @@ nlohmann::json open_tunnel(std::uint16_t admin_port, const std::vector<std::stri
 std::string make_run_dir(const std::string& prefix, bool keep) {
   std::string tmpl = "/tmp/" + prefix + "-XXXXXX";
   if (::mkdtemp(tmpl.data()) == nullptr) throw BenchError("mkdtemp failed");
-  const std::string dir = tmpl;
+  std::string dir = tmpl;
   // Termination signals go to this one thread, which kills the children: no
   // work inside a signal handler, and no child left behind on ^C.
   std::thread([dir, keep, prefix] {

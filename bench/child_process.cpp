@@ -77,6 +77,7 @@ ChildProcess::ChildProcess(std::string name, const std::vector<std::string>& arg
   // Everything the child needs is built before fork: after it, only
   // async-signal-safe calls (the benchmark has threads).
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   std::vector<std::string> env_storage;
@@ -85,6 +86,7 @@ ChildProcess::ChildProcess(std::string name, const std::vector<std::string>& arg
   }
   for (const std::string& e : env_extra) env_storage.push_back(e);
   std::vector<char*> env;
+  env.reserve(env_storage.size() + 1);
   for (const std::string& e : env_storage) env.push_back(const_cast<char*>(e.c_str()));
   env.push_back(nullptr);
 

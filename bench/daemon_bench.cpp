@@ -593,7 +593,7 @@ int run(int argc, char** argv) {
                     per < 100 ? 1 : 0});
     if (m.sessions == 1000) {
       rows.push_back({"idle RSS, 1000 sessions total", "< 128 MiB", fmt_kib(m.rss_kib),
-                      m.rss_kib < 128 * 1024 ? 1 : 0});
+                      m.rss_kib < 128L * 1024 ? 1 : 0});
     }
     jmem.push_back({{"sessions", m.sessions},
                     {"rss_kib", m.rss_kib},
@@ -629,10 +629,10 @@ int run(int argc, char** argv) {
                              std::to_string(idle.connections_per_service) + " idle conns";
     rows.push_back({what + ", source", "< 64 MiB",
                     fmt_kib(static_cast<double>(idle.source_rss_kib)),
-                    idle.source_rss_kib < 64 * 1024 ? 1 : 0});
+                    idle.source_rss_kib < 64L * 1024 ? 1 : 0});
     rows.push_back({what + ", destination", "< 64 MiB",
                     fmt_kib(static_cast<double>(idle.dest_rss_kib)),
-                    idle.dest_rss_kib < 64 * 1024 ? 1 : 0});
+                    idle.dest_rss_kib < 64L * 1024 ? 1 : 0});
   }
 
   std::printf("\ndaemon-bench  build %s  cpu %s x%u\n", o.build_dir.c_str(), cpu_model().c_str(),

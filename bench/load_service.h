@@ -25,7 +25,7 @@ inline constexpr char kOpSink = 'S';
 inline constexpr char kOpBlast = 'B';
 inline constexpr char kOpDuplex = 'D';
 inline constexpr char kDone = 'K';
-inline constexpr std::size_t kChunk = 256 * 1024;
+inline constexpr std::size_t kChunk = std::size_t{256} * 1024;
 
 // A loopback socket with TCP_NODELAY and send/receive timeouts, so that no
 // blocking call waits forever.

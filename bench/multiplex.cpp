@@ -21,6 +21,7 @@ TransferResult fan_out(TransferFn fn, std::uint16_t port, int n, std::uint64_t b
   std::condition_variable cv;
   bool go = false;
   std::vector<std::thread> threads;
+  threads.reserve(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) {
     threads.emplace_back([&, i] {
       {

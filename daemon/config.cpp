@@ -25,7 +25,7 @@ namespace tunneld {
 namespace {
 
 // Token files are small; anything bigger is the wrong file.
-constexpr std::size_t kMaxTokenFileSize = 64 * 1024;
+constexpr std::size_t kMaxTokenFileSize = std::size_t{64} * 1024;
 constexpr std::size_t kMaxNameLength = 64;
 
 std::string in_quotes(std::string_view s) { return "\"" + std::string(s) + "\""; }
@@ -633,7 +633,7 @@ class Parser {
 
     const auto bind_address = get_string(t, P, "bind_address");
     if (const auto v = get_string(t, P, "protocol")) {
-      const std::string w = *v;
+      const std::string& w = *v;
       if (w == "V1" || w == "V2" || w == "V3" || w == "v1" || w == "v2" || w == "v3") {
         p.protocol_version = w[1] - '0';
       } else if (w != "auto") {

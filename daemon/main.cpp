@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <exception>
 
 #include "config.h"
 #include "daemon.h"
@@ -10,7 +11,9 @@
 #include "logging.h"
 #include "process_limits.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   CLI::App app{"tunneld: hosts secure tunnel sessions, controlled with tunnelctl"};
   std::string config_path;
   std::string socket_path;
@@ -85,4 +88,20 @@ int main(int argc, char** argv) {
   tunnel::logging::get("tunneld")->debug("file descriptor limit: {}", tunnel::raise_fd_limit());
   tunneld::Daemon daemon(std::move(config), reload_path, overrides);
   return daemon.run();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // What escapes run() (e.g. std::bad_alloc, a failure to create the loop)
+  // ends the process with a message and status 1 for systemd to act on,
+  // not with std::terminate's abort and core dump.
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tunneld: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "tunneld: unknown exception\n");
+  }
+  return 1;
 }

@@ -159,7 +159,7 @@ SSL_CTX* make_server_tls(const std::string& cert, const std::string& key, std::s
                             SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
   SSL_CTX_set_read_ahead(ctx, 1);
-  SSL_CTX_set_default_read_buffer_len(ctx, 64 * 1024);
+  SSL_CTX_set_default_read_buffer_len(ctx, std::size_t{64} * 1024);
   SSL_CTX_set_alpn_select_cb(ctx, &alpn_select, nullptr);
   return ctx;
 }
@@ -557,7 +557,7 @@ void RelayServer::on_head_bytes(Connection& c, std::span<std::uint8_t> bytes) {
     on_request(c, bytes.subspan(used));
     return;
   }
-  const auto lg = log();
+  const auto& lg = log();
   if (r == R::too_large) {
     lg->info("handshake from {} rejected: 431 request head over {} bytes", c.peer, kMaxHeadBytes);
     reject_http(c, 431,
@@ -870,11 +870,10 @@ void RelayServer::do_write(Connection& c) {
     }
   }
   c.write_blocked = false;
-  if (c.state == State::rejecting) {
-    linger(c);
-  } else if (c.state == State::closing && c.close_sent && c.peer_closed) {
+  const bool closing = c.state == State::closing && c.close_sent;
+  if (closing && c.peer_closed) {
     destroy(c);
-  } else if (c.state == State::closing && c.close_sent && c.failed) {
+  } else if (c.state == State::rejecting || (closing && c.failed)) {
     linger(c);
   }
 }

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <memory>
 #include <utility>
+#include <vector>
 
 namespace tunnel {
 namespace {
@@ -19,13 +20,9 @@ std::string uv_error(int status) { return uv_strerror(status); }
 // sends what it keeps. So an idle connection holds no read buffer, and 3000
 // idle connections cost no 3000 x 128 KiB (issue 7's memory target).
 char* shared_read_buffer(std::size_t size) {
-  thread_local std::unique_ptr<char[]> buf;
-  thread_local std::size_t capacity = 0;
-  if (capacity < size) {
-    buf = std::make_unique_for_overwrite<char[]>(size);
-    capacity = size;
-  }
-  return buf.get();
+  thread_local std::vector<char> buf;
+  if (buf.size() < size) buf.resize(size);  // once per thread: the size is fixed
+  return buf.data();
 }
 
 }  // namespace

@@ -30,7 +30,7 @@ constexpr int kCloseTimeoutMs = 2000;
 // (it comes back from an idle callback).
 constexpr int kReadRoundsPerEvent = 8;
 // TCP_NOTSENT_LOWAT of the service socket (see connect).
-constexpr std::size_t kNotSentLowat = 128 * 1024;
+constexpr std::size_t kNotSentLowat = std::size_t{128} * 1024;
 
 std::uint64_t ms(int v) { return v > 0 ? static_cast<std::uint64_t>(v) : 1; }
 
@@ -871,13 +871,13 @@ void ServiceLink::do_write() {
   if (woff_ == wbuf_.size()) {
     // Keep the allocation while traffic flows; an idle link gives it back
     // at its next ping tick (and a large one at once).
-    wbuf_.clear(wbuf_.capacity() > 1024 * 1024);
+    wbuf_.clear(wbuf_.capacity() > std::size_t{1024} * 1024);
     woff_ = 0;
     if (close_sent_ && peer_closed_ && state_ == State::closing) {
       end_connection();
       return;
     }
-  } else if (woff_ >= 256 * 1024 && woff_ * 2 >= wbuf_.size()) {
+  } else if (woff_ >= std::size_t{256} * 1024 && woff_ * 2 >= wbuf_.size()) {
     wbuf_.consume_front(woff_);
     woff_ = 0;
   }

@@ -38,7 +38,7 @@ SSL_CTX* WsContext::client_tls(const TlsTrust& trust) {
   // Read whole batches of TLS records per read(2), not a 5-byte header and
   // then a body: one syscall per ~64 KiB instead of two per 16 KiB.
   SSL_CTX_set_read_ahead(ctx, 1);
-  SSL_CTX_set_default_read_buffer_len(ctx, 64 * 1024);
+  SSL_CTX_set_default_read_buffer_len(ctx, std::size_t{64} * 1024);
   // The system trust store as a hashed directory (SSL_CERT_DIR or OpenSSL's
   // default, /etc/ssl/certs on Debian), read lazily: parsing the whole
   // bundle file up front costs ~20 ms of start-up and ~1 MiB per process.

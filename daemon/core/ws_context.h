@@ -40,7 +40,7 @@ class WsContext {
   // reads into it and hands the payload on before anything else runs, so
   // idle sessions hold no read buffer of their own.
   std::span<std::uint8_t> read_buffer() { return {read_buf_.get(), kReadBufferSize}; }
-  static constexpr std::size_t kReadBufferSize = 256 * 1024;
+  static constexpr std::size_t kReadBufferSize = std::size_t{256} * 1024;
 
   // Kept for the hosts' shutdown sequence: the context owns no loop handles,
   // so there is nothing to drain.

@@ -20,7 +20,7 @@ namespace tunneld::notify {
 
 // A real notification is well under 2 KiB; anything past this is refused
 // before parsing so that a hostile publisher cannot make the daemon allocate.
-inline constexpr std::size_t kMaxPayloadBytes = 8 * 1024;
+inline constexpr std::size_t kMaxPayloadBytes = std::size_t{8} * 1024;
 // The service allows at most three services per tunnel.
 inline constexpr std::size_t kMaxServices = 3;
 // How many services one session can carry. 1 while tunneld speaks protocol V1

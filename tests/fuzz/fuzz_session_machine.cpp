@@ -75,7 +75,8 @@ class ShadowEffects : public tunnel::SessionEffects {
 
 class Driver {
  public:
-  Driver(tunnel::Mode mode, tunnel::MachineOptions opt) : mode(mode), opt(opt), m(mode, fx, opt) {
+  Driver(tunnel::Mode mode, const tunnel::MachineOptions& opt)
+      : mode(mode), opt(opt), m(mode, fx, opt) {
     fx.d = this;
   }
 
@@ -268,7 +269,7 @@ class Driver {
   std::size_t writes = 0;
 
   void local_data(const tunnel::ConnRef& c, Input& in) {
-    const std::size_t n = in.byte() * (in.byte() % 4 + 1);
+    const std::size_t n = std::size_t{in.byte()} * (in.byte() % 4 + 1);
     std::string bytes(n, 'd');
     for (std::size_t i = 0; i < n; ++i) bytes[i] = static_cast<char>(i * 7);
     const bool live = m.live(c);

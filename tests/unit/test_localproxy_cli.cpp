@@ -480,7 +480,7 @@ TEST_SUITE("localproxy_cli") {
     auto e = usage_error({"-r", "us-east-1", "-s", "5000", "--settings-json", "/dev/zero"});
     CHECK(contains(e, "/dev/zero"));
     CHECK(contains(e, "larger than 32 KiB"));
-    TempFile big(std::string(40 * 1024, ' ') + "{}");
+    TempFile big(std::string(std::size_t{40} * 1024, ' ') + "{}");
     e = usage_error({"-r", "us-east-1", "-s", "5000", "--settings-json", big.path()});
     CHECK(contains(e, "larger than 32 KiB"));
   }

@@ -55,7 +55,7 @@ TEST_SUITE("notify message") {
     CHECK(has(refusal(""), "empty"));
     CHECK(has(refusal("not json {" + kToken), "not JSON"));
     CHECK(has(refusal("[1,2]"), "not a JSON object"));
-    CHECK(has(refusal(std::string(10 * 1024, 'x')), "limit"));
+    CHECK(has(refusal(std::string(std::size_t{10} * 1024, 'x')), "limit"));
     CHECK(has(refusal(R"({"clientAccessToken":")" + kToken +
                       R"(","region":"us-east-1","services":["SSH"]})"),
               "clientMode is missing"));

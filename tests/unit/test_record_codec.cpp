@@ -20,7 +20,7 @@ namespace {
 std::string pattern(std::size_t n, unsigned seed) {
   std::string s(n, '\0');
   for (std::size_t i = 0; i < n; ++i) {
-    s[i] = static_cast<char>((i * 131 + seed * 7 + (i >> 8)) & 0xFF);
+    s[i] = static_cast<char>((i * 131 + std::size_t{seed} * 7 + (i >> 8)) & 0xFF);
   }
   return s;
 }
@@ -78,6 +78,7 @@ struct Collector {
 
 std::vector<std::string> serialized(const std::vector<Message>& ms) {
   std::vector<std::string> out;
+  out.reserve(ms.size());
   for (const auto& m : ms) out.push_back(m.SerializeAsString());
   return out;
 }

@@ -85,7 +85,7 @@ Message record(Message::Type type, std::int32_t stream, std::string payload = {}
 
 void deliver(SessionMachine& sm, Message m) { sm.on_record(m); }
 
-Message service_ids(std::vector<std::string> ids) {
+Message service_ids(const std::vector<std::string>& ids) {
   Message m;
   m.set_type(Message::SERVICE_IDS);
   for (auto& id : ids) m.add_availableserviceids(id);

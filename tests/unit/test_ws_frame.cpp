@@ -20,7 +20,8 @@ using Bytes = std::vector<std::uint8_t>;
 
 Bytes pattern(std::size_t n, unsigned seed) {
   Bytes b(n);
-  for (std::size_t i = 0; i < n; ++i) b[i] = static_cast<std::uint8_t>((i * 131 + seed * 7) & 0xFF);
+  for (std::size_t i = 0; i < n; ++i)
+    b[i] = static_cast<std::uint8_t>((i * 131 + std::size_t{seed} * 7) & 0xFF);
   return b;
 }
 
