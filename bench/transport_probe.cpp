@@ -595,11 +595,12 @@ class LwsClient final : public ClientRun {
     if (!lws_client_connect_via_info(&ci)) {
       wsi_ = nullptr;  // lws may have stored a wsi it then freed
       // lws 4.1 starts TLS on a RAW client before its socket exists
-      // (SSL_connect on fd -1: EBADF, "tls start fail"); TLS on RAW client
-      // connections came with lws v4.3.2 (commit "raw: tls conns").
+      // (SSL_connect on a socket not yet connected: EBADF, "tls start
+      // fail"): upstream issue warmcat/libwebsockets#2916, fixed on lws main
+      // in November 2023 (#2917), years after the 4.1.6 of Debian 12.
       fail(cfg.tls ? "libwebsockets " LWS_LIBRARY_VERSION
                      " cannot run TLS on a RAW client connection (it starts TLS before the "
-                     "socket is connected; fixed in lws v4.3.2). Use --tls off to compare "
+                     "socket is connected: lws issue 2916). Use --tls off to compare "
                      "the transports on plain TCP."
                    : "lws_client_connect_via_info failed");
       ended();
