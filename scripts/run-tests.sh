@@ -5,7 +5,9 @@
 # default 10, two at a time). Ends with one line
 # "N passed, N failed" (", N skipped" when some were skipped) counting every
 # meson test of both builds (a build that fails to compile counts as one
-# failure), and exits non-zero if anything failed.
+# failure) and clang-tidy over every source file (scripts/tidy.sh --fast, one
+# "test", run in the background while the tests run), and exits non-zero if
+# anything failed.
 #
 #   scripts/run-tests.sh                    # both builds, all tests
 #   scripts/run-tests.sh --no-asan          # only build/
@@ -14,6 +16,7 @@
 #   scripts/run-tests.sh integration-hostile
 #   BUILD_DIR=b ASAN_BUILD_DIR=b-asan scripts/run-tests.sh   # other build dirs
 #   TEST_JOBS=2 scripts/run-tests.sh        # tests side by side (default: one at a time)
+#   TIDY=0 scripts/run-tests.sh             # without clang-tidy (it never runs for a chosen suite)
 #   FUZZ_SECONDS=60 scripts/run-tests.sh --asan-only   # longer fuzz runs
 #   ASAN_CC='ccache clang' ASAN_CXX='ccache clang++' scripts/run-tests.sh  # other compilers
 #
@@ -50,8 +53,10 @@ summary_notes=()
 
 banner() { printf '\n=== %s ===\n' "$*"; }
 
-# build_and_test DIR plain|asan [meson setup options...]
-build_and_test() {
+# build DIR plain|asan [meson setup options...]: configure and compile;
+# a build that fails is counted and left out of the rest.
+built_dirs=()
+build() {
   local dir=$1 kind=$2; shift 2
   banner "$dir: configure and compile"
   if [[ "$kind" == asan && -f "$dir/build.ninja" ]] && ! /usr/bin/python3 -c '
@@ -74,6 +79,12 @@ sys.exit(0 if any(o["name"] == "fuzz" and o["value"] for o in opts) else 1)' "$d
     summary_notes+=("$dir: compile failed")
     return 0
   fi
+  built_dirs+=("$dir")
+}
+
+# run_tests DIR plain|asan
+run_tests() {
+  local dir=$1 kind=$2
   banner "$dir: meson test"
   rm -f "$dir/meson-logs/testlog.json"
   local extra=()
@@ -103,30 +114,65 @@ sys.exit(0 if any(o["name"] == "fuzz" and o["value"] for o in opts) else 1)' "$d
   ran_dirs+=("$dir")
 }
 
+is_built() { local d; for d in "${built_dirs[@]}"; do [[ $d == "$1" ]] && return 0; done; return 1; }
+
+# Both builds first, then the tests: clang-tidy (scripts/tidy.sh --fast,
+# every source file of both builds) runs meanwhile at the lowest priority,
+# on the CPU the tests leave idle (many wait on timers or on one process).
 if ((run_plain)); then
-  build_and_test "$BUILD_DIR" plain
+  build "$BUILD_DIR" plain
 fi
 if ((run_asan)); then
-  # halt/abort on the first report; leaks are errors too (LeakSanitizer).
-  export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1:print_summary=1}"
-  export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:abort_on_error=1:print_stacktrace=1:print_summary=1}"
   # clang: libFuzzer comes with it, and it compiles this code base faster
   # than gcc (docs/testing.md). -Dfuzz=true instruments the libraries for
   # coverage (-fsanitize=fuzzer-no-link) and builds tests/fuzz.
   CC=${ASAN_CC:-clang} CXX=${ASAN_CXX:-clang++} \
-    build_and_test "$ASAN_BUILD_DIR" asan -Db_sanitize=address,undefined -Db_lundef=false \
+    build "$ASAN_BUILD_DIR" asan -Db_sanitize=address,undefined -Db_lundef=false \
     -Dbench=false -Dfuzz=true
 fi
 
+# clang-tidy runs with the whole suite only (not for a chosen test), and not
+# with TIDY=0. Its result counts as one test in the summary.
+tidy_pid=""
+tidy_log=""
+if [[ ${TIDY:-1} != 0 && ${#meson_test_args[@]} -eq 0 && ${#built_dirs[@]} -gt 0 ]]; then
+  tidy_log=$(mktemp /tmp/tunneld-tidy.XXXXXX)
+  tidy_builds=()
+  for d in "${built_dirs[@]}"; do tidy_builds+=(--build "$d"); done
+  banner "clang-tidy (in the background): ${built_dirs[*]}"
+  nice -n 19 ./scripts/tidy.sh --fast "${tidy_builds[@]}" >"$tidy_log" 2>&1 &
+  tidy_pid=$!
+fi
+
+if is_built "$BUILD_DIR"; then
+  run_tests "$BUILD_DIR" plain
+fi
+if is_built "$ASAN_BUILD_DIR"; then
+  # halt/abort on the first report; leaks are errors too (LeakSanitizer).
+  export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1:print_summary=1}"
+  export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:abort_on_error=1:print_stacktrace=1:print_summary=1}"
+  run_tests "$ASAN_BUILD_DIR" asan
+fi
+
+tidy_result=""
+if [[ -n $tidy_pid ]]; then
+  banner "clang-tidy"
+  if wait "$tidy_pid"; then tidy_result=ok; else tidy_result=FAIL; fi
+  # The findings (or the last lines of a run that broke) and the summary.
+  if [[ $tidy_result == FAIL ]]; then cat "$tidy_log"; else tail -n 7 "$tidy_log"; fi
+  rm -f "$tidy_log"
+fi
+
 banner "summary"
-/usr/bin/python3 - "$build_failures" "${ran_dirs[@]}" "${summary_notes[@]/#/NOTE:}" <<'PY'
+/usr/bin/python3 - "$build_failures" "$tidy_result" "${ran_dirs[@]}" "${summary_notes[@]/#/NOTE:}" <<'PY'
 import json, os, sys
 
 build_failures = int(sys.argv[1])
+tidy_result = sys.argv[2]
 passed = failed = skipped = 0
 PASS = {"OK", "EXPECTEDFAIL"}
 SKIP = {"SKIP"}
-for arg in sys.argv[2:]:
+for arg in sys.argv[3:]:
     if arg.startswith("NOTE:"):
         print(f"FAIL  {arg[5:]}")
         continue
@@ -163,6 +209,12 @@ for arg in sys.argv[2:]:
                     tag = "FAIL"
                 print(f"{tag:5} {arg}: {name} ({result}, {dur:.1f} s)")
 failed += build_failures
+if tidy_result:
+    print(f"{tidy_result:5} clang-tidy (scripts/tidy.sh --fast)")
+    if tidy_result == "ok":
+        passed += 1
+    else:
+        failed += 1
 line = f"{passed} passed, {failed} failed"
 if skipped:
     line += f", {skipped} skipped"
