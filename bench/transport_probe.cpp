@@ -690,7 +690,7 @@ class LwsClient final : public ClientRun {
       request_sent_ = true;
     } else if (echo_close_) {
       const std::array<std::uint8_t, 2> code{0x03, 0xE8};  // 1000
-      const auto mask = next_mask();
+      const auto mask = mask_keys_.next();
       len = ws::write_frame_header(base, ws::Opcode::close, code.size(), &mask);
       ws::copy_masked(base + len, code.data(), code.size(), mask);
       len += code.size();
@@ -699,7 +699,7 @@ class LwsClient final : public ClientRun {
     } else if (open_ && cfg_.upload && !close_sent_) {
       while (len < cfg_.lws_batch && !all_given()) {
         const auto c = next_chunk();
-        const auto mask = next_mask();
+        const auto mask = mask_keys_.next();
         len += ws::write_frame_header(base + len, ws::Opcode::binary, c.size(), &mask);
         ws::copy_masked(base + len, c.data(), c.size(), mask);
         len += c.size();
@@ -755,20 +755,6 @@ class LwsClient final : public ClientRun {
     }
   }
 
-  // As ServiceLink::next_mask: keys from the OpenSSL CSPRNG, 64 at a time.
-  std::array<std::uint8_t, 4> next_mask() {
-    if (mask_pos_ + 4 > mask_pool_.size()) {
-      if (RAND_bytes(mask_pool_.data(), static_cast<int>(mask_pool_.size())) != 1) {
-        ERR_clear_error();
-      }
-      mask_pos_ = 0;
-    }
-    std::array<std::uint8_t, 4> m{};
-    std::memcpy(m.data(), mask_pool_.data() + mask_pos_, 4);
-    mask_pos_ += 4;
-    return m;
-  }
-
   uv_loop_t* loop_;
   std::array<lws_protocols, 2> protocols_{};
   std::array<void*, 1> foreign_{};
@@ -781,8 +767,7 @@ class LwsClient final : public ClientRun {
   bool request_sent_ = false;
   bool echo_close_ = false;
   bool close_sent_ = false;
-  std::array<std::uint8_t, 256> mask_pool_{};
-  std::size_t mask_pos_ = sizeof mask_pool_;
+  ws::MaskKeys mask_keys_;  // as ServiceLink's
 };
 
 }  // namespace

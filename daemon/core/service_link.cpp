@@ -737,26 +737,12 @@ bool ServiceLink::deliver(std::span<std::uint8_t> bytes) {
 
 void ServiceLink::queue_control(ws::Opcode op, std::span<const std::uint8_t> payload) {
   if (close_sent_) return;  // nothing may follow a close frame
-  const auto mask = next_mask();
+  const auto mask = mask_keys_.next();
   const std::size_t hdr = ws::frame_header_size(payload.size(), true);
   std::uint8_t* p = wbuf_.extend(hdr + payload.size());
   ws::write_frame_header(p, op, payload.size(), &mask);
   ws::copy_masked(p + hdr, payload.data(), payload.size(), mask);
   schedule_flush();
-}
-
-std::array<std::uint8_t, 4> ServiceLink::next_mask() {
-  // Mask keys come from the OpenSSL CSPRNG, drawn 64 keys at a time.
-  if (mask_pos_ + 4 > mask_pool_.size()) {
-    if (RAND_bytes(mask_pool_.data(), static_cast<int>(mask_pool_.size())) != 1) {
-      ERR_clear_error();
-    }
-    mask_pos_ = 0;
-  }
-  std::array<std::uint8_t, 4> m{};
-  std::memcpy(m.data(), mask_pool_.data() + mask_pos_, 4);
-  mask_pos_ += 4;
-  return m;
 }
 
 void ServiceLink::frame_outbox() {
@@ -770,7 +756,7 @@ void ServiceLink::frame_outbox() {
   std::size_t off = 0;
   while (off < outbox_.size()) {
     const std::size_t n = std::min(max_frame, outbox_.size() - off);
-    const auto mask = next_mask();
+    const auto mask = mask_keys_.next();
     p += ws::write_frame_header(p, ws::Opcode::binary, n, &mask);
     ws::copy_masked(p, src + off, n, mask);
     p += n;
@@ -796,7 +782,7 @@ void ServiceLink::send_record(std::string_view head, std::string_view payload,
     return;
   }
   if (!outbox_.empty()) frame_outbox();  // what came first leaves first
-  const auto mask = next_mask();
+  const auto mask = mask_keys_.next();
   const std::size_t hdr = ws::frame_header_size(n, true);
   std::uint8_t* p = wbuf_.extend(hdr + n);
   p += ws::write_frame_header(p, ws::Opcode::binary, n, &mask);
@@ -959,7 +945,7 @@ void ServiceLink::fail(std::string reason, int http_status, bool protocol_error)
   if (state_ == State::idle || state_ == State::ended || !h_) return;
   if (protocol_error && state_ == State::open && woff_ == wbuf_.size() && fd_ >= 0) {
     // Best effort: tell the service why (1002), without waiting.
-    const auto mask = next_mask();
+    const auto mask = mask_keys_.next();
     std::uint8_t frame[8];
     const std::uint8_t code[2] = {0x03, 0xEA};
     const std::size_t hdr = ws::write_frame_header(frame, ws::Opcode::close, 2, &mask);

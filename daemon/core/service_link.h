@@ -156,7 +156,6 @@ class ServiceLink {
   void end_connection();
   void close_socket();
   std::string endpoint_text() const;
-  std::array<std::uint8_t, 4> next_mask();
   // I/O on the socket, plain or TLS: > 0 bytes, 0 would block, < 0 ended
   // (reason set).
   long io_read(std::uint8_t* buf, std::size_t n, std::string& reason);
@@ -224,8 +223,7 @@ class ServiceLink {
   bool awaiting_pong_ = false;
   std::chrono::steady_clock::time_point ping_sent_;
 
-  std::array<std::uint8_t, 256> mask_pool_{};
-  std::size_t mask_pos_ = sizeof mask_pool_;
+  ws::MaskKeys mask_keys_;
 };
 
 }  // namespace tunnel

@@ -1,5 +1,8 @@
 #include "ws_frame.h"
 
+#include <openssl/err.h>
+#include <openssl/rand.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -274,6 +277,19 @@ FrameEvent FrameDecoder::next(std::span<std::uint8_t> in) {
     }
     return ev;
   }
+}
+
+std::array<std::uint8_t, 4> MaskKeys::next() {
+  if (pos_ + 4 > pool_.size()) {
+    // RAND_bytes fails only if the CSPRNG cannot be seeded; the pool then
+    // keeps its previous keys, which still mask the bytes correctly.
+    if (RAND_bytes(pool_.data(), static_cast<int>(pool_.size())) != 1) ERR_clear_error();
+    pos_ = 0;
+  }
+  std::array<std::uint8_t, 4> m{};
+  std::memcpy(m.data(), pool_.data() + pos_, 4);
+  pos_ += 4;
+  return m;
 }
 
 }  // namespace tunnel::ws

@@ -133,4 +133,15 @@ constexpr std::size_t frame_header_size(std::uint64_t payload_len, bool masked) 
 // Whether a peer may send this close code (RFC 6455 section 7.4).
 bool is_valid_close_code(int code);
 
+// The mask keys of the frames a client sends (RFC 6455 5.3: unpredictable
+// to the network): drawn from OpenSSL's CSPRNG, 64 keys per draw.
+class MaskKeys {
+ public:
+  std::array<std::uint8_t, 4> next();
+
+ private:
+  std::array<std::uint8_t, 256> pool_{};
+  std::size_t pos_ = sizeof pool_;
+};
+
 }  // namespace tunnel::ws

@@ -4,7 +4,9 @@
 // frames, and every way a frame can be invalid.
 #include <doctest/doctest.h>
 
+#include <array>
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -523,4 +525,16 @@ TEST_CASE("the 101 response satisfies our own client's checks") {
   CHECK(up.ok);
   CHECK(up.subprotocol == "aws.iot.securetunneling-1.0");
   CHECK(up.channel_id == "00ff");
+}
+
+TEST_CASE("mask keys vary from frame to frame and across pool refills") {
+  // 64 keys per CSPRNG draw: 200 keys span four draws. A repeated key is
+  // possible by chance (about 5 in 10^6 for 200 keys) but 200 keys with
+  // fewer than 190 distinct ones means a pool that is not refilled.
+  ws::MaskKeys keys;
+  std::set<std::array<std::uint8_t, 4>> seen;
+  for (int i = 0; i < 200; ++i) seen.insert(keys.next());
+  CHECK(seen.size() >= 190);
+  ws::MaskKeys other;
+  CHECK(other.next() != keys.next());  // two links never share a stream
 }
