@@ -504,10 +504,13 @@ void SessionMachine::on_local_closed(const ConnRef& c) {
     s.conns.erase(c.connection_id);
     send_control(Message::CONNECTION_RESET, s, c.stream_id, c.connection_id);
   } else {
-    // A V1/V2 peer (or one not known yet) understands STREAM_RESET only.
+    // A V1/V2 peer (or one not known yet) understands STREAM_RESET only,
+    // which ends every connection of the stream: the others (a peer that
+    // started several, then a STREAM_START without connectionId on another
+    // service made it look single) are closed here, not forgotten open.
     const std::int32_t id = s.stream;
-    s.stream = 0;
-    s.conns.clear();
+    s.conns.erase(c.connection_id);
+    end_stream(s, false);
     send_control(Message::STREAM_RESET, s, id);
   }
   if (mode_ == Mode::source) fx_.accept_ready();

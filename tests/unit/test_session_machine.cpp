@@ -805,6 +805,21 @@ TEST_CASE("v3 destination") {
     CHECK(fx.take() == Lines{"open 3@SSH1", "write 3@SSH1 x", "data 3 1 service=SSH1",
                              "send STREAM_RESET 3 service=SSH1"});
   }
+  SUBCASE(
+      "a peer that started several connections, then looks single: a local close ends them all") {
+    // Found by fuzz_session_machine: a STREAM_START without connectionId on
+    // another service makes the peer look V1/V2, whose only answer is
+    // STREAM_RESET; the stream's other local connection was forgotten open.
+    deliver(sm, stream_rec(Message::STREAM_START, 7, "HTTP1", 1));
+    deliver(sm, stream_rec(Message::CONNECTION_START, 7, "HTTP1", 2));
+    deliver(sm, stream_rec(Message::STREAM_START, 8, "SSH1"));
+    CHECK(sm.peer_connections() == tunnel::PeerConnections::single);
+    fx.take();
+    sm.on_local_closed(ConnRef{"HTTP1", 7, 1});
+    CHECK(fx.take() == Lines{"close 7/2@HTTP1 abort", "send STREAM_RESET 7 service=HTTP1"});
+    CHECK_FALSE(sm.live(ConnRef{"HTTP1", 7, 2}));
+    CHECK(sm.connection_count() == 1);  // SSH1's
+  }
   SUBCASE("CONNECTION_START without connectionId is a protocol error") {
     deliver(sm, stream_rec(Message::STREAM_START, 7, "HTTP1", 1));
     deliver(sm, stream_rec(Message::CONNECTION_START, 7, "HTTP1", 0));
