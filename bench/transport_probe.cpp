@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_setup.h"
 #include "logging.h"
 #include "record_codec.h"
 #include "service_link.h"
@@ -57,13 +58,6 @@ double wall_s() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
-}
-std::string load_average() {
-  std::array<double, 3> l{};
-  if (getloadavg(l.data(), 3) != 3) return "?";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.2f %.2f %.2f", l[0], l[1], l[2]);
-  return buf;
 }
 
 // The payload stream: a filler that repeats every 4 KiB, with the stream
@@ -817,17 +811,6 @@ struct Deadline {
   }
 };
 
-std::uint64_t parse_size(const std::string& text) {
-  std::size_t end = 0;
-  const unsigned long long v = std::stoull(text, &end);
-  const std::string unit = text.substr(end);
-  if (unit.empty()) return v;
-  if (unit == "KiB") return v << 10;
-  if (unit == "MiB") return v << 20;
-  if (unit == "GiB") return v << 30;
-  throw std::invalid_argument("bad size '" + text + "' (e.g. 1GiB, 256MiB, 65536)");
-}
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const std::size_t n = v.size();
@@ -906,7 +889,7 @@ int probe(int argc, char** argv) {
       ->check(CLI::Range(1.0, 3600.0));
   CLI11_PARSE(app, argc, argv);
   try {
-    cfg.bytes = parse_size(bytes_text);
+    cfg.bytes = bench::parse_size(bytes_text);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "transport-probe: --bytes: %s\n", e.what());
     return 1;
@@ -935,7 +918,7 @@ int probe(int argc, char** argv) {
 
   std::printf("%s, TLS %s, %.0f MiB per run, %zu-byte messages, verify %s; load average %s\n",
               direction.c_str(), tls.c_str(), static_cast<double>(cfg.bytes) / kMiB, cfg.payload,
-              verify.c_str(), load_average().c_str());
+              verify.c_str(), bench::load_average().c_str());
   std::vector<RunResult> results;
   for (int round = 0; round < runs; ++round) {
     // Alternate which transport goes first, so drift in the machine's load
@@ -981,7 +964,7 @@ int probe(int argc, char** argv) {
   uv_run(&loop, UV_RUN_DEFAULT);
   const int closed = uv_loop_close(&loop);
   for (const Transport t : order) print_summary(results, t);
-  std::printf("load average at the end %s\n", load_average().c_str());
+  std::printf("load average at the end %s\n", bench::load_average().c_str());
   if (closed != 0) {
     std::fprintf(stderr, "transport-probe: handles left on the loop at exit\n");
     return 1;
