@@ -45,8 +45,7 @@ std::string find_program(const std::string& name) {
   const char* path = std::getenv("PATH");
   std::istringstream dirs(path != nullptr ? path : "/usr/bin:/bin");
   for (std::string d; std::getline(dirs, d, ':');) {
-    std::string candidate = d;
-    candidate.append("/").append(name);
+    std::string candidate = d + "/" + name;
     if (::access(candidate.c_str(), X_OK) == 0) return candidate;
   }
   throw BenchError(name + " not found in PATH");

@@ -54,8 +54,8 @@ double ratio(const ThroughputRow& row) {
 double mib(long kib) { return static_cast<double>(kib) / 1024.0; }
 
 std::string size_name(std::size_t size) {
-  if (constexpr std::size_t kMiB = 1 << 20; size >= kMiB && size % kMiB == 0)
-    return fmt::format("{} MiB", size >> 20);
+  constexpr std::size_t kMiB = std::size_t{1} << 20;
+  if (size >= kMiB && size % kMiB == 0) return fmt::format("{} MiB", size >> 20);
   if (size >= 1024 && size % 1024 == 0) return fmt::format("{} KiB", size >> 10);
   return fmt::format("{} B", size);
 }

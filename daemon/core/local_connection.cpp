@@ -3,7 +3,6 @@
 #include <netdb.h>
 
 #include <cstring>
-#include <memory>
 #include <utility>
 #include <vector>
 
