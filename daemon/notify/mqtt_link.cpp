@@ -127,14 +127,8 @@ void MqttLink::attempt() {
     ever_attempted_ = ever_attempted_ || rc == MOSQ_ERR_SUCCESS;
     // On loopback the connect, and even the TLS handshake, can fail inside
     // this call: tell a refused connection from a broker that hung up.
-    if (rc == MOSQ_ERR_TLS || rc == MOSQ_ERR_TLS_HANDSHAKE || rc == MOSQ_ERR_PROTOCOL) {
-      tcp_connected_ = true;
-    } else if (rc == MOSQ_ERR_ERRNO) {
-      // libmosquitto reports TLS failures as EPROTO; a reset or broken pipe
-      // is the broker hanging up during the handshake.
-      if (err == ECONNRESET || err == EPIPE || err == EPROTO) tcp_connected_ = true;
-      if (last_lib_error_.empty()) last_lib_error_ = std::strerror(err);
-    }
+    note_connected_by_failure(rc, err);
+    if (rc == MOSQ_ERR_ERRNO && last_lib_error_.empty()) last_lib_error_ = std::strerror(err);
   }
   if (rc != MOSQ_ERR_SUCCESS) {
     lost(rc);
@@ -191,6 +185,7 @@ void MqttLink::on_poll(int status, int events) {
     socklen_t len = sizeof err;
     note_tcp_progress();
     if (::getsockopt(poll_fd_, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
+      note_connected_by_failure(MOSQ_ERR_ERRNO, err);
       last_lib_error_ = std::strerror(err);
       lost(MOSQ_ERR_ERRNO);
       return;
@@ -202,15 +197,33 @@ void MqttLink::on_poll(int status, int events) {
   }
   int rc = MOSQ_ERR_SUCCESS;
   if (status < 0 || (events & UV_READABLE) != 0) rc = mosquitto_loop_read(mosq_, 1);
+  int err = errno;
   if ((events & UV_READABLE) != 0) write_stalled_ = false;
   if (rc == MOSQ_ERR_SUCCESS && (events & UV_WRITABLE) != 0 && mosquitto_socket(mosq_) >= 0) {
     rc = mosquitto_loop_write(mosq_, 1);
+    err = errno;
     // Still connecting and still "wanting" to write after a write chance:
     // wait for the broker's bytes before asking again.
     if (state_ == State::connecting && mosquitto_want_write(mosq_)) write_stalled_ = true;
   }
-  if (rc != MOSQ_ERR_SUCCESS) lost(rc);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    if (state_ == State::connecting) note_connected_by_failure(rc, err);
+    lost(rc);
+  }
   sync_poll();
+}
+
+// A failed attempt that still proves the TCP connection was made: a TLS or
+// MQTT protocol failure, or the broker resetting the connection (a reset or a
+// broken pipe needs an established connection; typically the broker dropped
+// a client certificate it does not accept). On a busy machine all of that can
+// be over before the first poll event, so the socket alone cannot tell it.
+// Only a refusal or no answer means nothing is listening.
+void MqttLink::note_connected_by_failure(int rc, int err) {
+  if (rc == MOSQ_ERR_TLS || rc == MOSQ_ERR_TLS_HANDSHAKE || rc == MOSQ_ERR_PROTOCOL ||
+      (rc == MOSQ_ERR_ERRNO && (err == ECONNRESET || err == EPIPE || err == EPROTO))) {
+    tcp_connected_ = true;
+  }
 }
 
 // Tells "nothing listening" from "the TLS handshake failed" in messages.

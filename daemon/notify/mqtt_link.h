@@ -77,6 +77,7 @@ class MqttLink {
   void on_poll(int status, int events);
   void lost(int rc);
   void note_tcp_progress();
+  void note_connected_by_failure(int rc, int err);
   void schedule_retry();
   std::string describe_failure(int rc, bool was_connected) const;
 
