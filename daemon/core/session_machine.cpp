@@ -266,6 +266,10 @@ void SessionMachine::on_stream_start(Service& s, const Message& m) {
   end_stream(s, false);
   if (version_ >= 3) {
     // protocol.md section 6: the first STREAM_START tells the peer's version.
+    // Every later one tells it again, on purpose: the source may have been
+    // replaced by one of another version (same tunnel, new process), and a
+    // source never mixes the two forms. Connections other services opened
+    // under the old answer are closed whole when they end (on_local_closed).
     peer_ = m.connectionid() != 0 ? PeerConnections::multiple : PeerConnections::single;
   }
   const std::uint32_t conn = m.connectionid() == 0 ? 1 : m.connectionid();
