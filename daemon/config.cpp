@@ -134,14 +134,6 @@ bool parse_octal_mode(std::string_view text, unsigned& mode) {
   return true;
 }
 
-bool is_valid_session_name(std::string_view name) {
-  if (name.empty() || name.size() > kMaxNameLength) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_' || c == '.';
-  });
-}
-
 std::string mode_text(unsigned mode) {
   char buf[8];
   std::snprintf(buf, sizeof buf, "%04o", mode & 07777);
@@ -604,8 +596,7 @@ class Parser {
     name_line_ = line_of(t.get("name")->source());
     if (!is_valid_session_name(*name)) {
       fail(*t.get("name"), "session.name",
-           "expected 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' and '.', got " +
-               in_quotes(*name));
+           "expected " + std::string(kSessionNameRule) + ", got " + in_quotes(*name));
     }
     p.name = *name;
 
@@ -776,6 +767,14 @@ std::string format_message(const std::string& file, int line, const std::string&
 }
 
 }  // namespace
+
+bool is_valid_session_name(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameLength) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.';
+  });
+}
 
 ConfigError::ConfigError(std::string file, int line, std::string key, const std::string& message)
     : std::runtime_error(format_message(file, line, key, message)),

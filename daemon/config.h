@@ -101,6 +101,13 @@ struct Config {
   NotifyConfig notify;
 };
 
+// A session name: 1 to 64 characters of kSessionNameRule, in a [[session]]
+// table or from tunnelctl open --name. Session IDs (8 hex digits) are valid
+// names too, so a client can check either before asking the daemon.
+inline constexpr std::string_view kSessionNameRule =
+    "1 to 64 characters of A-Z, a-z, 0-9, '-', '_' and '.'";
+bool is_valid_session_name(std::string_view name);
+
 // Reads and parses `path`. Throws ConfigError.
 Config load_config(const std::string& path);
 

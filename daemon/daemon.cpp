@@ -332,6 +332,13 @@ control::Response Daemon::handle(const control::Request& request,
 }
 
 control::Response Daemon::open(const control::OpenRequest& request) {
+  // A client's name reaches logs, the journal and the state file: no spaces,
+  // no control characters. Not echoed. (Notification sessions are named
+  // "notify-THING" after a validated thing name.)
+  if (!request.name().empty() && !is_valid_session_name(request.name())) {
+    return error(control::Response::INVALID_ARGUMENT,
+                 "name: expected " + std::string(kSessionNameRule));
+  }
   control::OpenRequest r = request;
   // Only tunneld says where a session came from.
   r.clear_origin();

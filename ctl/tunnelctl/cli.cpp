@@ -18,6 +18,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "config.h"
 #include "endpoint.h"
 #include "http_proxy.h"
 #include "proxy_config.h"
@@ -635,7 +636,14 @@ pb::OpenRequest resolve_open(const OpenOptions& o, const Env& env, const Stdin& 
     req.set_protocol_version(static_cast<unsigned>(w[1] - '0'));
   }
   resolve_endpoint(o, env, req, warnings);
-  if (const auto name = get(o.name)) req.set_name(*name);
+  if (const auto name = get(o.name)) {
+    // Checked here too: a name protobuf cannot carry (not UTF-8) would
+    // otherwise reach the daemon as a malformed request.
+    if (!tunneld::is_valid_session_name(*name)) {
+      throw UsageError("--name: expected " + std::string(tunneld::kSessionNameRule));
+    }
+    req.set_name(*name);
+  }
   resolve_tls(o, req, warnings);
   resolve_settings(o, req);
   resolve_proxy(o, req, warnings);
@@ -792,6 +800,13 @@ Invocation parse(int argc, const char* const* argv, const Env& env, const Stdin&
       // status, look like asking for the notify link).
       throw UsageError("tunnelctl " + name + " got an empty session; tunnelctl " + name +
                        " ID|NAME (tunnelctl list shows them)");
+    }
+    if (!tunneld::is_valid_session_name(args.front())) {
+      // No session can have it (IDs are 8 hex digits, names follow the
+      // rule); not echoed, it may hold anything.
+      throw UsageError("tunnelctl " + name +
+                       ": no session is called that; session IDs and names are " +
+                       std::string(tunneld::kSessionNameRule) + " (tunnelctl list shows them)");
     }
     inv.command = is_status ? Command::status : Command::close;
     inv.session = args.front();

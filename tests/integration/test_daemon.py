@@ -38,7 +38,8 @@ MiB = 1 << 20
 # Control protocol (proto/control.proto): Response.Status values and Request
 # body field numbers.
 OK, BAD_VERSION, BAD_LENGTH, MALFORMED, UNAUTHORIZED = 1, 2, 3, 4, 5
-REQ_LIST, REQ_VERSION = 11, 14
+INVALID_ARGUMENT = 7
+REQ_OPEN, REQ_LIST, REQ_VERSION = 10, 11, 14
 MAX_REQUEST = 64 * 1024  # daemon/control/control_codec.h kMaxRequestSize
 
 # tunnelctl exit statuses (docs/tunnelctl.md).
@@ -682,6 +683,15 @@ def _(h):
         c.send(frame(body))
         resp = c.response()
         check(resp and resp["status"] == want, f"{what}: {resp!r}, want status {want}")
+    # A session name the logs and the state file cannot carry as it is (a
+    # client other than tunnelctl, which checks it first): INVALID_ARGUMENT,
+    # the name not echoed, no session.
+    for name in (b"two words", b"forged\nlog line", b"x" * 65):
+        c.send(frame(control_request(8, REQ_OPEN, body=pb_bytes_field(1, name))))
+        resp = c.response()
+        check(resp and resp["status"] == INVALID_ARGUMENT and
+              "name: expected 1 to 64 characters" in resp["error"] and
+              name.decode() not in resp["error"], f"open with name {name!r}: {resp!r}")
     # A request dribbled one byte at a time is still one request.
     for b in frame(control_request(43, REQ_LIST)):
         c.send(bytes([b]))

@@ -246,6 +246,9 @@ TEST_SUITE("tunnelctl_cli") {
     CHECK(has(with_region({"-s", "5000", "--listen", "5001"}), "more than once"));
     CHECK(has(with_region({"-s", "-d", "22"}), "needs a value"));
     CHECK(has(with_region({"-s", "5000", "--name", ""}), "non-empty"));
+    CHECK(has(with_region({"-s", "5000", "--name", "two words"}), "--name: expected 1 to 64"));
+    CHECK(has(with_region({"-s", "5000", "--name", "\xff"}), "--name: expected 1 to 64"));
+    CHECK(has(with_region({"-s", "5000", "--name", std::string(65, 'a')}), "--name: expected"));
     CHECK(has(with_region({"-s", "5000", "-c", "/nonexistent/certs"}), "not a directory"));
     CHECK(has(with_region({"-s", "5000", "--cafile", "/nonexistent/ca.pem"}), "not a file"));
     CHECK(has(with_region({"-s", "5000", "--bogus"}), "unknown option '--bogus'"));
@@ -427,6 +430,17 @@ TEST_SUITE("tunnelctl_cli") {
     // was taken as the session.
     CHECK(has(usage_error({"close", ""}), "tunnelctl close got an empty session"));
     CHECK(has(usage_error({"status", ""}), "tunnelctl status got an empty session"));
+    // Found by fuzzing: an argument protobuf cannot carry (not UTF-8) made
+    // tunnelctl log a protobuf error and the daemon answer "malformed". No
+    // session can be called that; the argument is not echoed.
+    for (const char* bad : {"\xff\xfe", "two words", "line\nbreak", "web;rm"}) {
+      const std::string e = usage_error({"close", bad});
+      CHECK(has(e, "tunnelctl close: no session is called that"));
+      CHECK(e.find(bad) == std::string::npos);
+      CHECK(has(usage_error({"status", bad}), "tunnelctl status: no session is called that"));
+    }
+    CHECK(parse({"close", "a1b2c3d4"}).session == "a1b2c3d4");
+    CHECK(parse({"status", "web-1.prod_2"}).session == "web-1.prod_2");
     CHECK(has(usage_error({"close", "a", "b"}), "takes one session"));
     CHECK(has(usage_error({"list", "extra"}), "unexpected argument 'extra' for tunnelctl list"));
     CHECK(has(usage_error({"list", "--bogus"}), "unknown option '--bogus'"));
