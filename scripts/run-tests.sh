@@ -120,14 +120,15 @@ run_tests() {
 
 is_built() { local d; for d in "${built_dirs[@]}"; do [[ $d == "$1" ]] && return 0; done; return 1; }
 
-# Both builds first, then the tests: clang-tidy (scripts/tidy.sh --fast,
-# every source file of both builds) runs meanwhile at the lowest priority,
-# on the CPU the tests leave idle (many wait on timers or on one process).
 # Debug information: line tables only (-g1). Backtraces and sanitizer reports
 # keep every file:line, and the builds take a fifth less time than with full
 # -g (measured: 258 against 318 s for build/). For a debugger, configure a
 # build directory of your own (meson setup build-dbg).
 debug_info=-Dcpp_args=-g1
+
+# Both builds first, then the tests: clang-tidy (scripts/tidy.sh --fast,
+# every source file of both builds) runs meanwhile at the lowest priority,
+# on the CPU the tests leave idle (many wait on timers or on one process).
 if ((run_plain)); then
   build "$BUILD_DIR" plain "$debug_info"
 fi
