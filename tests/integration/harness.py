@@ -348,7 +348,11 @@ class _Server:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
+        # Room for a burst: the multiplex cases open 50 and 128 connections at
+        # once. With a queue of 16, on a busy machine the accept thread fell
+        # behind, the kernel answered the overflow with SYN cookies and then
+        # reset the connection on its first bytes (seen as a flaky case).
+        self.sock.listen(512)
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self._stop = threading.Event()
