@@ -57,6 +57,8 @@ std::string_view reason_phrase(int status) {
       return "Internal Server Error";
     case 502:
       return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
     case 501:
       return "Not Implemented";
     case 505:
@@ -215,7 +217,10 @@ HttpResponse AdminApi::open(std::string_view body) {
   std::string why;
   if (!valid_service_list(services, why)) return error(400, why);
   const std::vector<std::string> notified_services = services;
-  const OpenedTunnel t = control_.open_tunnel(std::move(services), lifetime);
+  const std::optional<OpenedTunnel> opened =
+      control_.open_tunnel(std::move(services), lifetime, why);
+  if (!opened) return error(503, why + "; close a tunnel or try again later");
+  const OpenedTunnel& t = *opened;
   json reply{{"tunnelId", t.id},
              {"sourceAccessToken", t.source_token},
              {"destinationAccessToken", t.destination_token}};

@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -40,8 +41,11 @@ struct OpenedTunnel {
 // What the admin API needs from the relay.
 class TunnelControl {
  public:
-  virtual OpenedTunnel open_tunnel(std::vector<std::string> services,
-                                   std::chrono::seconds lifetime) = 0;
+  // Nothing, with `error` (for a 503), when the relay holds as many open
+  // tunnels as it may.
+  virtual std::optional<OpenedTunnel> open_tunnel(std::vector<std::string> services,
+                                                  std::chrono::seconds lifetime,
+                                                  std::string& error) = 0;
   // False for an unknown id. Closing a closed tunnel succeeds.
   virtual bool close_tunnel(std::string_view id, std::string_view why) = 0;
   virtual std::vector<TunnelView> tunnels() const = 0;

@@ -42,10 +42,23 @@ int run(int argc, char** argv) {
   app.add_option("--notify-key", config.notify_key, "its key (PEM)")->check(CLI::ExistingFile);
   app.add_option("--notify-region", config.notify_region,
                  "region written into notifications (default us-east-1)");
+  app.add_option("--max-open-tunnels", config.registry_limits.max_open,
+                 "open tunnels at most; POST /tunnels answers 503 beyond (default 10000)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1'000'000}));
+  app.add_option("--keep-closed-tunnels", config.registry_limits.max_closed,
+                 "closed tunnels remembered (their tokens get 410, older ones 401; default 1000)")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{1'000'000}));
   app.add_option("-v,--verbosity", level, "trace|debug|info|warn|error|off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app.set_version_flag("--version", std::string("tunnel-relay ") + TUNNELD_VERSION);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // Usage errors exit 2 (docs/relay.md), not CLI11's own codes (105, 106...).
+    std::fprintf(stderr, "tunnel-relay: %s (try --help)\n", e.what());
+    return 2;
+  }
 
   const auto usage_error = [](const std::string& what, const std::string& why) {
     std::fprintf(stderr, "tunnel-relay: %s: %s\n", what.c_str(), why.c_str());

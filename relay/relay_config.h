@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tunnel_registry.h"
+
 namespace relay {
 
 inline constexpr std::string_view kSubprotocolPrefix = "aws.iot.securetunneling-";
@@ -64,6 +66,8 @@ struct RelayConfig {
   std::size_t max_request_bytes = 4096;                         // handshake request size cap (431)
   std::chrono::seconds default_lifetime{12 * 3600};  // POST /tunnels without lifetimeSeconds
   std::chrono::seconds max_lifetime{12 * 3600};
+  // --max-open-tunnels, --keep-closed-tunnels: what the relay holds at most.
+  RegistryLimits registry_limits;
 
   // --notify-broker: publish tunnel notifications for POST /tunnels with a
   // thingName (docs/notify.md). Loopback only, TLS with a client certificate.

@@ -252,7 +252,7 @@ struct RelayServer::Connection {
 RelayServer::RelayServer(uv_loop_t* loop, RelayConfig config)
     : loop_(loop),
       config_(std::move(config)),
-      registry_(&random_token),
+      registry_(&random_token, config_.registry_limits),
       pool_(tunnel::ws::kMaxHeaderSize, kMaxMessage, kPoolChunks) {}
 
 RelayServer::~RelayServer() {
@@ -1075,9 +1075,15 @@ void RelayServer::on_expiry(uv_timer_t* t) {
   link->owner->close_tunnel(id, "lifetime expired");
 }
 
-OpenedTunnel RelayServer::open_tunnel(std::vector<std::string> services,
-                                      std::chrono::seconds lifetime) {
-  const Tunnel& t = registry_.open(std::move(services));
+std::optional<OpenedTunnel> RelayServer::open_tunnel(std::vector<std::string> services,
+                                                     std::chrono::seconds lifetime,
+                                                     std::string& error) {
+  const Tunnel* opened = registry_.open(std::move(services), error);
+  if (opened == nullptr) {
+    log()->warn("tunnel not opened: {}", error);
+    return std::nullopt;
+  }
+  const Tunnel& t = *opened;
   create_link(t.id, lifetime);
   log()->info(
       "tunnel {} opened (services: {}), lifetime {}s", t.id,

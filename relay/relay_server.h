@@ -67,8 +67,9 @@ class RelayServer final : public TunnelControl {
   void finish();
 
   // TunnelControl (admin API)
-  OpenedTunnel open_tunnel(std::vector<std::string> services,
-                           std::chrono::seconds lifetime) override;
+  std::optional<OpenedTunnel> open_tunnel(std::vector<std::string> services,
+                                          std::chrono::seconds lifetime,
+                                          std::string& error) override;
   bool close_tunnel(std::string_view id, std::string_view why) override;
   std::vector<TunnelView> tunnels() const override;
 

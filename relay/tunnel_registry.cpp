@@ -14,7 +14,14 @@ std::optional<Role> parse_role(std::string_view mode) {
 
 std::string_view to_string(TunnelStatus s) { return s == TunnelStatus::open ? "OPEN" : "CLOSED"; }
 
-TunnelRegistry::TunnelRegistry(TokenSource tokens) : tokens_(std::move(tokens)) {}
+TunnelRegistry::TunnelRegistry(TokenSource tokens, RegistryLimits limits)
+    : tokens_(std::move(tokens)), limits_(limits) {}
+
+bool TunnelRegistry::full(std::string& error) const {
+  if (open_count_ < limits_.max_open) return false;
+  error = std::to_string(open_count_) + " tunnels are open, the relay's limit (--max-open-tunnels)";
+  return true;
+}
 
 Tunnel& TunnelRegistry::insert(std::string source_token, std::string destination_token,
                                std::vector<std::string> services) {
@@ -27,6 +34,7 @@ Tunnel& TunnelRegistry::insert(std::string source_token, std::string destination
   t.end(Role::source).access_token = std::move(source_token);
   t.end(Role::destination).access_token = std::move(destination_token);
   by_id_[t.id] = n;
+  ++open_count_;
   return t;
 }
 
@@ -40,10 +48,12 @@ const Tunnel* TunnelRegistry::add(std::string source_token, std::string destinat
     error = "access token already used by another tunnel";
     return nullptr;
   }
+  if (full(error)) return nullptr;
   return &insert(std::move(source_token), std::move(destination_token), std::move(services));
 }
 
-const Tunnel& TunnelRegistry::open(std::vector<std::string> services) {
+const Tunnel* TunnelRegistry::open(std::vector<std::string> services, std::string& error) {
+  if (full(error)) return nullptr;
   // Random tokens do not collide in practice; the loop makes it a guarantee.
   std::string src;
   do {
@@ -53,7 +63,7 @@ const Tunnel& TunnelRegistry::open(std::vector<std::string> services) {
   do {
     dst = tokens_();
   } while (dst == src || by_token_.count(dst) != 0);
-  return insert(std::move(src), std::move(dst), std::move(services));
+  return &insert(std::move(src), std::move(dst), std::move(services));
 }
 
 Admission TunnelRegistry::admit(std::string_view access_token, Role mode,
@@ -112,11 +122,28 @@ void TunnelRegistry::detach(std::string_view tunnel_id, Role role) {
 }
 
 bool TunnelRegistry::close(std::string_view tunnel_id) {
-  Tunnel* t = find_mutable(tunnel_id);
-  if (t == nullptr) return false;
-  t->status = TunnelStatus::closed;
-  for (TunnelEnd& end : t->ends) end.connected = false;
+  const auto it = by_id_.find(std::string(tunnel_id));
+  if (it == by_id_.end()) return false;
+  const std::size_t n = it->second;
+  Tunnel& t = tunnels_.at(n);
+  if (t.status == TunnelStatus::closed) return true;
+  t.status = TunnelStatus::closed;
+  for (TunnelEnd& end : t.ends) end.connected = false;
+  --open_count_;
+  closed_.push_back(n);
+  while (closed_.size() > limits_.max_closed) {
+    forget(closed_.front());
+    closed_.pop_front();
+  }
   return true;
+}
+
+void TunnelRegistry::forget(std::size_t n) {
+  const auto it = tunnels_.find(n);
+  if (it == tunnels_.end()) return;
+  for (const TunnelEnd& end : it->second.ends) by_token_.erase(end.access_token);
+  by_id_.erase(it->second.id);
+  tunnels_.erase(it);
 }
 
 Tunnel* TunnelRegistry::find_mutable(std::string_view tunnel_id) {

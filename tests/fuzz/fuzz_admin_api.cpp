@@ -6,11 +6,12 @@
 //    413, 431, 501, 505; a body length within the cap; a complete head
 //    parses the same alone and with more bytes after it;
 //  - AdminApi::handle never throws, answers a known status with a JSON body,
-//    and a tunnel it opened is then listed.
+//    a tunnel it opened is then listed, and a 503 comes only from a full relay.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,10 +23,18 @@
 
 namespace {
 
+// Small, so that a few requests reach the relay's "full" answer.
+constexpr std::size_t kMaxOpen = 2;
+
 class FakeControl : public relay::TunnelControl {
  public:
-  relay::OpenedTunnel open_tunnel(std::vector<std::string> services,
-                                  std::chrono::seconds lifetime) override {
+  std::optional<relay::OpenedTunnel> open_tunnel(std::vector<std::string> services,
+                                                 std::chrono::seconds lifetime,
+                                                 std::string& error) override {
+    if (views.size() >= kMaxOpen) {
+      error = "the fake relay is full";
+      return std::nullopt;
+    }
     FUZZ_CHECK(lifetime.count() >= 1 && lifetime.count() <= 43200);
     FUZZ_CHECK(services.size() <= 3);
     relay::TunnelView v;
@@ -33,7 +42,7 @@ class FakeControl : public relay::TunnelControl {
     v.status = "OPEN";
     v.services = std::move(services);
     views.push_back(v);
-    return {v.id, "src-" + v.id, "dst-" + v.id};
+    return relay::OpenedTunnel{v.id, "src-" + v.id, "dst-" + v.id};
   }
   bool close_tunnel(std::string_view id, std::string_view) override {
     for (auto& v : views) {
@@ -93,6 +102,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(nlohmann::json::accept(resp.body));
     const std::string wire = relay::format_response(resp);
     FUZZ_CHECK(wire.rfind("HTTP/1.1 " + std::to_string(resp.status) + " ", 0) == 0);
+    if (resp.status == 503) FUZZ_CHECK(tunnels_before >= kMaxOpen);
     if (control.views.size() > tunnels_before) {
       FUZZ_CHECK(resp.status == 200);
       const auto listed = api.handle("GET", "/tunnels/" + control.views.back().id, "");

@@ -193,6 +193,8 @@ write("admin_api", "expect_continue",
 # Found by fuzzing (empty method and target were accepted); fixed.
 write("admin_api", "empty_method", " /tunnels HTTP/1.1\r\n\r\nGET  HTTP/1.1\r\n\r\n")
 write("admin_api", "chunked", "POST /tunnels HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+# The fake relay holds two open tunnels: the third POST gets 503.
+write("admin_api", "full", http("POST", "/tunnels") * 3)
 
 # --- http_heads: byte 0 = parser (0 upgrade, 1 CONNECT, 2 proxy URL, 3 NO_PROXY), byte 1 = step ---
 write("http_heads", "upgrade_101",

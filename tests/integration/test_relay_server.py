@@ -9,6 +9,7 @@ between fragments, ping/pong, the close handshake), the relay's close codes
 """
 import base64
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -16,9 +17,12 @@ import signal
 import socket
 import ssl
 import struct
+import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -287,6 +291,68 @@ def _(h):
     status, body = refused(h, relay, headers=[("access-token", t["sourceAccessToken"])])
     check(status == 410, f"closed tunnel: HTTP {status} {body!r}")
     check(relay.process.alive(), "relay died")
+
+
+def admin_post(relay, body: dict) -> tuple[int, dict]:
+    """POST /tunnels, returning the status and JSON body of errors too."""
+    req = urllib.request.Request(f"http://{relay.admin}/tunnels", method="POST",
+                                 data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=scaled(10)) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@r.case("limits: --max-open-tunnels answers 503, --keep-closed-tunnels forgets the oldest "
+        "closed tunnel (410, then 401); bad values exit 2")
+def _(h):
+    src, dst = new_token("s"), new_token("d")
+    relay = h.start_relay(tunnels=[(src, dst)],
+                          extra=["--max-open-tunnels", "2", "--keep-closed-tunnels", "1"])
+    t2 = relay.open_tunnel()
+    status, body = admin_post(relay, {})
+    print(f"  third open: {status} {body}")
+    check(status == 503 and "--max-open-tunnels" in body.get("error", ""),
+          f"third open of 2: HTTP {status} {body!r}")
+    relay.process.wait_line(r"tunnel not opened: 2 tunnels are open", scaled(5))
+    relay.close_tunnel(t2["tunnelId"])
+    t3 = relay.open_tunnel()  # a closed tunnel makes room
+    # t2 is the one closed tunnel remembered: 410 (gone).
+    status, body = refused(h, relay, headers=[("access-token", t2["sourceAccessToken"])])
+    check(status == 410, f"remembered closed tunnel: HTTP {status} {body!r}")
+    relay.close_tunnel(t3["tunnelId"])
+    # Now t3 is remembered and t2 forgotten: its tokens are unknown.
+    status, body = refused(h, relay, headers=[("access-token", t2["sourceAccessToken"])])
+    check(status == 401 and "unknown access token" in body,
+          f"forgotten closed tunnel: HTTP {status} {body!r}")
+    status, body = refused(h, relay, headers=[("access-token", t3["sourceAccessToken"])])
+    check(status == 410, f"remembered closed tunnel: HTTP {status} {body!r}")
+    listed = [(t["tunnelId"], t["status"]) for t in relay.list_tunnels()["tunnels"]]
+    check(listed == [("t1", "OPEN"), (t3["tunnelId"], "CLOSED")], f"GET /tunnels: {listed}")
+    # The --tunnel tunnel still carries a connection.
+    c, _ = open_ws(h, relay, src)
+    c.close()
+    check(relay.process.alive(), "relay died")
+
+    bad = [
+        (["--max-open-tunnels", "0"], "--max-open-tunnels"),
+        (["--keep-closed-tunnels", "-1"], "--keep-closed-tunnels"),
+        (["--max-open-tunnels", "1", "--tunnel", "aaaa:bbbb", "--tunnel", "cccc:dddd"],
+         "leaves no room"),
+        (["--no-such-option"], "--no-such-option"),
+    ]
+    for args, text in bad:
+        p = subprocess.run([h.relay_bin, "--listen", "127.0.0.1:0", *args], capture_output=True,
+                           text=True, timeout=scaled(10), stdin=subprocess.DEVNULL)
+        err = p.stderr.strip()
+        print(f"  {' '.join(args)}: exit {p.returncode}: {err}")
+        check(p.returncode == 2 and text in err and err.count("\n") == 0,
+              f"{args}: exit {p.returncode}, stderr {p.stderr!r}")
+        check(not any(tok in p.stderr for tok in ("aaaa", "bbbb")),
+              f"{args}: a --tunnel token in the error: {p.stderr!r}")
 
 
 @r.case("101: Sec-WebSocket-Accept, the first offered subprotocol accepted, channel-id")

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -105,7 +106,7 @@ TEST_CASE("registry: ids, tokens and listing") {
   CHECK(t1->id == "t1");
   CHECK(reg.add("s1", "other", {}, error) == nullptr);  // token reuse across tunnels
   CHECK(reg.add("same", "same", {}, error) == nullptr);
-  const auto& t2 = reg.open({"SSH", "RDP"});
+  const auto& t2 = *reg.open({"SSH", "RDP"}, error);
   CHECK(t2.id == "t2");
   CHECK(t2.end(Role::source).access_token == "tok1");
   CHECK(t2.end(Role::destination).access_token == "tok2");
@@ -151,9 +152,75 @@ TEST_CASE("registry: admission statuses") {
   }
 }
 
+TEST_CASE("registry: open tunnels are capped, closed ones remembered up to a bound") {
+  TunnelRegistry reg(counting_tokens(), relay::RegistryLimits{2, 2});
+  std::string error;
+  REQUIRE(reg.add("s1", "d1", {}, error) != nullptr);
+  REQUIRE(reg.open({}, error) != nullptr);
+  CHECK(reg.open_count() == 2);
+
+  // Full: neither the admin API nor --tunnel get a third, and the reason
+  // names the limit.
+  CHECK(reg.open({}, error) == nullptr);
+  CHECK(error.find("--max-open-tunnels") != std::string::npos);
+  CHECK(reg.add("s3", "d3", {}, error) == nullptr);
+  CHECK(reg.list().size() == 2);
+
+  // Closing makes room; closing twice counts once.
+  CHECK(reg.close("t1"));
+  CHECK(reg.close("t1"));
+  CHECK(reg.open_count() == 1);
+  const relay::Tunnel* t3 = reg.open({}, error);
+  REQUIRE(t3 != nullptr);
+  CHECK(t3->id == "t3");  // ids are never reused
+  const std::string t3_source = t3->end(Role::source).access_token;
+
+  // Two closed tunnels are remembered: their tokens get 410 (gone).
+  CHECK(reg.close("t2"));
+  CHECK(reg.admit("s1", Role::source, "").http_status == 410);
+  CHECK(reg.list().size() == 3);
+  // A third closed one makes the registry forget the oldest (t1): its
+  // tokens are unknown now, it is no longer listed, and closing it again
+  // is a close of an unknown id.
+  CHECK(reg.close("t3"));
+  CHECK(reg.open_count() == 0);
+  CHECK(reg.find("t1") == nullptr);
+  const Admission forgotten = reg.admit("s1", Role::source, "");
+  CHECK(forgotten.http_status == 401);
+  CHECK(forgotten.reason == "unknown access token");
+  CHECK(reg.admit("d1", Role::destination, "").http_status == 401);
+  CHECK_FALSE(reg.close("t1"));
+  CHECK(reg.admit(t3_source, Role::source, "").http_status == 410);
+  const auto list = reg.list();
+  REQUIRE(list.size() == 2);
+  CHECK(list[0]->id == "t2");
+  CHECK(list[1]->id == "t3");
+
+  // The forgotten tunnel's tokens may be given to a new --tunnel again.
+  REQUIRE(reg.add("s1", "d1", {}, error) != nullptr);
+  CHECK(reg.admit("s1", Role::source, "").admitted());
+}
+
+TEST_CASE("registry: keeping no closed tunnel forgets each one as it closes") {
+  TunnelRegistry reg(counting_tokens(), relay::RegistryLimits{10, 0});
+  std::string error;
+  for (int i = 0; i < 1000; ++i) {
+    const relay::Tunnel* t = reg.open({"SSH"}, error);
+    REQUIRE(t != nullptr);
+    const std::string id = t->id;
+    const std::string token = t->end(Role::destination).access_token;
+    CHECK(reg.close(id));
+    CHECK(reg.find(id) == nullptr);
+    CHECK(reg.admit(token, Role::destination, "").http_status == 401);
+  }
+  CHECK(reg.list().empty());
+  CHECK(reg.open_count() == 0);
+}
+
 TEST_CASE("registry: reconnect with the client token replaces") {
   TunnelRegistry reg(counting_tokens());
-  const auto& t = reg.open({});
+  std::string error;
+  const auto& t = *reg.open({}, error);
   const std::string src = t.end(Role::source).access_token;
   REQUIRE(reg.admit(src, Role::source, kClientA).admitted());
   reg.attach(t.id, Role::source, kClientA);
@@ -265,9 +332,10 @@ namespace {
 // The admin API's view of a relay with no tunnels.
 class NoTunnels : public relay::TunnelControl {
  public:
-  relay::OpenedTunnel open_tunnel(std::vector<std::string> /*services*/,
-                                  std::chrono::seconds /*lifetime*/) override {
-    return {"t1", "src", "dst"};
+  std::optional<relay::OpenedTunnel> open_tunnel(std::vector<std::string> /*services*/,
+                                                 std::chrono::seconds /*lifetime*/,
+                                                 std::string& /*error*/) override {
+    return relay::OpenedTunnel{"t1", "src", "dst"};
   }
   bool close_tunnel(std::string_view /*id*/, std::string_view /*why*/) override { return false; }
   std::vector<relay::TunnelView> tunnels() const override { return {}; }
@@ -513,6 +581,14 @@ TEST_CASE("relay config parsing") {
   CHECK_FALSE(c.validate(error));  // key missing
   c.tls_key = "key.pem";
   CHECK(c.validate(error));
+  // --tunnel beyond --max-open-tunnels is a usage error at start, not a
+  // relay that starts without some of them.
+  c.tunnels.resize(2, relay::TunnelSpec{"s", "d", {}});
+  c.registry_limits.max_open = 1;
+  CHECK_FALSE(c.validate(error));
+  CHECK(error.find("--max-open-tunnels 1") != std::string::npos);
+  c.registry_limits.max_open = 2;
+  CHECK(c.validate(error));
 }
 
 namespace {
@@ -523,10 +599,16 @@ struct FakeRelay final : relay::TunnelControl, relay::TunnelNotifier {
   std::vector<std::string> closed;
   std::string notified_thing, notified_token;
   bool notify_ok = true;
-  relay::OpenedTunnel open_tunnel(std::vector<std::string> services,
-                                  std::chrono::seconds) override {
+  bool full = false;
+  std::optional<relay::OpenedTunnel> open_tunnel(std::vector<std::string> services,
+                                                 std::chrono::seconds,
+                                                 std::string& error) override {
+    if (full) {
+      error = "3 tunnels are open, the relay's limit (--max-open-tunnels)";
+      return std::nullopt;
+    }
     opened_services = services;
-    return {"t1", "src-token", "dst-token"};
+    return relay::OpenedTunnel{"t1", "src-token", "dst-token"};
   }
   bool close_tunnel(std::string_view id, std::string_view) override {
     closed.emplace_back(id);
@@ -567,6 +649,19 @@ TEST_CASE("admin API: thingName publishes the destination token") {
   CHECK(
       relay::notification_payload("tok", "us-east-1", {"SSH"}) ==
       R"({"clientAccessToken":"tok","clientMode":"destination","region":"us-east-1","services":["SSH"]})");
+}
+
+TEST_CASE("admin API: a full relay answers 503 with the reason, and notifies nobody") {
+  FakeRelay fake;
+  fake.full = true;
+  relay::AdminApi api(fake, std::chrono::seconds(60), std::chrono::seconds(3600));
+  api.set_notifier(&fake);
+  const auto r = api.handle("POST", "/tunnels", R"({"services":["SSH"],"thingName":"dev-1"})");
+  CHECK(r.status == 503);
+  CHECK(r.body.find("--max-open-tunnels") != std::string::npos);
+  CHECK(nlohmann::json::parse(r.body).contains("error"));
+  CHECK(fake.notified_thing.empty());
+  CHECK(relay::format_response(r).rfind("HTTP/1.1 503 Service Unavailable\r\n", 0) == 0);
 }
 
 TEST_CASE("admin API request head: complete, incomplete, refused") {
