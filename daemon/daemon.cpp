@@ -181,7 +181,12 @@ Daemon::Managed* Daemon::start_session(std::string id, Origin origin, tunnel::Pr
   m->session = std::make_unique<tunnel::ProxySession>(
       *ws_, std::move(cfg),
       [this, id](const tunnel::SessionOutcome& o) { on_session_done(id, o); });
-  m->session->set_logger(std::move(logger));
+  // Every line about a connection to the service carries its channel-id,
+  // the id the service side logs too (TUNNEL_CHANNEL_ID, docs/systemd.md).
+  m->session->set_on_channel([logger](const std::string& channel) {
+    logger->set_field(platform::kFieldChannelId, channel);
+  });
+  m->session->set_logger(logger);
   Managed* raw = m.get();
   sessions_[id] = std::move(m);
   raw->session->start();

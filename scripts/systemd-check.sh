@@ -388,6 +388,10 @@ for name, sid, mode in (("check-dst", dst_id, "destination"), ("check-src", src_
             print("  bad:", {k: v for k, v in e.items() if not k.startswith("__")})
     channel = [e for e in mine if e.get("TUNNEL_CHANNEL_ID")]
     print(f"  of which {len(channel)} carry TUNNEL_CHANNEL_ID")
+    if not any(e["MESSAGE"].startswith("[session " + name + "] connected to") and e in channel
+               for e in mine):
+        ok = False
+        print("  no 'connected to' entry with TUNNEL_CHANNEL_ID")
     if mine:
         e = mine[-1]
         for k in sorted(e):
@@ -409,7 +413,7 @@ PY
     echo "access tokens in the journal (journalctl -b -o export): $([[ $leaked -eq 1 ]] && echo FOUND || echo none)"
   } | show
   if [[ $journal_rc -eq 0 && $leaked -eq 0 ]]; then
-    pass "journal: journalctl -u tunneld shows the sessions' TUNNEL_SESSION_ID/NAME, TUNNEL_MODE, TUNNEL_ENDPOINT (unit tunneld.service); no token"
+    pass "journal: journalctl -u tunneld shows the sessions' TUNNEL_SESSION_ID/NAME, TUNNEL_MODE, TUNNEL_ENDPOINT, TUNNEL_CHANNEL_ID once connected (unit tunneld.service); no token"
   else
     fail "journal: structured fields missing or wrong (exit $journal_rc), token leaked: $leaked"
   fi

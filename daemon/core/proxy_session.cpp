@@ -170,6 +170,7 @@ void ProxySession::on_link_open(const std::string& subprotocol, const std::strin
   stats_.connected_since = Clock::now();
   stats_.subprotocol = subprotocol;
   stats_.channel_id = channel_id;
+  if (on_channel_) on_channel_(channel_id);
   decoder_.reset();
   rx_paused_ = false;
   log_->info("connected to {}:{} as {} (channel-id {}, protocol {})", config_.endpoint.host,

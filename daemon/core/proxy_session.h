@@ -70,6 +70,9 @@ class ProxySession final : public ServiceLinkEvents,
   using DoneFn = std::function<void(const SessionOutcome&)>;
   // Source: called once the listener is bound, with the real port.
   using ListeningFn = std::function<void(std::uint16_t port)>;
+  // Called on every connection to the service, before anything is logged
+  // about it, with the channel-id the service gave it (empty when none).
+  using ChannelFn = std::function<void(const std::string& channel_id)>;
 
   ProxySession(WsContext& ws, ProxyConfig config, DoneFn done);
   ~ProxySession() override;
@@ -77,6 +80,7 @@ class ProxySession final : public ServiceLinkEvents,
   ProxySession& operator=(const ProxySession&) = delete;
 
   void set_on_listening(ListeningFn fn) { on_listening_ = std::move(fn); }
+  void set_on_channel(ChannelFn fn) { on_channel_ = std::move(fn); }
   // Sets the logger (tunneld passes one carrying the session's fields).
   void set_logger(std::shared_ptr<spdlog::logger> log) { log_ = std::move(log); }
 
@@ -153,6 +157,7 @@ class ProxySession final : public ServiceLinkEvents,
   ProxyConfig config_;
   DoneFn done_;
   ListeningFn on_listening_;
+  ChannelFn on_channel_;
   std::shared_ptr<spdlog::logger> log_;
   SessionMachine machine_;
   RecordDecoder decoder_;

@@ -80,6 +80,21 @@ FieldLogger::FieldLogger(std::string name, std::vector<spdlog::sink_ptr> sinks, 
   }
 }
 
+void FieldLogger::set_field(std::string_view name, std::string value) {
+  if (!is_valid_journal_field_name(name)) {
+    throw std::invalid_argument("invalid journal field name: '" + std::string(name) + "'");
+  }
+  const auto same = std::find_if(fields_.begin(), fields_.end(),
+                                 [&](const LogField& f) { return f.first == name; });
+  if (value.empty()) {
+    if (same != fields_.end()) fields_.erase(same);
+  } else if (same != fields_.end()) {
+    same->second = std::move(value);
+  } else {
+    fields_.emplace_back(std::string(name), std::move(value));
+  }
+}
+
 std::shared_ptr<spdlog::logger> FieldLogger::clone(std::string logger_name) {
   auto cloned = std::make_shared<FieldLogger>(*this);
   cloned->name_ = std::move(logger_name);

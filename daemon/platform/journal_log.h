@@ -80,6 +80,11 @@ class FieldLogger : public spdlog::logger {
   FieldLogger(std::string name, std::vector<spdlog::sink_ptr> sinks, LogFields fields);
 
   const LogFields& fields() const { return fields_; }
+  // Adds a field or replaces its value; an empty value removes it. Call it
+  // from the thread that logs through this logger (the loop's): records
+  // read the fields while they are written. Throws std::invalid_argument for
+  // an invalid name, like the constructor.
+  void set_field(std::string_view name, std::string value);
   std::shared_ptr<spdlog::logger> clone(std::string logger_name) override;
 
  protected:

@@ -1556,8 +1556,20 @@ def _(h):
                 check(e.get("TUNNEL_ENDPOINT") == relay.endpoint,
                       f"{name}: TUNNEL_ENDPOINT {e.get('TUNNEL_ENDPOINT')!r}, want "
                       f"{relay.endpoint!r}")
-            check(any(m["MESSAGE"].startswith(f"[session {name}] connected to")
-                      for m in mine), f"{name}: no 'connected to' entry with session fields")
+            connected = [i for i, m in enumerate(mine)
+                         if m["MESSAGE"].startswith(f"[session {name}] connected to")]
+            check(connected, f"{name}: no 'connected to' entry with session fields")
+            # From its connection on, every entry of the session names the
+            # channel the relay gave it (the relay logs the same id).
+            cid = re.search(r"channel-id ([0-9a-f]{32}),", mine[connected[0]]["MESSAGE"])
+            check(cid, f"{name}: no channel-id in {mine[connected[0]]['MESSAGE']!r}")
+            check(cid.group(1) in relay.process.stderr_text(),
+                  f"{name}: channel-id {cid.group(1)} not in the relay's log")
+            for e in mine[connected[0]:]:
+                check(e.get("TUNNEL_CHANNEL_ID") == cid.group(1),
+                      f"{name}: TUNNEL_CHANNEL_ID {e.get('TUNNEL_CHANNEL_ID')!r} in {e}")
+            check(all("TUNNEL_CHANNEL_ID" not in e for e in mine[:connected[0]]),
+                  f"{name}: TUNNEL_CHANNEL_ID before the first connection")
         # Every entry that names a session in its logger carries its fields.
         for e in entries:
             m = re.match(r"\[session (\S+)\]", e["MESSAGE"])

@@ -151,6 +151,24 @@ TEST_CASE("a session logger adds its fields to every record") {
     CHECK(field(failed, "TUNNEL_LOGGER") == "session web2");
     CHECK(field(failed, "TUNNEL_SESSION_ID") == "7f3a");
   }
+  SUBCASE("set_field: the channel of each connection to the service, as it changes") {
+    session->set_field(kFieldChannelId, "c0ffee");
+    session->info("connected");
+    Entry first = journal.next();
+    CHECK(field(first, "TUNNEL_CHANNEL_ID") == "c0ffee");
+    CHECK(field(first, "TUNNEL_SESSION_ID") == "7f3a");
+    session->set_field(kFieldChannelId, "beef");  // a reconnect: replaced, not repeated
+    session->info("connected again");
+    Entry second = journal.next();
+    CHECK(field(second, "TUNNEL_CHANNEL_ID") == "beef");
+    CHECK(session->fields().size() == 5);
+    session->set_field(kFieldChannelId, "");  // a service that sends none
+    session->info("connected without a channel-id");
+    CHECK(journal.next().count("TUNNEL_CHANNEL_ID") == 0);
+    CHECK(session->fields().size() == 4);
+    CHECK_THROWS_AS(session->set_field("_PID", "1"), std::invalid_argument);
+    CHECK_THROWS_AS(session->set_field("lower", "x"), std::invalid_argument);
+  }
 }
 
 TEST_CASE("the source location becomes CODE_FILE, CODE_LINE and CODE_FUNC") {
