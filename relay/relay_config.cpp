@@ -187,10 +187,13 @@ bool RelayConfig::validate(std::string& error) const {
     error = "--subprotocols must name at least one subprotocol";
     return false;
   }
-  if (registry_limits.max_open < 1 || tunnels.size() > registry_limits.max_open) {
+  if (registry_limits.max_open < 1) {
+    error = "--max-open-tunnels must be at least 1";
+    return false;
+  }
+  if (tunnels.size() > registry_limits.max_open) {
     error = "--max-open-tunnels " + std::to_string(registry_limits.max_open) +
             " leaves no room for the " + std::to_string(tunnels.size()) + " --tunnel given";
-    if (registry_limits.max_open < 1) error = "--max-open-tunnels must be at least 1";
     return false;
   }
   if (notify_broker) {

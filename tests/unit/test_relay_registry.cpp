@@ -587,6 +587,9 @@ TEST_CASE("relay config parsing") {
   c.registry_limits.max_open = 1;
   CHECK_FALSE(c.validate(error));
   CHECK(error.find("--max-open-tunnels 1") != std::string::npos);
+  c.registry_limits.max_open = 0;
+  CHECK_FALSE(c.validate(error));
+  CHECK(error == "--max-open-tunnels must be at least 1");
   c.registry_limits.max_open = 2;
   CHECK(c.validate(error));
 }
