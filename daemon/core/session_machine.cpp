@@ -24,9 +24,26 @@ bool is_stream_message(int type) {
          type == Message::CONNECTION_START || type == Message::CONNECTION_RESET;
 }
 
+// A service id fit for one log line or error text: the service's ids are
+// any bytes (a hostile one could send a newline and forge log lines), so
+// bytes outside printable ASCII are shown as '?' and at most
+// kMaxServiceIdSize of them are shown.
+std::string shown_id(std::string_view id) {
+  if (id.empty()) return "(unnamed)";
+  const std::string_view head = id.substr(0, kMaxServiceIdSize);
+  std::string out;
+  out.reserve(head.size() + 3);
+  for (const char c : head) {
+    const auto u = static_cast<unsigned char>(c);
+    out.push_back(u >= 0x20 && u < 0x7f ? c : '?');
+  }
+  if (id.size() > head.size()) out += "...";
+  return out;
+}
+
 std::string set_text(const std::set<std::string>& ids) {
   std::string out = "{";
-  for (const auto& id : ids) out += (out.size() > 1 ? ", " : "") + (id.empty() ? "(unnamed)" : id);
+  for (const auto& id : ids) out += (out.size() > 1 ? ", " : "") + shown_id(id);
   return out + "}";
 }
 
@@ -218,7 +235,7 @@ SessionMachine::Service* SessionMachine::resolve_incoming(const Message& m) {
     return nullptr;
   }
   ++counters_.stale_records_ignored;
-  fx_.note(fmt::format("{} for unknown service '{}' ignored", type_name(m.type()), id));
+  fx_.note(fmt::format("{} for unknown service '{}' ignored", type_name(m.type()), shown_id(id)));
   return nullptr;
 }
 
@@ -374,7 +391,7 @@ void SessionMachine::on_service_ids(const Message& m) {
           fmt::format("tunnel has {} services {}; {}name a local port or target for each (e.g. -s "
                       "{}=PORT,...)",
                       announced.size(), set_text(announced),
-                      version_ == 1 ? "V1 carries one; " : "", *announced.begin()));
+                      version_ == 1 ? "V1 carries one; " : "", shown_id(*announced.begin())));
       return;
     }
     svc_.front().wire_id = *announced.begin();

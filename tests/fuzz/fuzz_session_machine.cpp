@@ -70,6 +70,7 @@ class ShadowEffects : public tunnel::SessionEffects {
   void protocol_error(std::string reason) override;
   void session_error(std::string reason) override;
   void accept_ready() override;
+  void note(std::string_view what) override;
   void schedule_nudge(const tunnel::ConnRef& c, std::uint32_t delay_ms) override;
 };
 
@@ -410,6 +411,9 @@ void ShadowEffects::protocol_error(std::string reason) {
 void ShadowEffects::session_error(std::string reason) {
   FUZZ_CHECK(!reason.empty() && reason.find('\n') == std::string::npos);
   d->failed = true;
+}
+void ShadowEffects::note(std::string_view what) {
+  FUZZ_CHECK(!what.empty() && what.find('\n') == std::string_view::npos);
 }
 void ShadowEffects::accept_ready() { FUZZ_CHECK(d->mode == tunnel::Mode::source); }
 void ShadowEffects::schedule_nudge(const tunnel::ConnRef& c, std::uint32_t delay_ms) {

@@ -638,6 +638,25 @@ TEST_CASE("v2: service set must match SERVICE_IDS, naming both sets") {
     REQUIRE(f2.log.size() == 1);
     CHECK(starts_with(f2.log[0], "fatal tunnel has 2 services {A, B}; name a local port"));
   }
+  SUBCASE("the service's ids reach errors and notes as one printable line") {
+    // Found by fuzz_session_machine: ids are bytes from the service, and a
+    // newline in one forged a second line in tunneld's log and in the
+    // reason tunnelctl shows.
+    deliver(sm, service_ids({"SSH1\n[session x] connected", std::string("R\0\x7f\xff", 4)}));
+    const auto lines = fx.take();
+    REQUIRE(lines.size() == 1);
+    CHECK(starts_with(lines[0],
+                      "fatal service mismatch: the tunnel has services {R???, SSH1?[session x] "
+                      "connected} but"));
+    RecordingEffects f3;
+    SessionMachine named(Mode::destination, f3, services({"SSH1", "HTTP1"}));
+    named.on_link_up(2);
+    deliver(named, service_ids({"SSH1", "HTTP1"}));
+    deliver(named, stream_rec(Message::STREAM_START, 1, "x\ny" + std::string(300, 'z')));
+    REQUIRE(f3.notes.size() == 1);
+    CHECK(f3.notes[0] ==
+          "STREAM_START for unknown service 'x?y" + std::string(125, 'z') + "...' ignored");
+  }
 }
 
 TEST_CASE("v2: one stream per service, serviceId on every record") {
