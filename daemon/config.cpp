@@ -644,11 +644,12 @@ class Parser {
       if (source && bind_address) default_host = *bind_address;
       for (auto&& [key, node] : *services) {
         const std::string name(key.str());
+        if (!tunnel::is_valid_service_id(name)) {
+          fail(node, "session.services",
+               "a service name must be " + std::string(tunnel::kServiceIdRule));
+        }
         const auto value = node.value<std::string>();
         if (!value) fail(node, "session.services." + name, "expected a \"[host:]port\" string");
-        if (name.empty() || name.size() > tunnel::kMaxServiceIdSize) {
-          fail(node, "session.services", "a service name must be 1..128 characters");
-        }
         std::string error;
         const auto hp = tunnel::parse_host_port(*value, source ? default_host : "localhost", error);
         if (!hp) fail(node, "session.services." + name, error);

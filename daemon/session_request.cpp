@@ -37,8 +37,9 @@ tunnel::ProxyConfig proxy_config_from(const control::OpenRequest& r,
   if (r.protocol_version() > 3) throw InvalidRequest("protocol_version: expected 0..3");
   c.protocol_version = static_cast<int>(r.protocol_version());
   for (const auto& m : r.services()) {
-    if (m.name().empty() || m.name().size() > tunnel::kMaxServiceIdSize) {
-      throw InvalidRequest("services: a service name must be 1..128 characters");
+    if (!tunnel::is_valid_service_id(m.name())) {
+      throw InvalidRequest("services: a service name must be " +
+                           std::string(tunnel::kServiceIdRule));
     }
     for (const auto& other : c.services) {
       if (other.id == m.name()) throw InvalidRequest("services: " + m.name() + " given twice");

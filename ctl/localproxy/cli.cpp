@@ -675,22 +675,12 @@ HostPort parse_local(std::string_view text, Mode mode, const std::string& defaul
   return *local;
 }
 
-bool valid_service_name(std::string_view name) {
-  return !name.empty() && name.size() <= kMaxServiceIdSize &&
-         std::none_of(name.begin(), name.end(), [](char c) {
-           return std::isspace(static_cast<unsigned char>(c)) != 0 || c == '=' || c == ',';
-         });
-}
-
 void add_mapping(std::vector<ServiceMapping>& out, std::string_view name, std::string_view value,
                  Mode mode, const std::string& default_host, const std::string& what,
                  bool replace) {
   name = trim(name);
   value = trim(value);
-  if (!valid_service_name(name)) {
-    throw UsageError(what + ": " + in_quotes(name) +
-                     " is not a service name (1..128 characters, no spaces, '=' or ',')");
-  }
+  if (!is_valid_service_id(name)) throw UsageError(what + ": " + service_id_error(name));
   const auto it =
       std::find_if(out.begin(), out.end(), [&](const ServiceMapping& m) { return m.id == name; });
   if (it != out.end()) {

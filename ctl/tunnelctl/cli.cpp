@@ -366,6 +366,9 @@ void add_services(std::string_view text, const std::string& display, pb::Mode mo
       throw UsageError(display + ": '" + item + "' is not a NAME=[HOST:]PORT mapping");
     }
     const std::string name = item.substr(0, eq);
+    // Checked here too, so that the request never carries a name protobuf
+    // cannot serialize (not UTF-8) and the error comes from tunnelctl.
+    if (!is_valid_service_id(name)) throw UsageError(display + ": " + service_id_error(name));
     const std::string address = item.substr(eq + 1);
     for (const auto& m : req.services()) {
       if (m.name() == name) throw UsageError(display + ": service " + name + " given twice");

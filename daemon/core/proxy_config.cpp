@@ -1,9 +1,30 @@
 #include "proxy_config.h"
 
+#include <algorithm>
+
+#include "record_codec.h"
+
 namespace tunnel {
 
 namespace {
 constexpr std::string_view kPrefix = "aws.iot.securetunneling-";
+}
+
+bool is_valid_service_id(std::string_view id) {
+  return !id.empty() && id.size() <= kMaxServiceIdSize &&
+         std::all_of(id.begin(), id.end(), [](char c) {
+           const auto u = static_cast<unsigned char>(c);
+           return u > 0x20 && u < 0x7f && c != '=' && c != ',';
+         });
+}
+
+std::string service_id_error(std::string_view id) {
+  const bool printable = id.size() <= 200 && std::all_of(id.begin(), id.end(), [](char c) {
+                           const auto u = static_cast<unsigned char>(c);
+                           return u >= 0x20 && u < 0x7f;
+                         });
+  return (printable ? "'" + std::string(id) + "'" : std::string("a name")) +
+         " is not a service name (" + std::string(kServiceIdRule) + ")";
 }
 
 int subprotocol_version(std::string_view subprotocol) {

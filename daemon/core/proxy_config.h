@@ -65,6 +65,20 @@ struct ProxyConfig {
 int subprotocol_version(std::string_view subprotocol);
 std::string subprotocol_name(int version);
 
+// A service id as a session is configured with it (-s/-d NAME=..., a
+// [[session]] services table, a tunnelctl open request): 1 to 128 printable
+// ASCII characters other than '=' and ','. It travels in every record's
+// serviceId (a protobuf string: UTF-8) and in log lines, so control
+// characters and non-ASCII bytes are refused; the service's own names
+// (AWS: [a-zA-Z0-9:_-]) all fit.
+inline constexpr std::string_view kServiceIdRule =
+    "1 to 128 printable ASCII characters, without spaces, '=' or ','";
+bool is_valid_service_id(std::string_view id);
+// Why `id` is refused, for a usage error: "'a b' is not a service name
+// (RULE)"; an id that is not one short printable line is not repeated ("a
+// name is not ...").
+std::string service_id_error(std::string_view id);
+
 // A client token: 32 hex chars + dashes (UUIDv4 shape), from the OS CSPRNG.
 std::string generate_client_token();
 // 32..128 chars of [A-Za-z0-9-] (protocol.md section 2).

@@ -272,6 +272,12 @@ access_token_file = "access.token"
         {with_session("verify = \"no\"\n"), 7, "session.verify",
          "expected true or false, got a string"},
         {"session = { name = \"x\" }\n", 1, "session", "expected [[session]] tables, got a table"},
+        // A control character in a service name would reach every record's
+        // serviceId and the logs: refused, and the name is not repeated.
+        {with_session("").replace(kSession.find("target"), 13,
+                                  R"(services = { "SSH\u0001" = "22" })"),
+         4, "session.services",
+         "a service name must be 1 to 128 printable ASCII characters, without spaces, '=' or ','"},
     };
     for (const auto& c : cases) {
       CAPTURE(c.text);

@@ -155,6 +155,15 @@ TEST_SUITE("localproxy_cli") {
     CHECK(contains(usage_error({"-r", "us-east-1", "-s", "A=1,B=2,C=3,D=4"}), "at most 3"));
     CHECK(contains(usage_error({"-r", "us-east-1", "-d", "SSH1=0"}), "1..65535"));
     CHECK(contains(usage_error({"-r", "us-east-1", "-s", "=5555"}), "service name"));
+    // Found by fuzz-tunnelctl-cli (replayed under ASan): a name that is not
+    // printable ASCII reached protobuf (not UTF-8) and the logs. Refused,
+    // and not repeated.
+    for (const std::string bad : {"SSH\x01=5555", "S\xc3\xa9=5555", "S\x7f=5555"}) {
+      const std::string e = usage_error({"-r", "us-east-1", "-s", bad});
+      CHECK(contains(e, "a name is not a service name (1 to 128 printable ASCII"));
+      CHECK_FALSE(contains(e, bad.substr(0, 2)));
+    }
+    CHECK(parse({"-r", "us-east-1", "-s", "arn:x_1-2.3=5555"}).config.services.size() == 1);
   }
 
   TEST_CASE("--config-dir: the reference's service-mapping files") {

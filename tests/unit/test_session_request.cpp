@@ -63,6 +63,10 @@ TEST_SUITE("session_request") {
     r.clear_target();
     *r.add_services() = r.services(0);
     CHECK(error_of(r).find("given twice") != std::string::npos);
+    r.mutable_services(2)->set_name("SSH\n2");
+    CHECK(error_of(r) == "services: a service name must be " + std::string(tunnel::kServiceIdRule));
+    r.mutable_services(2)->set_name("arn:aws:x_1-2.3");  // printable ASCII is enough
+    CHECK(error_of(r) == "");
     r.set_protocol_version(4);
     CHECK_FALSE(error_of(r).empty());
   }

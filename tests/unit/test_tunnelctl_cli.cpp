@@ -491,6 +491,14 @@ TEST_SUITE("tunnelctl_cli") {
     REQUIRE(req.services_size() == 2);
     CHECK(req.services(1).name() == "WEB");
     CHECK(req.protocol_version() == 0);
+    // Found by replaying fuzz-tunnelctl-cli's corpus under ASan: a name that
+    // is not UTF-8 made protobuf log a serialization error. Names are
+    // printable ASCII; an unprintable one is not repeated.
+    const std::string bad = usage_error({"open", "-d", "SSH1=22,S\xff\x01=80", "-r", "us-east-1"});
+    CHECK(has(bad, ": a name is not a service name (1 to 128 printable ASCII"));
+    CHECK_FALSE(has(bad, "\xff"));
+    CHECK(has(usage_error({"open", "--mode", "dest", "--service", "a b=22", "-r", "us-east-1"}),
+              "'a b' is not a service name"));
   }
 
   TEST_CASE("requests carry the version, the id and the command's body") {
