@@ -11,6 +11,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "printable.h"
+
 namespace tunnel {
 namespace {
 
@@ -344,12 +346,7 @@ bool ConnectReplyParser::parse_status_line(std::string_view line) {
     if (reason.front() != ' ') return false;
     reason.remove_prefix(1);
   }
-  reason_.clear();
-  for (const char c : reason) {
-    if (reason_.size() >= kMaxReason) break;
-    const auto u = static_cast<unsigned char>(c);
-    reason_.push_back(u >= 0x20 && u < 0x7f ? c : '?');
-  }
+  reason_ = printable_ascii(reason, kMaxReason);
   return true;
 }
 

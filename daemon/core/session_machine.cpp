@@ -8,6 +8,8 @@
 
 #include <fmt/format.h>
 
+#include "printable.h"
+
 namespace tunnel {
 
 namespace {
@@ -30,15 +32,7 @@ bool is_stream_message(int type) {
 // kMaxServiceIdSize of them are shown.
 std::string shown_id(std::string_view id) {
   if (id.empty()) return "(unnamed)";
-  const std::string_view head = id.substr(0, kMaxServiceIdSize);
-  std::string out;
-  out.reserve(head.size() + 3);
-  for (const char c : head) {
-    const auto u = static_cast<unsigned char>(c);
-    out.push_back(u >= 0x20 && u < 0x7f ? c : '?');
-  }
-  if (id.size() > head.size()) out += "...";
-  return out;
+  return printable_ascii(id, kMaxServiceIdSize) + (id.size() > kMaxServiceIdSize ? "..." : "");
 }
 
 std::string set_text(const std::set<std::string>& ids) {
