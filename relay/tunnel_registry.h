@@ -101,7 +101,6 @@ class TunnelRegistry {
   // All tunnels in creation order (the remembered closed ones included).
   std::vector<const Tunnel*> list() const;
   std::size_t open_count() const { return open_count_; }
-  const RegistryLimits& limits() const { return limits_; }
 
  private:
   struct TokenRef {
