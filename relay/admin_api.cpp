@@ -1,4 +1,5 @@
 #include "admin_api.h"
+#include "text.h"
 
 #include <spdlog/spdlog.h>
 
@@ -19,20 +20,6 @@ const std::shared_ptr<spdlog::logger>& log() {
     return l ? l : spdlog::default_logger();
   }();
   return logger;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
-    s.remove_suffix(1);
-  return s;
 }
 
 std::string_view reason_phrase(int status) {
@@ -119,8 +106,8 @@ long parse_request_head(std::string_view data, HttpRequest& out, std::size_t max
     const std::size_t colon = field.find(':');
     if (colon == std::string_view::npos || colon == 0) return -400;
     const std::string_view name = field.substr(0, colon);
-    const std::string_view value = trim(field.substr(colon + 1));
-    if (iequals(name, "content-length")) {
+    const std::string_view value = tunnel::text::trim(field.substr(colon + 1));
+    if (tunnel::text::iequals(name, "content-length")) {
       std::size_t n = 0;
       const auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
       if (ec != std::errc() || p != value.data() + value.size() || value.empty()) return -400;
@@ -128,10 +115,10 @@ long parse_request_head(std::string_view data, HttpRequest& out, std::size_t max
       if (n > max_body) return -413;
       out.content_length = n;
       have_length = true;
-    } else if (iequals(name, "transfer-encoding")) {
+    } else if (tunnel::text::iequals(name, "transfer-encoding")) {
       return -501;  // chunked bodies are not needed by any client of this API
-    } else if (iequals(name, "expect")) {
-      out.expect_continue = iequals(value, "100-continue");
+    } else if (tunnel::text::iequals(name, "expect")) {
+      out.expect_continue = tunnel::text::iequals(value, "100-continue");
     }
   }
   return static_cast<long>(end + 4);
@@ -180,7 +167,7 @@ HttpResponse AdminApi::handle(std::string_view method, std::string_view target,
 HttpResponse AdminApi::open(std::string_view body) {
   std::vector<std::string> services;
   std::chrono::seconds lifetime = default_lifetime_;
-  if (!trim(body).empty()) {
+  if (!tunnel::text::trim(body).empty()) {
     const json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
     if (doc.is_discarded() || !doc.is_object())
       return error(
@@ -201,7 +188,7 @@ HttpResponse AdminApi::open(std::string_view body) {
     }
   }
   std::string thing;
-  if (!trim(body).empty()) {
+  if (!tunnel::text::trim(body).empty()) {
     const json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
     if (const auto it = doc.find("thingName"); it != doc.end() && !it->is_null()) {
       if (!it->is_string() || !valid_thing_name(it->get_ref<const std::string&>()))

@@ -3,17 +3,10 @@
 #include <algorithm>
 
 #include "relay_config.h"
+#include "text.h"
 
 namespace relay {
 namespace {
-
-bool is_space(char c) { return c == ' ' || c == '\t'; }
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
-  return s;
-}
 
 HandshakeDecision reject(int status, std::string reason) {
   HandshakeDecision d;
@@ -37,9 +30,13 @@ std::vector<std::string> cookie_values(std::string_view header, std::string_view
   std::vector<std::string> out;
   std::size_t i = 0;
   while (i < header.size()) {
-    while (i < header.size() && (is_space(header[i]) || header[i] == ';' || header[i] == ',')) ++i;
+    while (i < header.size() &&
+           (tunnel::text::is_ows(header[i]) || header[i] == ';' || header[i] == ','))
+      ++i;
     std::size_t j = i;
-    while (j < header.size() && !is_space(header[j]) && header[j] != ';' && header[j] != ',') ++j;
+    while (j < header.size() && !tunnel::text::is_ows(header[j]) && header[j] != ';' &&
+           header[j] != ',')
+      ++j;
     const std::string_view pair = header.substr(i, j - i);
     const std::size_t eq = pair.find('=');
     if (eq != std::string_view::npos && pair.substr(0, eq) == name) {
@@ -58,7 +55,7 @@ std::string choose_subprotocol(std::string_view offer, const std::vector<std::st
   while (start <= offer.size()) {
     std::size_t comma = offer.find(',', start);
     if (comma == std::string_view::npos) comma = offer.size();
-    const std::string_view item = trim(offer.substr(start, comma - start));
+    const std::string_view item = tunnel::text::trim_ows(offer.substr(start, comma - start));
     if (std::find(accepted.begin(), accepted.end(), item) != accepted.end())
       return std::string(item);
     start = comma + 1;
@@ -89,7 +86,7 @@ HandshakeDecision evaluate_handshake(const HandshakeRequest& req, const TunnelRe
   if (req.access_token_header) {
     const std::string& h = *req.access_token_header;
     if (h.find(',') != std::string::npos) return reject(400, "more than one access token");
-    tokens.emplace_back(trim(h));
+    tokens.emplace_back(tunnel::text::trim_ows(h));
   }
   if (tokens.empty())
     return reject(401, "no access token (header access-token or cookie awsiot-tunnel-token)");
@@ -98,7 +95,7 @@ HandshakeDecision evaluate_handshake(const HandshakeRequest& req, const TunnelRe
 
   std::string client_token;
   if (req.client_token) {
-    client_token = std::string(trim(*req.client_token));
+    client_token = std::string(tunnel::text::trim_ows(*req.client_token));
     if (!valid_client_token(client_token))
       return reject(400, "client-token must be 32..128 characters of A-Z a-z 0-9 -");
   }

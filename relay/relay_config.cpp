@@ -1,4 +1,5 @@
 #include "relay_config.h"
+#include "text.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -8,12 +9,6 @@
 
 namespace relay {
 namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 std::vector<std::string_view> split(std::string_view s, char sep) {
   std::vector<std::string_view> out;
@@ -136,7 +131,8 @@ std::optional<TunnelSpec> parse_tunnel_spec(std::string_view text, std::string& 
     return std::nullopt;
   }
   if (parts.size() == 3) {
-    for (std::string_view svc : split(parts[2], ',')) spec.services.emplace_back(trim(svc));
+    for (std::string_view svc : split(parts[2], ','))
+      spec.services.emplace_back(tunnel::text::trim_ows(svc));
     if (!valid_service_list(spec.services, error)) return std::nullopt;
   }
   return spec;
@@ -158,7 +154,7 @@ std::optional<std::vector<std::string>> parse_subprotocols(std::string_view text
                                                            std::string& error) {
   std::vector<std::string> out;
   for (std::string_view item : split(text, ',')) {
-    item = trim(item);
+    item = tunnel::text::trim_ows(item);
     std::string name(item);
     if (subprotocol_version(name) == 0) name.insert(0, kSubprotocolPrefix);
     if (subprotocol_version(name) == 0) {

@@ -18,6 +18,7 @@
 
 #include "handshake.h"
 #include "socket_io.h"
+#include "text.h"
 
 namespace relay {
 namespace {
@@ -109,12 +110,6 @@ std::string peer_text(const sockaddr_storage& ss) {
     return "[" + std::string(host) + "]:" + std::to_string(port);
   }
   return "?";
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
 }
 
 int alpn_select(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
@@ -579,7 +574,7 @@ void RelayServer::on_request(Connection& c, std::span<std::uint8_t> rest) {
     reject_http(c, 503, "relay is shutting down");
     return;
   }
-  if (!tunnel::ws::iequals(trim(h.joined("upgrade")), "websocket")) {
+  if (!tunnel::text::iequals(tunnel::text::trim_ows(h.joined("upgrade")), "websocket")) {
     reject_http(c, 400, "only WebSocket upgrades are served");
     return;
   }
@@ -614,8 +609,8 @@ void RelayServer::on_request(Connection& c, std::span<std::uint8_t> rest) {
   HandshakeDecision d =
       evaluate_handshake(req, registry_, config_.subprotocols, config_.max_request_bytes);
   if (d.admitted() && (h.method() != "GET" || h.header_values("sec-websocket-key").size() != 1 ||
-                       trim(h.joined("sec-websocket-key")).empty() ||
-                       trim(h.joined("sec-websocket-version")) != "13")) {
+                       tunnel::text::trim_ows(h.joined("sec-websocket-key")).empty() ||
+                       tunnel::text::trim_ows(h.joined("sec-websocket-version")) != "13")) {
     d.http_status = 400;
     d.reason =
         "not a WebSocket upgrade: needs GET, one Sec-WebSocket-Key, Sec-WebSocket-Version 13";
@@ -637,8 +632,8 @@ void RelayServer::on_request(Connection& c, std::span<std::uint8_t> rest) {
   const Role role = d.admission.role;
   const std::size_t i = index_of(role);
   c.channel_id = random_hex(16);
-  c.out += tunnel::ws::build_upgrade_response(trim(h.joined("sec-websocket-key")), d.subprotocol,
-                                              {{"channel-id", c.channel_id}});
+  c.out += tunnel::ws::build_upgrade_response(tunnel::text::trim_ows(h.joined("sec-websocket-key")),
+                                              d.subprotocol, {{"channel-id", c.channel_id}});
   c.head.reset();
   uv_timer_stop(&c.timer);
   c.state = Connection::State::open;

@@ -1,4 +1,5 @@
 #include "cli.h"
+#include "text.h"
 
 #include <sys/stat.h>
 
@@ -98,24 +99,10 @@ std::string display(Id id) { return display(kSpecs[id]); }
 // ---------------------------------------------------------------------------
 // Small text helpers.
 
-std::string_view trim(std::string_view s) {
-  const auto not_space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) == 0; };
-  const auto b = std::find_if(s.begin(), s.end(), not_space);
-  const auto e = std::find_if(s.rbegin(), s.rend(), not_space).base();
-  return b < e ? std::string_view(&*b, static_cast<std::size_t>(e - b)) : std::string_view();
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
-
 std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 std::optional<bool> parse_bool_word(std::string_view text) {
-  const auto w = lower(text);
+  const auto w = text::lower(text);
   if (w == "true" || w == "1" || w == "yes" || w == "on") return true;
   if (w == "false" || w == "0" || w == "no" || w == "off") return false;
   return std::nullopt;
@@ -277,7 +264,7 @@ void read_config_file(Sources& sources, std::vector<std::string>& secrets,
   while (std::getline(in, raw)) {
     ++line_no;
     const std::string where = path + ":" + std::to_string(line_no) + ": ";
-    std::string_view line = trim(raw);
+    std::string_view line = text::trim(raw);
     if (line.empty() || line.front() == '#' || line.front() == ';') {
       continue;
     }
@@ -290,14 +277,14 @@ void read_config_file(Sources& sources, std::vector<std::string>& secrets,
                        "expected 'name = value', where name is a long option such as "
                        "region or source-listen-port");
     }
-    const std::string key(trim(line.substr(0, eq)));
-    std::string_view value = trim(line.substr(eq + 1));
+    const std::string key(text::trim(line.substr(0, eq)));
+    std::string_view value = text::trim(line.substr(eq + 1));
     // Inline comments need whitespace before the marker, so that values such
     // as paths may still contain '#' or ';'.
     for (std::size_t i = 1; i < value.size(); ++i) {
       if ((value[i] == '#' || value[i] == ';') &&
           std::isspace(static_cast<unsigned char>(value[i - 1])) != 0) {
-        value = trim(value.substr(0, i));
+        value = text::trim(value.substr(0, i));
         break;
       }
     }
@@ -658,7 +645,7 @@ void resolve_proxy(const Sources& sources, const Env& env, ProxyConfig& config,
 std::string mode_name(Mode m) { return m == Mode::source ? "source" : "destination"; }
 
 std::optional<Mode> parse_mode(std::string_view text) {
-  const auto w = lower(text);
+  const auto w = text::lower(text);
   if (w == "source" || w == "src") return Mode::source;
   if (w == "destination" || w == "dst") return Mode::destination;
   return std::nullopt;
@@ -678,8 +665,8 @@ HostPort parse_local(std::string_view text, Mode mode, const std::string& defaul
 void add_mapping(std::vector<ServiceMapping>& out, std::string_view name, std::string_view value,
                  Mode mode, const std::string& default_host, const std::string& what,
                  bool replace) {
-  name = trim(name);
-  value = trim(value);
+  name = text::trim(name);
+  value = text::trim(value);
   if (!is_valid_service_id(name)) throw UsageError(what + ": " + service_id_error(name));
   const auto it =
       std::find_if(out.begin(), out.end(), [&](const ServiceMapping& m) { return m.id == name; });
@@ -735,7 +722,7 @@ void read_config_dir(const std::string& dir, Mode mode, const std::string& defau
       ++n;
       std::string_view l = line;
       if (const auto hash = l.find('#'); hash != std::string_view::npos) l = l.substr(0, hash);
-      l = trim(l);
+      l = text::trim(l);
       if (l.empty()) continue;
       const std::string where = f.string() + ":" + std::to_string(n);
       const std::size_t eq = l.find('=');
@@ -861,7 +848,7 @@ std::string resolve_client_type(const Sources& sources, Mode mode,
   if (!f) {
     return {};
   }
-  std::string value = lower(f->value);
+  std::string value = text::lower(f->value);
   if (value == "v1" || value == "v2" || value == "v3") {
     value[0] = 'V';
   } else {

@@ -23,6 +23,7 @@
 #include "http_proxy.h"
 #include "proxy_config.h"
 #include "settings.h"
+#include "text.h"
 
 #ifndef TUNNELD_VERSION
 #define TUNNELD_VERSION "unknown"
@@ -52,20 +53,6 @@ constexpr std::string_view kSameRelease = "use a tunnelctl of the same release a
 
 // ---------------------------------------------------------------------------
 // Small text helpers.
-
-std::string_view trim(std::string_view s) {
-  const auto space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
-  while (!s.empty() && space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && space(s.back())) s.remove_suffix(1);
-  return s;
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 // Arguments are repeated in messages only when they look like a word or an
 // id: a pasted token is long or full of punctuation, and must not be echoed.
@@ -216,7 +203,7 @@ bool header_safe(std::string_view token) {
 
 std::string read_token_from_stdin(const Stdin& in, std::string_view why) {
   std::optional<std::string> line = in.read_line ? in.read_line() : std::nullopt;
-  std::string token(line ? trim(*line) : std::string_view());
+  std::string token(line ? text::trim(*line) : std::string_view());
   if (token.empty()) {
     throw UsageError("no access token on standard input (" + std::string(why) +
                      "): pipe the token as one line, set AWSIOT_TUNNEL_ACCESS_TOKEN, or use "
@@ -289,7 +276,7 @@ std::string read_token_file(const std::string& path) {
                      std::to_string(kMaxTokenFileSize / 1024) +
                      " KiB; is it the right file? It should hold the token on one line");
   }
-  std::string token(trim(std::string_view(*content).substr(0, content->find('\n'))));
+  std::string token(text::trim(std::string_view(*content).substr(0, content->find('\n'))));
   if (token.empty()) {
     throw UsageError("the access token file " + path +
                      " is empty (or starts with an empty line); write the token on its first line");
@@ -342,7 +329,7 @@ void add_open_options(CLI::App& open, OpenOptions& o) {
 }
 
 std::optional<pb::Mode> parse_mode(std::string_view text) {
-  const std::string w = lower(text);
+  const std::string w = text::lower(text);
   if (w == "source" || w == "src") return pb::MODE_SOURCE;
   if (w == "destination" || w == "dest" || w == "dst") return pb::MODE_DESTINATION;
   return std::nullopt;
@@ -630,7 +617,7 @@ pb::OpenRequest resolve_open(const OpenOptions& o, const Env& env, const Stdin& 
   // Cheap checks first: a usage mistake must not consume the token on stdin.
   resolve_role(o, req);
   if (const auto v = get(o.protocol)) {
-    const std::string w = lower(*v);
+    const std::string w = text::lower(*v);
     if (w != "v1" && w != "v2" && w != "v3") {
       throw UsageError(
           "-y/--protocol: expected V1, V2 or V3 (default: offer all three and detect "
@@ -1149,7 +1136,7 @@ std::string_view mode_name(pb::Mode mode) {
 std::string state_name(pb::SessionInfo::State state) {
   if (state == pb::SessionInfo::STATE_UNSPECIFIED) return "unspecified";
   if (!pb::SessionInfo::State_IsValid(state)) return "unknown_" + std::to_string(state);
-  return lower(pb::SessionInfo::State_Name(state));
+  return text::lower(pb::SessionInfo::State_Name(state));
 }
 
 std::string format_list(const pb::ListResponse& list) {

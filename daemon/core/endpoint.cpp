@@ -1,4 +1,5 @@
 #include "endpoint.h"
+#include "text.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -105,13 +106,6 @@ std::optional<SplitHost> split_host_port(std::string_view text, std::string& err
   return out;
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 }  // namespace
 
 std::optional<ServiceEndpoint> endpoint_for_region(std::string_view region, std::string& error) {
@@ -135,9 +129,9 @@ std::optional<ServiceEndpoint> parse_endpoint(std::string_view text, std::string
   std::string_view rest = text;
   if (const auto scheme_end = rest.find("://"); scheme_end != std::string_view::npos) {
     const auto scheme = rest.substr(0, scheme_end);
-    if (iequals(scheme, "wss")) {
+    if (text::iequals(scheme, "wss")) {
       ep.tls = true;
-    } else if (iequals(scheme, "ws")) {
+    } else if (text::iequals(scheme, "ws")) {
       ep.tls = false;
       ep.port = 80;
     } else {
@@ -232,7 +226,7 @@ bool is_loopback_host(std::string_view host) {
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
   }
-  if (iequals(host, "localhost") || iequals(host, "localhost.")) {
+  if (text::iequals(host, "localhost") || text::iequals(host, "localhost.")) {
     return true;
   }
   if (host.empty() || host.size() >= INET6_ADDRSTRLEN) {

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "printable.h"
+#include "text.h"
 
 namespace tunnel {
 namespace {
@@ -20,21 +21,6 @@ constexpr std::string_view kHttpsProxyVars[] = {"HTTPS_PROXY", "https_proxy"};
 constexpr std::string_view kNoProxyVars[] = {"NO_PROXY", "no_proxy"};
 constexpr std::string_view kExpected = "expected http://[user:password@]host[:port]";
 constexpr std::size_t kMaxReason = 100;
-
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
-  return s;
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 bool is_host_char(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '.' || c == '_';
@@ -178,7 +164,7 @@ bool parse_host_part(std::string_view text, HttpProxy& out, std::string& error) 
 std::string HttpProxy::display() const { return bracketed(host) + ":" + std::to_string(port); }
 
 std::optional<HttpProxy> parse_proxy_url(std::string_view url, std::string& error) {
-  url = trim(url);
+  url = text::trim(url);
   if (url.empty()) {
     error = "the proxy URL is empty; " + std::string(kExpected);
     return std::nullopt;
@@ -192,7 +178,7 @@ std::optional<HttpProxy> parse_proxy_url(std::string_view url, std::string& erro
   }
   std::string_view rest = url;
   if (const auto sep = url.find("://"); sep != std::string_view::npos) {
-    const auto scheme = lower(url.substr(0, sep));
+    const auto scheme = text::lower(url.substr(0, sep));
     // Only a short plain word is repeated: the text before "://" could be
     // anything if the password holds "://".
     const bool nameable =
@@ -253,7 +239,7 @@ std::string proxy_url_without_credentials(std::string_view url) {
 }
 
 bool no_proxy_matches(std::string_view no_proxy, std::string_view host_in) {
-  std::string host = lower(trim(host_in));
+  std::string host = text::lower(text::trim(host_in));
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
   }
@@ -264,7 +250,7 @@ bool no_proxy_matches(std::string_view no_proxy, std::string_view host_in) {
   std::size_t pos = 0;
   while (pos < no_proxy.size()) {
     const auto end = no_proxy.find_first_of(", \t\r\n", pos);
-    std::string entry = lower(
+    std::string entry = text::lower(
         no_proxy.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos));
     pos = end == std::string_view::npos ? no_proxy.size() : end + 1;
     if (entry.empty()) continue;
@@ -399,7 +385,7 @@ ConnectReplyParser::Result ConnectReplyParser::feed(std::string_view bytes, std:
   return state_;
 }
 
-bool is_direct(std::string_view value) { return lower(trim(value)) == "direct"; }
+bool is_direct(std::string_view value) { return text::lower(text::trim(value)) == "direct"; }
 
 EnvLookup process_environment() {
   return [](std::string_view name) -> std::optional<std::string> {
@@ -413,7 +399,7 @@ bool resolve_https_proxy(std::string_view explicit_url, std::string_view explici
                          const EnvLookup& env, std::string_view service_host, ProxyResolution& out,
                          std::string& error) {
   out = ProxyResolution{};
-  explicit_url = trim(explicit_url);
+  explicit_url = text::trim(explicit_url);
   if (!explicit_url.empty()) {
     out.origin = std::string(explicit_origin);
     if (is_direct(explicit_url)) return true;
@@ -428,9 +414,9 @@ bool resolve_https_proxy(std::string_view explicit_url, std::string_view explici
   if (!env) return true;
   for (const auto name : kHttpsProxyVars) {
     const auto value = env(name);
-    if (!value || trim(*value).empty()) continue;
+    if (!value || text::trim(*value).empty()) continue;
     for (const auto no_name : kNoProxyVars) {
-      if (const auto no = env(no_name); no && !trim(*no).empty()) {
+      if (const auto no = env(no_name); no && !text::trim(*no).empty()) {
         if (no_proxy_matches(*no, service_host)) {
           out.origin = std::string(no_name);
           return true;

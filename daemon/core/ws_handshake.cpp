@@ -1,4 +1,5 @@
 #include "ws_handshake.h"
+#include "text.h"
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -13,17 +14,11 @@ namespace {
 
 constexpr std::string_view kGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 // Whether a comma-separated header value lists `token` (case-insensitive).
 bool has_token(std::string_view value, std::string_view token) {
   while (!value.empty()) {
     const std::size_t comma = value.find(',');
-    if (iequals(trim(value.substr(0, comma)), token)) return true;
+    if (text::iequals(text::trim_ows(value.substr(0, comma)), token)) return true;
     if (comma == std::string_view::npos) break;
     value.remove_prefix(comma + 1);
   }
@@ -38,13 +33,6 @@ bool printable(std::string_view s) {
 }
 
 }  // namespace
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
 
 std::string base64_encode(std::string_view bytes) {
   std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
@@ -121,8 +109,8 @@ HttpResponseHead::Result HttpResponseHead::parse() {
       error_ = "malformed HTTP header line";
       return Result::malformed;
     }
-    headers_.emplace_back(std::string(trim(line.substr(0, colon))),
-                          std::string(trim(line.substr(colon + 1))));
+    headers_.emplace_back(std::string(text::trim_ows(line.substr(0, colon))),
+                          std::string(text::trim_ows(line.substr(colon + 1))));
   }
   done_ = true;
   buf_.clear();
@@ -132,14 +120,15 @@ HttpResponseHead::Result HttpResponseHead::parse() {
 
 std::string_view HttpResponseHead::header(std::string_view name) const {
   for (const auto& [k, v] : headers_) {
-    if (iequals(k, name)) return v;
+    if (text::iequals(k, name)) return v;
   }
   return {};
 }
 
 std::size_t HttpResponseHead::header_count(std::string_view name) const {
-  return static_cast<std::size_t>(std::count_if(
-      headers_.begin(), headers_.end(), [&](const auto& h) { return iequals(h.first, name); }));
+  return static_cast<std::size_t>(
+      std::count_if(headers_.begin(), headers_.end(),
+                    [&](const auto& h) { return text::iequals(h.first, name); }));
 }
 
 HttpRequestHead::Result HttpRequestHead::feed(std::string_view bytes, std::size_t& consumed) {
@@ -195,7 +184,8 @@ HttpRequestHead::Result HttpRequestHead::parse() {
       buf_.clear();
       return Result::malformed;
     }
-    headers_.emplace_back(std::string(h.substr(0, colon)), std::string(trim(h.substr(colon + 1))));
+    headers_.emplace_back(std::string(h.substr(0, colon)),
+                          std::string(text::trim_ows(h.substr(colon + 1))));
   }
   done_ = true;
   buf_.clear();
@@ -206,7 +196,7 @@ HttpRequestHead::Result HttpRequestHead::parse() {
 std::vector<std::string_view> HttpRequestHead::header_values(std::string_view name) const {
   std::vector<std::string_view> out;
   for (const auto& [k, v] : headers_) {
-    if (iequals(k, name)) out.emplace_back(v);
+    if (text::iequals(k, name)) out.emplace_back(v);
   }
   return out;
 }
@@ -318,18 +308,18 @@ UpgradeResult check_upgrade_response(const HttpResponseHead& head, const Upgrade
               " instead of a WebSocket upgrade";
     return r;
   }
-  if (!iequals(trim(head.header("upgrade")), "websocket") ||
+  if (!text::iequals(text::trim_ows(head.header("upgrade")), "websocket") ||
       !has_token(head.header("connection"), "upgrade")) {
     r.error = "the service's upgrade response lacks Upgrade: websocket / Connection: Upgrade";
     return r;
   }
-  if (trim(head.header("sec-websocket-accept")) != websocket_accept_for(request.key)) {
+  if (text::trim_ows(head.header("sec-websocket-accept")) != websocket_accept_for(request.key)) {
     r.error =
         "the service's Sec-WebSocket-Accept does not match the request (not a WebSocket "
         "server, or a proxy in the way rewrote the handshake)";
     return r;
   }
-  const std::string_view chosen = trim(head.header("sec-websocket-protocol"));
+  const std::string_view chosen = text::trim_ows(head.header("sec-websocket-protocol"));
   if (head.header_count("sec-websocket-protocol") > 1 ||
       std::find(request.subprotocols.begin(), request.subprotocols.end(), chosen) ==
           request.subprotocols.end()) {
@@ -341,7 +331,7 @@ UpgradeResult check_upgrade_response(const HttpResponseHead& head, const Upgrade
     return r;
   }
   r.subprotocol = std::string(chosen);
-  const std::string_view channel = trim(head.header("channel-id"));
+  const std::string_view channel = text::trim_ows(head.header("channel-id"));
   if (printable(channel) && channel.size() <= 128) r.channel_id = std::string(channel);
   r.ok = true;
   return r;

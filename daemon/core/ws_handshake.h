@@ -122,6 +122,5 @@ UpgradeResult check_upgrade_response(const HttpResponseHead& head, const Upgrade
 
 // Helpers shared with other HTTP speakers (the CONNECT proxy step).
 std::string base64_encode(std::string_view bytes);
-bool iequals(std::string_view a, std::string_view b);
 
 }  // namespace tunnel::ws
