@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Fault injection (issue 10, item 2): the real proxies and tunnel-relay with
+"""Fault injection: the real proxies and tunnel-relay with
 fault_proxy.py between them, misbehaving local targets, and tunneld's state
 directory and process killed under it.
 
