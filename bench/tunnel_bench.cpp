@@ -118,6 +118,9 @@ class Bench {
   std::unique_ptr<LoadService> service_;
   Relay relay_;
   Tunnel reference_;
+  // The reference could not be restarted after a failure: the rest of the
+  // run measures ours only.
+  bool reference_down_ = false;
 };
 
 Bench::Tunnel Bench::spawn_tunnel(const std::string& label, const nlohmann::json& t,
@@ -218,6 +221,7 @@ void Bench::start_reference() {
 template <typename F>
 auto Bench::try_reference(ReferenceResults& ref, const std::string& what, F&& fn)
     -> std::optional<decltype(fn())> {
+  if (reference_down_) return std::nullopt;
   try {
     return fn();
   } catch (const BenchError& e) {
@@ -239,7 +243,14 @@ auto Bench::try_reference(ReferenceResults& ref, const std::string& what, F&& fn
     why = why.substr(0, why.find('\n'));
     ref.failures.push_back(what + ": " + why + last);
     progress("the reference failed (" + what + "); restarting it on a fresh tunnel");
-    start_reference();
+    try {
+      start_reference();
+    } catch (const BenchError& again) {
+      std::string text = again.what();
+      ref.failures.push_back("restarting it: " + text.substr(0, text.find('\n')) +
+                             "; the rest of the run measures ours only");
+      reference_down_ = true;
+    }
     return std::nullopt;
   }
 }
