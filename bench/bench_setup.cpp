@@ -97,7 +97,7 @@ std::string load_average() {
 Pki make_pki(const std::string& openssl, const std::string& dir) {
   const std::string pki = dir + "/pki";
   fs::create_directories(pki);
-  Pki p{pki + "/ca.pem", pki + "/server.pem", pki + "/server.key"};
+  Pki p{pki + "/ca.pem", pki + "/server.pem", pki + "/server.key", pki + "/ca-dir"};
   const std::string ca_key = pki + "/ca.key";
   const std::string csr = pki + "/server.csr";
   const std::string ext = pki + "/server.ext";
@@ -122,6 +122,9 @@ Pki make_pki(const std::string& openssl, const std::string& dir) {
   run_command({openssl, "x509", "-req", "-in", csr, "-CA", p.ca_cert, "-CAkey", ca_key,
                "-CAcreateserial", "-out", p.server_cert, "-days", "1", "-extfile", ext},
               dir, timeout);
+  fs::create_directories(p.ca_dir);
+  fs::copy_file(p.ca_cert, p.ca_dir + "/ca.pem");
+  run_command({openssl, "rehash", p.ca_dir}, dir, timeout);
   return p;
 }
 

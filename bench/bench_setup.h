@@ -37,6 +37,9 @@ struct Pki {
   std::string ca_cert;
   std::string server_cert;
   std::string server_key;
+  // The CA alone in a hashed directory (`openssl rehash`), for a proxy that
+  // takes a CA directory (-c) rather than a file.
+  std::string ca_dir;
 };
 Pki make_pki(const std::string& openssl, const std::string& dir);
 

@@ -156,8 +156,10 @@ std::string ChildProcess::stop(std::chrono::milliseconds grace) {
   return "ended";
 }
 
-std::string ChildProcess::stderr_tail(std::size_t lines) const {
-  const std::string text = read_file(stderr_path_);
+namespace {
+
+std::string tail_of(const std::string& path, std::size_t lines) {
+  const std::string text = read_file(path);
   std::size_t pos = text.size();
   for (std::size_t n = 0; n <= lines && pos > 0;) {
     pos = text.rfind('\n', pos - 1);
@@ -168,6 +170,16 @@ std::string ChildProcess::stderr_tail(std::size_t lines) const {
     ++n;
   }
   return text.substr(pos);
+}
+
+}  // namespace
+
+std::string ChildProcess::stderr_tail(std::size_t lines) const {
+  return tail_of(stderr_path_, lines);
+}
+
+std::string ChildProcess::stdout_tail(std::size_t lines) const {
+  return tail_of(stdout_path_, lines);
 }
 
 void kill_all_children() {

@@ -42,8 +42,9 @@ class ChildProcess {
   bool running();
   // SIGTERM, then SIGKILL after `grace`; returns how it ended ("exit 0", ...).
   std::string stop(std::chrono::milliseconds grace);
-  // The last `lines` lines of stderr, for error messages.
+  // The last `lines` lines of stderr (or stdout), for error messages.
   std::string stderr_tail(std::size_t lines) const;
+  std::string stdout_tail(std::size_t lines) const;
 
  private:
   bool reap(int options);

@@ -52,7 +52,7 @@ struct Options {
   std::string bytes_text = "256MiB";
   std::uint64_t bytes = 0;
   int streams = 4;
-  int idle_sessions = 100;    // issue 7: sessions of 3 services ...
+  int idle_sessions = 100;    // sessions of 3 services ...
   int idle_connections = 10;  // ... with this many idle connections per service
   std::string json_path;
   bool keep_temp = false;
@@ -324,7 +324,7 @@ struct IdleMultiplex {
   long dest_rss_kib = 0;
 };
 
-// Issue 7: one tunneld holds N source sessions of 3 services, another the N
+// Many idle connections: one tunneld holds N source sessions of 3 services, another the N
 // destination sessions; every service gets `per_service` idle connections
 // that really reach the local service. VmRSS of both daemons then.
 IdleMultiplex measure_idle_multiplex(const Options& o, const std::string& tmp, std::uint16_t admin,

@@ -1,4 +1,4 @@
-// Issue 7's figures: many simultaneous connections on one V3 tunnel (one
+// Many simultaneous connections on one V3 tunnel (one
 // service). Throughput of N connections at once against one connection alone
 // moving the same bytes, each connection against its fair share, and 1-byte
 // round trips on one connection while another runs bulk transfers.

@@ -5,16 +5,18 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
 namespace bench {
 namespace {
 
-// The targets: throughput, latency and CPU from issue 6 (the data path),
-// memory and start-up from issue 2, many connections from issue 7. The
-// reference column is what the public reference localproxy does on a 2-core
-// machine (issue 2's measurements).
+// The targets a tunnel is judged on: throughput, CPU and latency of the data
+// path, memory and start-up of the proxies, and many connections sharing one
+// V3 tunnel. They are design goals for loopback on a small machine, not
+// guarantees; the reference column (with --reference) is the reference
+// localproxy measured in the same run.
 constexpr double kTargetThroughputRatio = 0.35;
 constexpr double kTargetAddedP50Us = 60;
 constexpr double kTargetMaxRoundTripMs = 35;
@@ -36,15 +38,6 @@ double via_proxy_ratio(const ThroughputRow& via, const std::vector<ThroughputRow
   }
   return 0;
 }
-
-constexpr const char* kRefThroughput = "0.28";
-constexpr const char* kRefAddedP50 = "130 us";
-constexpr const char* kRefMaxRoundTrip = "44 ms (4 KiB and up)";
-constexpr const char* kRefFirstRoundTrip = "44 ms";
-constexpr const char* kRefIdleRss = "12.8 MiB";
-constexpr const char* kRefPeakRss = "~200 MiB (200 MiB upload)";
-constexpr const char* kRefCpuPerGiB = "~2.5 (receiving)";
-constexpr const char* kRefStartup = "78 ms";
 
 double ratio(const ThroughputRow& row) {
   const double d = mb_per_s(row.direct);
@@ -135,68 +128,133 @@ Summary summarize(std::vector<double> samples) {
   return s;
 }
 
+namespace {
+
+// The reference's row of the same key, or null.
+template <typename Row>
+const Row* same_key(const std::vector<Row>& rows, const std::string& key) {
+  for (const Row& row : rows) {
+    if (row.key == key) return &row;
+  }
+  return nullptr;
+}
+
+const LatencyRow* same_size(const std::vector<LatencyRow>& rows, std::size_t size) {
+  for (const LatencyRow& row : rows) {
+    if (row.size == size) return &row;
+  }
+  return nullptr;
+}
+
+// CPU seconds per GiB of the relay, the sending and the receiving proxy.
+std::array<double, 3> cpu_roles(const ThroughputRow& row) {
+  const CpuCost& x = row.tunnel_cpu;
+  const double gib = static_cast<double>(x.bytes) / static_cast<double>(1ULL << 30);
+  const bool upward = row.key == "source_to_destination";
+  return {x.relay / gib, (upward ? x.source : x.destination) / gib,
+          (upward ? x.destination : x.source) / gib};
+}
+
+// The slowest round trip of all sizes (ms) and its size.
+std::pair<double, std::string> slowest_round_trip(const std::vector<LatencyRow>& rows) {
+  double worst = 0;
+  std::string size;
+  for (const LatencyRow& row : rows) {
+    if (row.tunnel.count > 0 && row.tunnel.max / 1000 >= worst) {
+      worst = row.tunnel.max / 1000;
+      size = size_name(row.size);
+    }
+  }
+  return {worst, size};
+}
+
+}  // namespace
+
 std::vector<Verdict> judge(const Results& r) {
   std::vector<Verdict> v;
+  const ReferenceResults* ref = r.reference ? &*r.reference : nullptr;
+  const std::string none = "-";
   for (const ThroughputRow& row : r.throughput) {
-    v.push_back(
-        {"throughput " + row.name + " / direct", fmt::format(">= {:.2f}", kTargetThroughputRatio),
-         fmt::format("{:.2f}", ratio(row)), kRefThroughput, ratio(row) >= kTargetThroughputRatio});
+    const ThroughputRow* theirs = ref ? same_key(ref->throughput, row.key) : nullptr;
+    v.push_back({"throughput " + row.name + " / direct",
+                 fmt::format(">= {:.2f}", kTargetThroughputRatio),
+                 fmt::format("{:.2f}", ratio(row)),
+                 theirs && theirs->tunnel.bytes > 0 ? fmt::format("{:.2f}", ratio(*theirs)) : none,
+                 ratio(row) >= kTargetThroughputRatio});
   }
   for (const ThroughputRow& row : r.throughput) {
-    const CpuCost& x = row.tunnel_cpu;
-    if (x.bytes == 0 || row.key == "both_ways") continue;
-    const double gib = static_cast<double>(x.bytes) / static_cast<double>(1ULL << 30);
-    const bool upward = row.key == "source_to_destination";
-    const std::pair<const char*, double> procs[] = {
-        {"relay", x.relay},
-        {"sending localproxy", upward ? x.source : x.destination},
-        {"receiving localproxy", upward ? x.destination : x.source}};
-    for (const auto& [who, seconds] : procs) {
-      v.push_back({fmt::format("CPU-s per GiB, {}, {}", who, row.name),
-                   fmt::format("<= {:.1f}", kTargetCpuPerGiB), fmt::format("{:.2f}", seconds / gib),
-                   kRefCpuPerGiB, seconds / gib <= kTargetCpuPerGiB});
+    if (row.tunnel_cpu.bytes == 0 || row.key == "both_ways") continue;
+    const ThroughputRow* theirs = ref ? same_key(ref->throughput, row.key) : nullptr;
+    const bool have_theirs = theirs && theirs->tunnel_cpu.bytes > 0;
+    const auto ours = cpu_roles(row);
+    const auto ref_cpu = have_theirs ? cpu_roles(*theirs) : std::array<double, 3>{};
+    const char* who[] = {"relay", "sending proxy", "receiving proxy"};
+    for (std::size_t i = 0; i < 3; ++i) {
+      v.push_back({fmt::format("CPU-s per GiB, {}, {}", who[i], row.name),
+                   fmt::format("<= {:.1f}", kTargetCpuPerGiB), fmt::format("{:.2f}", ours[i]),
+                   have_theirs ? fmt::format("{:.2f}", ref_cpu[i]) : none,
+                   ours[i] <= kTargetCpuPerGiB});
     }
   }
-  double worst_max_ms = 0;
-  std::string worst_size;
   for (const LatencyRow& row : r.latency) {
     const double added = row.tunnel.p50 - row.direct.p50;
+    const LatencyRow* theirs = ref ? same_size(ref->latency, row.size) : nullptr;
     v.push_back({"added p50 round trip, " + size_name(row.size),
                  fmt::format("< {:.0f} us", kTargetAddedP50Us), fmt::format("{:.0f} us", added),
-                 kRefAddedP50, row.tunnel.count > 0 && added < kTargetAddedP50Us});
-    if (row.tunnel.max / 1000 >= worst_max_ms) {
-      worst_max_ms = row.tunnel.max / 1000;
-      worst_size = size_name(row.size);
-    }
+                 theirs && theirs->tunnel.count > 0
+                     ? fmt::format("{:.0f} us", theirs->tunnel.p50 - theirs->direct.p50)
+                     : none,
+                 row.tunnel.count > 0 && added < kTargetAddedP50Us});
   }
   if (!r.latency.empty()) {
+    const auto [worst_ms, worst_size] = slowest_round_trip(r.latency);
+    std::string theirs = none;
+    if (ref && !ref->latency.empty()) {
+      const auto [ms, size] = slowest_round_trip(ref->latency);
+      if (!size.empty()) theirs = fmt::format("{:.2f} ms ({})", ms, size);
+    }
     v.push_back({"slowest round trip, any size", fmt::format("< {:.0f} ms", kTargetMaxRoundTripMs),
-                 fmt::format("{:.2f} ms ({})", worst_max_ms, worst_size), kRefMaxRoundTrip,
-                 worst_max_ms < kTargetMaxRoundTripMs});
+                 fmt::format("{:.2f} ms ({})", worst_ms, worst_size), theirs,
+                 worst_ms < kTargetMaxRoundTripMs});
   }
   if (r.first_rt_tunnel.count > 0) {
-    v.push_back({"first round trip, fresh connection (worst)",
-                 fmt::format("< {:.0f} ms", kTargetFirstRoundTripMs),
-                 fmt::format("{:.2f} ms", r.first_rt_tunnel.max / 1000), kRefFirstRoundTrip,
-                 r.first_rt_tunnel.max / 1000 < kTargetFirstRoundTripMs});
+    v.push_back(
+        {"first round trip, fresh connection (worst)",
+         fmt::format("< {:.0f} ms", kTargetFirstRoundTripMs),
+         fmt::format("{:.2f} ms", r.first_rt_tunnel.max / 1000),
+         ref && ref->first_rt.count > 0 ? fmt::format("{:.2f} ms", ref->first_rt.max / 1000) : none,
+         r.first_rt_tunnel.max / 1000 < kTargetFirstRoundTripMs});
   }
   for (const MemoryRow& m : r.memory) {
+    const MemoryRow* theirs = ref ? same_key(ref->memory, m.key) : nullptr;
     v.push_back({"idle RSS, " + m.name, fmt::format("< {:.0f} MiB", kTargetIdleRssMiB),
-                 fmt::format("{:.1f} MiB", mib(m.idle_rss_kib)), kRefIdleRss,
+                 fmt::format("{:.1f} MiB", mib(m.idle_rss_kib)),
+                 theirs && theirs->idle_rss_kib > 0
+                     ? fmt::format("{:.1f} MiB", mib(theirs->idle_rss_kib))
+                     : none,
                  m.idle_rss_kib > 0 && mib(m.idle_rss_kib) < kTargetIdleRssMiB});
   }
   for (const MemoryRow& m : r.memory) {
-    const long peak = std::max(m.peak_rss_kib, m.hwm_kib);
-    const double over = mib(peak - m.idle_rss_kib);
-    v.push_back({"peak RSS during the runs over idle, " + m.name,
-                 fmt::format("<= {:.0f} MiB", kTargetPeakOverIdleMiB),
-                 fmt::format("+{:.1f} MiB", over), kRefPeakRss,
-                 peak > 0 && over <= kTargetPeakOverIdleMiB});
+    const auto over_idle = [](const MemoryRow& x) {
+      return mib(std::max(x.peak_rss_kib, x.hwm_kib) - x.idle_rss_kib);
+    };
+    const MemoryRow* theirs = ref ? same_key(ref->memory, m.key) : nullptr;
+    const double over = over_idle(m);
+    v.push_back(
+        {"peak RSS during the runs over idle, " + m.name,
+         fmt::format("<= {:.0f} MiB", kTargetPeakOverIdleMiB), fmt::format("+{:.1f} MiB", over),
+         theirs && theirs->idle_rss_kib > 0 ? fmt::format("+{:.1f} MiB", over_idle(*theirs)) : none,
+         std::max(m.peak_rss_kib, m.hwm_kib) > 0 && over <= kTargetPeakOverIdleMiB});
   }
   if (!r.startup_ms.empty()) {
     const double worst = *std::max_element(r.startup_ms.begin(), r.startup_ms.end());
+    std::string theirs = none;
+    if (ref && !ref->startup_ms.empty()) {
+      theirs = fmt::format("{:.1f} ms",
+                           *std::max_element(ref->startup_ms.begin(), ref->startup_ms.end()));
+    }
     v.push_back({"start to a working tunnel (worst)", fmt::format("< {:.0f} ms", kTargetStartupMs),
-                 fmt::format("{:.1f} ms", worst), kRefStartup, worst < kTargetStartupMs});
+                 fmt::format("{:.1f} ms", worst), theirs, worst < kTargetStartupMs});
   }
   for (const ThroughputRow& row : r.throughput_via_proxy) {
     const double x = via_proxy_ratio(row, r.throughput);
@@ -224,6 +282,79 @@ std::vector<Verdict> judge(const Results& r) {
   }
   return v;
 }
+
+namespace {
+
+// Ours and the reference side by side, with direct TCP where it applies.
+std::string format_reference(const Results& r) {
+  const ReferenceResults& ref = *r.reference;
+  const std::string none = "-";
+  std::string out = fmt::format(
+      "The reference localproxy at both ends ({}), same relay, same run: a second tunnel\n"
+      "(one service, protocol V3), each workload run right after ours\n",
+      ref.binary);
+  Table t({"measure", "direct", "ours", "reference"});
+  for (const ThroughputRow& row : r.throughput) {
+    const ThroughputRow* theirs = same_key(ref.throughput, row.key);
+    t.add({"throughput " + row.name + ", MB/s", fmt::format("{:.0f}", mb_per_s(row.direct)),
+           fmt::format("{:.0f}", mb_per_s(row.tunnel)),
+           theirs && theirs->tunnel.bytes > 0 ? fmt::format("{:.0f}", mb_per_s(theirs->tunnel))
+                                              : none});
+  }
+  for (const ThroughputRow& row : r.throughput) {
+    const ThroughputRow* theirs = same_key(ref.throughput, row.key);
+    const auto proxies = [](const CpuCost& c) { return c.source + c.destination; };
+    const auto whole = [](const CpuCost& c) {
+      return c.bench + c.relay + c.source + c.destination;
+    };
+    const bool have = theirs && theirs->tunnel_cpu.bytes > 0;
+    t.add({"CPU-s per GiB, both proxies, " + row.name, none,
+           per_gib(proxies(row.tunnel_cpu), row.tunnel_cpu.bytes),
+           have ? per_gib(proxies(theirs->tunnel_cpu), theirs->tunnel_cpu.bytes) : none});
+    t.add({"CPU-s per GiB, whole path, " + row.name,
+           per_gib(row.direct_cpu.bench, row.direct_cpu.bytes),
+           per_gib(whole(row.tunnel_cpu), row.tunnel_cpu.bytes),
+           have ? per_gib(whole(theirs->tunnel_cpu), theirs->tunnel_cpu.bytes) : none});
+  }
+  for (const LatencyRow& row : r.latency) {
+    const LatencyRow* theirs = same_size(ref.latency, row.size);
+    const bool have = theirs && theirs->tunnel.count > 0;
+    t.add({"round trip p50, " + size_name(row.size) + ", us", us(row.direct.p50),
+           us(row.tunnel.p50), have ? us(theirs->tunnel.p50) : none});
+    t.add({"round trip p99, " + size_name(row.size) + ", us", us(row.direct.p99),
+           us(row.tunnel.p99), have ? us(theirs->tunnel.p99) : none});
+  }
+  if (r.first_rt_tunnel.count > 0) {
+    t.add({"first round trip, fresh connection, p50 ms", ms(r.first_rt_direct.p50 / 1000),
+           ms(r.first_rt_tunnel.p50 / 1000),
+           ref.first_rt.count > 0 ? ms(ref.first_rt.p50 / 1000) : none});
+    t.add({"first round trip, fresh connection, max ms", ms(r.first_rt_direct.max / 1000),
+           ms(r.first_rt_tunnel.max / 1000),
+           ref.first_rt.count > 0 ? ms(ref.first_rt.max / 1000) : none});
+  }
+  for (const MemoryRow& m : r.memory) {
+    const MemoryRow* theirs = same_key(ref.memory, m.key);
+    if (theirs == nullptr) continue;
+    t.add({"idle RSS, " + m.name + ", MiB", none, fmt::format("{:.1f}", mib(m.idle_rss_kib)),
+           fmt::format("{:.1f}", mib(theirs->idle_rss_kib))});
+    t.add({"peak RSS, " + m.name + ", MiB", none,
+           fmt::format("{:.1f}", mib(std::max(m.peak_rss_kib, m.hwm_kib))),
+           fmt::format("{:.1f}", mib(std::max(theirs->peak_rss_kib, theirs->hwm_kib)))});
+  }
+  if (!r.startup_ms.empty()) {
+    t.add({"start to a working tunnel, p50 ms", none,
+           fmt::format("{:.1f}", summarize(r.startup_ms).p50),
+           ref.startup_ms.empty() ? none : fmt::format("{:.1f}", summarize(ref.startup_ms).p50)});
+  }
+  out += t.str();
+  out +=
+      "(whole path: CPU of every process a byte passes, the benchmark's client and service\n"
+      "included; direct: the benchmark alone)\n";
+  for (const std::string& f : ref.failures) out += "reference failed: " + f + "\n";
+  return out + "\n";
+}
+
+}  // namespace
 
 std::string format_report(const Results& r, const std::vector<Verdict>& verdicts) {
   const RunInfo& i = r.info;
@@ -388,7 +519,9 @@ std::string format_report(const Results& r, const std::vector<Verdict>& verdicts
                        static_cast<double>(m.bulk_bytes) / 1e6, m.bulk_seconds);
   }
 
-  out += "Targets (issues 2, 6 and 7) next to the reference localproxy (2 cores)\n";
+  if (r.reference) out += format_reference(r);
+
+  out += r.reference ? "Targets, ours next to the reference localproxy of this run\n" : "Targets\n";
   Table v({"measure", "target", "ours", "reference", "verdict"});
   int passed = 0;
   for (const Verdict& x : verdicts) {
@@ -473,6 +606,35 @@ std::string format_json(const Results& r, const std::vector<Verdict>& verdicts) 
                               {"tunnel_beside_bulk", summary_json(m.ping_under_bulk)},
                               {"bulk_bytes", m.bulk_bytes},
                               {"bulk_seconds", m.bulk_seconds}};
+  }
+  if (r.reference) {
+    const ReferenceResults& ref = *r.reference;
+    nlohmann::json& jr = j["reference"];
+    jr["binary"] = ref.binary;
+    for (const ThroughputRow& row : ref.throughput) {
+      jr["throughput"][row.key] = {{"direct_MBps", mb_per_s(row.direct)},
+                                   {"tunnel_MBps", mb_per_s(row.tunnel)},
+                                   {"ratio", ratio(row)},
+                                   {"bytes", row.tunnel.bytes},
+                                   {"tunnel_cpu_seconds", cpu_json(row.tunnel_cpu)}};
+    }
+    for (const LatencyRow& row : ref.latency) {
+      jr["round_trip_us"].push_back({{"size", row.size},
+                                     {"direct", summary_json(row.direct)},
+                                     {"tunnel", summary_json(row.tunnel)},
+                                     {"added_p50", row.tunnel.p50 - row.direct.p50},
+                                     {"tunnel_cpu_seconds", cpu_json(row.tunnel_cpu)}});
+    }
+    jr["first_round_trip_us"] = summary_json(ref.first_rt);
+    jr["startup_ms"] = ref.startup_ms;
+    for (const MemoryRow& m : ref.memory) {
+      jr["memory_kib"][m.key] = {{"idle_rss", m.idle_rss_kib},
+                                 {"idle_rss_anon", m.idle_anon_kib},
+                                 {"peak_rss_sampled", m.peak_rss_kib},
+                                 {"hwm", m.hwm_kib},
+                                 {"after_rss", m.after_rss_kib}};
+    }
+    jr["failures"] = ref.failures;
   }
   for (const Verdict& v : verdicts) {
     j["targets"].push_back({{"measure", v.what},

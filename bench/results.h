@@ -1,4 +1,4 @@
-// What one benchmark run measured, and the targets it is judged by.
+// What one benchmark run measured, and the targets it is judged by.
 #pragma once
 
 #include <cstdint>
@@ -96,6 +96,21 @@ struct MultiplexResults {
   double bulk_seconds = 0;
 };
 
+// With --reference: the same workloads through a second tunnel on the same
+// relay whose two ends are the reference localproxy, measured right after
+// ours in every run (throughput rows share ours' direct baseline).
+struct ReferenceResults {
+  std::string binary;
+  std::vector<ThroughputRow> throughput;  // `tunnel` is the reference's
+  std::vector<LatencyRow> latency;
+  Summary first_rt;  // microseconds
+  std::vector<double> startup_ms;
+  std::vector<MemoryRow> memory;  // its source and destination
+  // Measurements the reference did not complete, one line each (with the
+  // last line it logged); it was restarted on a fresh tunnel after each.
+  std::vector<std::string> failures;
+};
+
 struct Results {
   RunInfo info;
   std::vector<ThroughputRow> throughput;
@@ -108,9 +123,11 @@ struct Results {
   std::optional<MultiplexResults> multiplex;        // with --connections N
   std::vector<ThroughputRow> throughput_via_proxy;  // with --https-proxy
   std::string https_proxy;
+  std::optional<ReferenceResults> reference;  // with --reference
 };
 
-// The targets next to the reference localproxy's figures.
+// A target next to what we measured and, with --reference, what the
+// reference localproxy measured in the same run ("-" without).
 struct Verdict {
   std::string what;
   std::string target;

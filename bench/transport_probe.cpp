@@ -1,5 +1,6 @@
 // transport-probe: the WebSocket client transport measured two ways on one
-// libuv loop against the same loopback TLS server (issue 6):
+// libuv loop against the same loopback TLS server, to choose the proxies'
+// client transport (docs/architecture.md):
 //   lws  - libwebsockets as the TLS transport only (a RAW client connection);
 //          our code writes the upgrade, checks the 101 and does RFC 6455.
 //   ours - tunnel::ServiceLink (libuv + OpenSSL, our codec), as shipped.

@@ -2,11 +2,13 @@
 # Builds tunneld and runs the tunnel benchmark (bench/tunnel_bench.cpp): a full
 # tunnel (source localproxy, tunnel-relay over TLS, destination localproxy, a
 # service) against direct loopback TCP, measured in the same run, printed
-# next to the issues' targets. See docs/benchmarks.md.
+# next to the targets. See docs/benchmarks.md.
 #
 #   scripts/bench.sh                          # build/, 1 GiB per throughput run
 #   scripts/bench.sh --json bench.json        # also machine-readable results
 #   scripts/bench.sh --bytes 256MiB --runs 3  # other options go to tunnel-bench
+#   scripts/bench.sh --reference PATH         # also the reference localproxy
+#                                             # binary PATH at both ends
 #   BENCH_BUILD_DIR=build-release scripts/bench.sh
 #                                             # another build dir; made with
 #                                             # --buildtype=release if missing
@@ -22,7 +24,7 @@ buildtype=debugoptimized
 [[ "$build" != build ]] && buildtype=release
 # shellcheck source=scripts/bench-common.sh
 source scripts/bench-common.sh
-bench_prepare "$0" "$build" "$buildtype" 15 bench/tunnel-bench \
+bench_prepare "$0" "$build" "$buildtype" 17 bench/tunnel-bench \
   relay/tunnel-relay ctl/localproxy:executable -- "$@"
 
 args=()

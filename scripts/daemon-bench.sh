@@ -3,7 +3,7 @@
 # benchmark (bench/daemon_bench.cpp): idle RSS of one tunneld with 1, 100 and
 # 1000 sessions connected to a loopback relay, tunnelctl open -> connected
 # time, and the throughput of 4 concurrent tunnels against direct loopback
-# TCP, printed next to issue 3's targets. See docs/benchmarks.md.
+# TCP, printed next to their targets. See docs/benchmarks.md.
 #
 #   scripts/daemon-bench.sh                        # build-release/, 256 MiB per stream
 #   scripts/daemon-bench.sh --json dbench.json     # also machine-readable results

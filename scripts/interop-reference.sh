@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Interoperability runs against the reference localproxy
-# (aws-samples/aws-iot-securetunneling-localproxy), issue 8. Not part of CI.
+# (aws-samples/aws-iot-securetunneling-localproxy). Not part of CI.
 #
 # Builds the reference once into a cache folder outside the repository, builds
 # our relay and localproxy, then runs both pairings (ours as source with the

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Interoperability runs against the reference localproxy (issue 8).
+"""Interoperability runs against the reference localproxy.
 
 Driven by scripts/interop-reference.sh, which builds the reference first; see
 docs/interop.md. Every case runs in its own temp dir with a fresh tunnel-relay

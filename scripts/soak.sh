@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The long form of the soak test (issue 10, item 3): tests/integration/test_soak.py
+# The long form of the soak test: tests/integration/test_soak.py
 # with 10,000 connect/echo/close cycles through one tunnel and 1,000 sessions
 # opened, connected and closed through tunnelctl in one tunneld, checking that
 # fds, RSS (and tunneld's libuv handles) are as flat at the end as at the start.

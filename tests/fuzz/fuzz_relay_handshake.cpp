@@ -12,7 +12,7 @@
 //    tunnel and the role is the mode asked for;
 //  - a refusal is a 4xx with a reason that never holds a token;
 //  - a token once used is refused later unless the same client token comes
-//    back (protocol.md section 2).
+//    back (docs/protocol.md section 2).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>

@@ -4,7 +4,7 @@
 Standard library only. It terminates TLS toward the proxy (the harness CA's
 server certificate) and originates TLS toward the relay (trusting the harness
 CA), passes the HTTP upgrade through untouched, then parses both directions
-as WebSocket frames and the payload as the record stream of protocol.md
+as WebSocket frames and the payload as the record stream of docs/protocol.md
 (section 3: [u16 length][Message], not aligned with frames). Every record is
 forwarded re-framed, so a fault can act at record boundaries (inject, repeat)
 or anywhere in the byte stream (re-chunk):
@@ -40,7 +40,7 @@ import threading
 import time
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-MAX_FRAME = 131076  # protocol.md section 3, either direction
+MAX_FRAME = 131076  # docs/protocol.md section 3, either direction
 DATA, STREAM_START, STREAM_RESET, SESSION_RESET = 1, 2, 3, 4
 SERVICE_IDS, CONNECTION_START, CONNECTION_RESET = 5, 6, 7
 FLUSH_AFTER = 0.002  # a partial chunk waits this long for more bytes

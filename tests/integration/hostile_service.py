@@ -69,7 +69,7 @@ def _varint(n: int) -> bytes:
 
 def pb_message(type_: int | None = None, stream_id: int | None = None,
                payload: bytes | None = None) -> bytes:
-    """Hand-encoded protobuf Message (protocol.md section 3)."""
+    """Hand-encoded protobuf Message (docs/protocol.md section 3)."""
     out = b""
     if type_ is not None:
         out += b"\x08" + _varint(type_)

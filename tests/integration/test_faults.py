@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Fault injection (issue 10, item 2): the real proxies and tunnel-relay with
+"""Fault injection: the real proxies and tunnel-relay with
 fault_proxy.py between them, misbehaving local targets, and tunneld's state
 directory and process killed under it.
 
@@ -414,9 +414,10 @@ def _(h):
 @r.case("client half-closes after its request: the connection ends at once (no half-close "
         "in the protocol), never a hang, never foreign bytes")
 def _(h):
-    # protocol.md has no half-close: a source reading EOF ends the connection
-    # (CONNECTION_RESET). What the target answers to a request already sent
-    # must still reach the client when the target answers at once.
+    # The protocol has no half-close (docs/protocol.md section 4): a source
+    # reading EOF ends the connection (CONNECTION_RESET). What the target
+    # answers to a request already sent must still reach the client when the
+    # target answers at once.
     class Replier:
         def __init__(self):
             self.sock = socket.socket()

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Soak (issue 10, item 3): many short lives, then check that nothing grew.
+"""Soak: many short lives, then check that nothing grew.
 
 (a) cycles: connect, echo a few KiB (SHA-256), close, through one tunnel
     (source and destination localproxy via tunnel-relay);

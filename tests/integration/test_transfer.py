@@ -15,7 +15,7 @@ from harness import (Runner, check, echo_roundtrip, receive_all, scaled,  # noqa
 
 MIB = 1 << 20
 BIG = int(os.environ.get("TUNNELD_TEST_BIG_MIB", "64")) * MIB
-# One-way bulk transfers: 1 GiB each way in the plain build (issue 6), less
+# One-way bulk transfers: 1 GiB each way in the plain build, less
 # under the sanitizers (3-10x slower; TUNNELD_TEST_TIMEOUT_SCALE > 1 there).
 _plain = os.environ.get("TUNNELD_TEST_TIMEOUT_SCALE", "1") in ("", "1")
 BULK = int(os.environ.get("TUNNELD_TEST_BULK_MIB", "1024" if _plain else "128")) * MIB

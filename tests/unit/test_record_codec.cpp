@@ -1,4 +1,4 @@
-// Record framing (protocol.md section 3): incremental decoding at any split
+// Record framing (docs/protocol.md section 3): incremental decoding at any split
 // point, limits enforced before allocating, and the hand-written DATA encoder
 // agreeing byte for byte with protobuf.
 #include <doctest/doctest.h>

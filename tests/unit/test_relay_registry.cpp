@@ -1,5 +1,5 @@
 // tunnel-relay's pure parts: tunnel registry and admission rules, handshake
-// decisions (protocol.md section 2, service side), the record queue and
+// decisions (docs/protocol.md section 2, service side), the record queue and
 // splitter that forward whole records, and the records the relay reads and
 // injects; the admin API's thingName notification.
 #include <doctest/doctest.h>

@@ -1,5 +1,5 @@
-// The V1 session state machine (protocol.md section 4), driven with records
-// and local events; a recording fake stands in for the proxy loop.
+// The session state machine, V1 to V3 (docs/protocol.md sections 4-6), driven with
+// records and local events; a recording fake stands in for the proxy loop.
 #include <doctest/doctest.h>
 
 #include <string>
