@@ -745,6 +745,68 @@ def _(h):
     print(f"  tunnelctl version answered in {secs * 1000:.0f} ms with 8 idle clients")
 
 
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise TestFailure(f"no VmRSS for pid {pid}")
+
+
+@r.case("a control client that writes requests and never reads the answers is paused, "
+        "then closed; tunneld's memory stays flat and tunnelctl keeps working")
+def _(h):
+    d = Tunneld(h, log_level="info").start()
+    rss_before = rss_kib(d.pid)
+    # 4 MiB of VersionRequests (10 bytes each: about 400,000 answers). A
+    # daemon that answers whatever it reads queues them all for a client
+    # that takes none; a bounded one stops reading, so most of this is never
+    # even accepted by the socket.
+    one = frame(control_request(1, REQ_VERSION))
+    flood = memoryview(one * (4 * MiB // len(one)))
+    c = ControlConn(d.socket)
+    c.sock.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + 3
+    while sent < len(flood) and time.monotonic() < deadline:
+        try:
+            sent += c.sock.send(flood[sent:sent + 65536])
+        except BlockingIOError:
+            time.sleep(0.01)
+    time.sleep(0.3)  # let the daemon serve what it accepted
+    grown = rss_kib(d.pid) - rss_before
+    print(f"  {sent / MiB:.2f} MiB of requests accepted by the socket, RSS "
+          f"{rss_before} KiB -> +{grown} KiB")
+    check(grown < 8 * 1024, f"tunneld RSS grew by {grown} KiB for a client that never reads")
+    check(sent < len(flood), "the daemon read 4 MiB of requests from a client that reads "
+                             "none of its answers")
+
+    # Meanwhile every other client is served at once.
+    t0 = time.monotonic()
+    check(d.ctl_json("list") == {"sessions": []}, "list while a client is paused")
+    check(time.monotonic() - t0 < 2, "tunnelctl list was slow while a client was paused")
+
+    # The silent reader is closed (5 s without taking a byte): what the socket
+    # holds can still be read, then EOF.
+    d.proc.wait_line(r"control client pid \d+ does not read its answers .*closing", 8)
+    c.sock.setblocking(True)
+    c.sock.settimeout(scaled(5))
+    drained = 0
+    try:
+        while True:
+            chunk = c.sock.recv(1 << 16)
+            if not chunk:
+                break
+            drained += len(chunk)
+    except ConnectionResetError:
+        pass
+    c.close()
+    print(f"  closed; {drained} bytes of answers were left in the socket")
+    check(rss_kib(d.pid) - rss_before < 8 * 1024, "RSS did not come back")
+    check(d.ctl("version").returncode == 0, "tunnelctl version after the flood")
+    check(d.proc.alive(), "tunneld died")
+
+
 # --------------------------------------------------------------------------
 # 5. Secrets
 
