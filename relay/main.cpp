@@ -1,5 +1,7 @@
 // tunnel-relay: the tunneling service side, for tests, benchmarks and demos.
 // See docs/relay.md. This file only turns the command line into a RelayConfig.
+#include <spdlog/spdlog.h>
+
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
@@ -7,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core_dumps.h"
 #include "process_limits.h"
 #include "relay.h"
 #include "relay_config.h"
@@ -15,6 +18,7 @@
 namespace {
 
 int run(int argc, char** argv) {
+  const tunnel::CoreDumps dumps = tunnel::keep_secrets_out_of_core_dumps();
   CLI::App app{"tunnel-relay: pairs the source and destination ends of secure tunnels"};
   std::string listen;
   std::string admin;
@@ -106,6 +110,8 @@ int run(int argc, char** argv) {
   }
   if (!config.validate(error)) return usage_error("configuration", error);
   relay::setup_logging(level);
+  if (dumps == tunnel::CoreDumps::allowed_by_variable)
+    spdlog::get("relay")->warn("TUNNELD_ALLOW_CORE_DUMPS=1: a core of the relay holds every token");
   return relay::run_relay(config);
 }
 
