@@ -11,6 +11,8 @@
 #include "relay_config.h"
 #include "temp_dir.h"
 
+using namespace std::string_literals;
+
 namespace {
 
 relay::HttpRequest parsed(const std::string& head) {
@@ -33,11 +35,11 @@ relay::AdminAccess loopback() {
 }  // namespace
 
 TEST_CASE("admin API request head: a bare CR or LF, control characters, spaces are refused") {
-  for (const std::string head : {
+  for (const std::string& head : {
            std::string("GET /tunnels\nFORGED HTTP/1.1\r\nHost: h\r\n\r\n"),
            std::string("GET /tunnels\rFORGED HTTP/1.1\r\nHost: h\r\n\r\n"),
            std::string("GET /t\x1b[31m HTTP/1.1\r\nHost: h\r\n\r\n"),
-           std::string("GET /t\0x HTTP/1.1\r\nHost: h\r\n\r\n", 31),
+           "GET /t\0x HTTP/1.1\r\nHost: h\r\n\r\n"s,
            std::string("GET /a b HTTP/1.1\r\nHost: h\r\n\r\n"),
            std::string("G(T / HTTP/1.1\r\nHost: h\r\n\r\n"),
            std::string("GET /\x80 HTTP/1.1\r\nHost: h\r\n\r\n"),
@@ -138,7 +140,7 @@ TEST_CASE("admin API access: the bearer token, and a 401 that asks for it") {
   const std::string head = "GET /tunnels HTTP/1.1\r\nHost: 127.0.0.1\r\n";
   CHECK(refusal(a, head + "Authorization: Bearer " + a.token + "\r\n\r\n") == 0);
   CHECK(refusal(a, head + "Authorization: bearer   " + a.token + "\r\n\r\n") == 0);
-  for (const std::string bad :
+  for (const std::string& bad :
        {std::string(""), std::string("Authorization: Bearer\r\n"),
         "Authorization: Bearer " + a.token + "0\r\n",
         "Authorization: Bearer " + a.token.substr(1) + "\r\n", "Authorization: " + a.token + "\r\n",

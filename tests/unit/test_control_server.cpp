@@ -161,7 +161,7 @@ TEST_SUITE("control server") {
 
   TEST_CASE("a flood is paused at the bound and loses nothing once the client reads") {
     ControlServerOptions o;
-    o.max_unsent_output = 16 * 1024;
+    o.max_unsent_output = std::size_t{16} * 1024;
     World w(o);
 
     // 60,000 requests (about 600 KB), as fast as the socket takes them,
@@ -219,7 +219,7 @@ TEST_SUITE("control server") {
 
   TEST_CASE("a client paused at the bound that takes nothing is closed") {
     ControlServerOptions o;
-    o.max_unsent_output = 16 * 1024;
+    o.max_unsent_output = std::size_t{16} * 1024;
     o.stalled_timeout_ms = 300;
     World w(o);
     std::string all;
@@ -247,8 +247,8 @@ TEST_SUITE("control server") {
     ControlServerOptions o;
     o.max_clients = 4;
     World w(o);
-    std::vector<int> fds;
-    for (int i = 0; i < 10; ++i) fds.push_back(connect_nonblocking(w.path()));
+    std::vector<int> fds(10);
+    for (int& fd : fds) fd = connect_nonblocking(w.path());
     w.loop.run_until([] { return false; }, 100ms);
     CHECK(w.server.clients() == 4);
     int refused = 0;
