@@ -118,7 +118,7 @@ TEST_SUITE("control server") {
     const auto start = Clock::now();
     bool closed = false;
     std::uint64_t id = 1;
-    while (!closed && Clock::now() - start < 2s) {
+    while (!closed && Clock::now() - start < 3s) {
       const std::string req = version_request(id++);
       if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) < 0 && errno != EAGAIN) closed = true;
       w.loop.run_until([&] { return w.server.clients() == 0; }, 50ms);
@@ -126,7 +126,7 @@ TEST_SUITE("control server") {
     }
     const auto took = Clock::now() - start;
     CHECK(closed);
-    CHECK(took < 1s);
+    CHECK(took < 1500ms);  // idle timeout 300 ms; an old server never closes it
     CHECK(w.handler.served >= 1);
     ::close(fd);
   }
@@ -238,7 +238,7 @@ TEST_SUITE("control server") {
           return w.server.clients() == 0;
         },
         5s));
-    CHECK(Clock::now() - start >= 300ms);
+    CHECK(Clock::now() - start >= 250ms);  // the loop's clock is in whole ms
     CHECK(sent < all.size());
     ::close(fd);
   }
