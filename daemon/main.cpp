@@ -6,6 +6,7 @@
 #include <exception>
 
 #include "config.h"
+#include "core_dumps.h"
 #include "daemon.h"
 #include "journal_log.h"
 #include "logging.h"
@@ -14,6 +15,7 @@
 namespace {
 
 int run(int argc, char** argv) {
+  const tunnel::CoreDumps dumps = tunnel::keep_secrets_out_of_core_dumps();
   CLI::App app{"tunneld: hosts secure tunnel sessions, controlled with tunnelctl"};
   std::string config_path;
   std::string socket_path;
@@ -86,6 +88,12 @@ int run(int argc, char** argv) {
                                           tunneld::kDefaultConfigPath);
   }
   tunnel::logging::get("tunneld")->debug("file descriptor limit: {}", tunnel::raise_fd_limit());
+  if (dumps != tunnel::CoreDumps::disabled) {
+    tunnel::logging::get("tunneld")->warn(
+        "core dumps are on ({}): a core of tunneld holds the sessions' tokens and proxy passwords",
+        dumps == tunnel::CoreDumps::allowed_by_variable ? "TUNNELD_ALLOW_CORE_DUMPS=1"
+                                                        : "prctl(PR_SET_DUMPABLE) failed");
+  }
   tunneld::Daemon daemon(std::move(config), reload_path, overrides);
   return daemon.run();
 }

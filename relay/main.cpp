@@ -1,5 +1,7 @@
 // tunnel-relay: the tunneling service side, for tests, benchmarks and demos.
 // See docs/relay.md. This file only turns the command line into a RelayConfig.
+#include <spdlog/spdlog.h>
+
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
@@ -7,13 +9,16 @@
 #include <string>
 #include <vector>
 
+#include "core_dumps.h"
 #include "process_limits.h"
 #include "relay.h"
 #include "relay_config.h"
+#include "text.h"
 
 namespace {
 
 int run(int argc, char** argv) {
+  const tunnel::CoreDumps dumps = tunnel::keep_secrets_out_of_core_dumps();
   CLI::App app{"tunnel-relay: pairs the source and destination ends of secure tunnels"};
   std::string listen;
   std::string admin;
@@ -29,7 +34,17 @@ int run(int argc, char** argv) {
   app.add_option("--tls-key", config.tls_key, "PEM private key (wss)")->check(CLI::ExistingFile);
   app.add_option("--tunnel", tunnels, "SRC_TOKEN:DST_TOKEN[:svc1,svc2] (repeatable)")
       ->allow_extra_args(false);
-  app.add_option("--admin", admin, "HOST:PORT (loopback) for the admin HTTP API");
+  app.add_option("--admin", admin,
+                 "HOST:PORT for the admin HTTP API (other than loopback: with --admin-token-file "
+                 "and --admin-tls)");
+  std::string admin_token_file;
+  app.add_option("--admin-token-file", admin_token_file,
+                 "file (mode 0600) holding the bearer token the admin API then requires");
+  app.add_flag("--admin-tls", config.admin_tls,
+               "serve the admin API over TLS with --tls-cert and --tls-key");
+  app.add_option("--admin-host", config.admin_hosts,
+                 "a name the admin API answers to in Host besides its address (repeatable)")
+      ->allow_extra_args(false);
   app.add_option("--subprotocols", subprotocols,
                  "accepted subprotocols, e.g. 1.0,2.0,3.0 (default: all three)");
   std::string notify_broker;
@@ -72,6 +87,12 @@ int run(int argc, char** argv) {
     config.admin = relay::parse_host_port(admin, error);
     if (!config.admin) return usage_error("--admin " + admin, error);
   }
+  if (!admin_token_file.empty()) {
+    auto token = relay::load_admin_token(admin_token_file, error);
+    if (!token) return usage_error("--admin-token-file " + admin_token_file, error);
+    config.admin_token = std::move(*token);
+  }
+  for (std::string& name : config.admin_hosts) name = tunnel::text::lower(name);
   if (!notify_broker.empty()) {
     config.notify_broker = relay::parse_host_port(notify_broker, error);
     if (!config.notify_broker) return usage_error("--notify-broker " + notify_broker, error);
@@ -89,6 +110,8 @@ int run(int argc, char** argv) {
   }
   if (!config.validate(error)) return usage_error("configuration", error);
   relay::setup_logging(level);
+  if (dumps == tunnel::CoreDumps::allowed_by_variable)
+    spdlog::get("relay")->warn("TUNNELD_ALLOW_CORE_DUMPS=1: a core of the relay holds every token");
   return relay::run_relay(config);
 }
 

@@ -50,7 +50,16 @@ class RelayProcess {
           ok = false;
         }
       }
-      admin_.emplace(&loop_, *api_);
+      AdminServerOptions admin_options;
+      admin_options.access.bound_host = config_.admin->host;
+      admin_options.access.names = config_.admin_hosts;
+      admin_options.access.tls = config_.admin_tls;
+      admin_options.access.token = config_.admin_token;
+      if (config_.admin_tls) {
+        admin_options.tls_cert = config_.tls_cert;
+        admin_options.tls_key = config_.tls_key;
+      }
+      admin_.emplace(&loop_, *api_, std::move(admin_options));
       if (ok) ok = admin_->listen(*config_.admin, admin_bound, error);
     }
     int rc = 0;

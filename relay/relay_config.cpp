@@ -2,10 +2,16 @@
 #include "text.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <cstdio>
+#include <cstring>
 
 namespace relay {
 namespace {
@@ -85,6 +91,56 @@ std::optional<HostPort> parse_host_port(std::string_view text, std::string& erro
   }
   hp.port = static_cast<std::uint16_t>(value);
   return hp;
+}
+
+std::optional<std::string> load_admin_token(const std::string& path, std::string& error) {
+  // O_NOFOLLOW and fstat on the opened file: what is checked is what is read.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) {
+    error = "cannot open it: " + std::string(std::strerror(errno));
+    return std::nullopt;
+  }
+  struct stat st {};
+  std::string token;
+  if (::fstat(fd, &st) != 0) {
+    error = "cannot stat it: " + std::string(std::strerror(errno));
+  } else if (!S_ISREG(st.st_mode)) {
+    error = "not a regular file";
+  } else if (st.st_uid != ::geteuid()) {
+    error = "owned by uid " + std::to_string(st.st_uid) + ", not by the relay's user (uid " +
+            std::to_string(::geteuid()) + "); chown it";
+  } else if ((st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    error = std::string("mode ") + mode + " lets other users read it; chmod 600 " + path;
+  } else if (st.st_size > 4097) {
+    error = "too large for a token (at most 4096 characters)";
+  } else {
+    token.resize(static_cast<std::size_t>(st.st_size));
+    const ssize_t n = ::read(fd, token.data(), token.size());
+    if (n != static_cast<ssize_t>(token.size())) error = "cannot read it";
+  }
+  ::close(fd);
+  if (!error.empty()) return std::nullopt;
+  if (!token.empty() && token.back() == '\n') token.pop_back();
+  if (!token.empty() && token.back() == '\r') token.pop_back();
+  if (token.size() < 16 || token.size() > 4096) {
+    error = "a token must be 16 to 4096 characters (e.g. openssl rand -hex 32 > FILE)";
+    return std::nullopt;
+  }
+  if (!std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; })) {
+    error = "a token must be printable ASCII without spaces";
+    return std::nullopt;
+  }
+  return token;
+}
+
+bool valid_admin_host_name(std::string_view name) {
+  if (name.empty() || name.size() > 253 || name.front() == '.' || name.front() == '-') return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.';
+  });
 }
 
 bool valid_service_id(std::string_view id) {
@@ -175,8 +231,32 @@ bool RelayConfig::validate(std::string& error) const {
     error = "plain ws (no --tls-cert/--tls-key) is only allowed on a loopback address";
     return false;
   }
-  if (admin && !admin->is_loopback()) {
-    error = "--admin must be a loopback address (the admin API has no authentication)";
+  if (admin_tls && !admin) {
+    error = "--admin-tls needs --admin";
+    return false;
+  }
+  if (admin_tls && !tls()) {
+    error = "--admin-tls serves the admin API with --tls-cert and --tls-key: give both";
+    return false;
+  }
+  if (!admin_token.empty() && !admin) {
+    error = "--admin-token-file needs --admin";
+    return false;
+  }
+  if (!admin_hosts.empty() && !admin) {
+    error = "--admin-host needs --admin";
+    return false;
+  }
+  for (const std::string& name : admin_hosts) {
+    if (!valid_admin_host_name(name)) {
+      error = "--admin-host takes a DNS name (letters, digits, '-' and '.')";
+      return false;
+    }
+  }
+  if (admin && !admin->is_loopback() && (admin_token.empty() || !admin_tls)) {
+    error =
+        "--admin on an address other than loopback needs --admin-token-file and --admin-tls "
+        "(the admin API hands out access tokens)";
     return false;
   }
   if (subprotocols.empty()) {

@@ -51,9 +51,24 @@ std::vector<std::string> default_subprotocols();
 // 1, 2 or 3 for a known subprotocol name, 0 otherwise.
 int subprotocol_version(std::string_view name);
 
+// --admin-token-file: the bearer token of the admin API. The file must be a
+// regular file owned by the effective user, without any permission for group
+// or others, holding 16..4096 printable ASCII characters without spaces (one
+// trailing newline is ignored). Returns nullopt and sets `error` (which
+// never quotes the file's content) otherwise.
+std::optional<std::string> load_admin_token(const std::string& path, std::string& error);
+
+// --admin-host NAME: a DNS name (letters, digits, '-', '.'; at most 253).
+bool valid_admin_host_name(std::string_view name);
+
 struct RelayConfig {
   HostPort listen;
   std::optional<HostPort> admin;
+  // Who may use the admin API (docs/relay.md): extra names accepted in Host,
+  // TLS with --tls-cert/--tls-key, and the bearer token (a secret).
+  std::vector<std::string> admin_hosts;
+  bool admin_tls = false;
+  std::string admin_token;
   std::string tls_cert;  // both empty: plain ws (loopback only)
   std::string tls_key;
   std::vector<TunnelSpec> tunnels;
@@ -78,7 +93,8 @@ struct RelayConfig {
   std::string notify_region = "us-east-1";
 
   bool tls() const { return !tls_cert.empty(); }
-  // Cross-field checks (TLS pair, plain ws only on loopback, admin on loopback).
+  // Cross-field checks (TLS pair, plain ws only on loopback, an admin API
+  // off loopback only with a token and TLS).
   bool validate(std::string& error) const;
 };
 

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "cli.h"
+#include "core_dumps.h"
 #include "logging.h"
 #include "proxy_session.h"
 #include "settings.h"
@@ -34,6 +35,7 @@ struct SignalWatch {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const tunnel::CoreDumps dumps = tunnel::keep_secrets_out_of_core_dumps();
   lp::Options opts;
   try {
     opts = lp::parse_command_line(argc, argv, lp::process_env());
@@ -57,6 +59,8 @@ int main(int argc, char** argv) {
   tunnel::logging::set_level(tunnel::logging::level_from_verbosity(opts.verbosity));
   auto log = tunnel::logging::get("localproxy");
   for (const auto& w : opts.warnings) log->warn("{}", w);
+  if (dumps == tunnel::CoreDumps::allowed_by_variable)
+    log->warn("TUNNELD_ALLOW_CORE_DUMPS=1: a core of localproxy holds its tokens");
 
   uv_loop_t loop;
   uv_loop_init(&loop);

@@ -5,10 +5,12 @@
 
 #include "cli.h"
 #include "control_client.h"
+#include "core_dumps.h"
 
 namespace ctl = tunnel::tunnelctl;
 
 int main(int argc, char** argv) {
+  tunnel::keep_secrets_out_of_core_dumps();  // an open request carries tokens
   ctl::Invocation inv;
   try {
     inv = ctl::parse_command_line(argc, argv, ctl::process_env(), ctl::process_stdin());

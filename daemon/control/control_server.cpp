@@ -1,6 +1,8 @@
 #include "control_server.h"
 
 #include <grp.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -72,15 +74,33 @@ bool peer_may_modify(const PeerCredentials& peer, gid_t group) {
 struct ControlServer::Client {
   ControlServer* server = nullptr;
   uv_pipe_t pipe{};
-  uv_timer_t idle{};
+  uv_timer_t timer{};  // idle timeout; the stalled timeout while paused
   FrameDecoder decoder{kMaxRequestSize};
+  // Requests read but not yet served because the client's answers were over
+  // the bound: at most the rest of one read (sizeof g_read_buffer).
+  std::string held_input;
   PeerCredentials peer;
   bool may_modify = false;
+  bool paused = false;  // not reading: too many of its answers wait in the daemon
   bool closing = false;
   bool close_after_write = false;
   int open_handles = 0;
   int pending_writes = 0;
 
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&pipe); }
+  std::size_t unsent() const {
+    return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&pipe));
+  }
+  // True when every earlier answer has been read by the client: nothing
+  // waits in the daemon, nothing in the socket (SIOCOUTQ on a Unix stream
+  // socket counts the bytes the peer has not read yet).
+  bool caught_up() {
+    if (unsent() != 0) return false;
+    uv_os_fd_t fd = -1;
+    int queued = 0;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(&pipe), &fd) != 0) return true;
+    return ::ioctl(fd, SIOCOUTQ, &queued) != 0 || queued == 0;
+  }
   void maybe_delete() {
     if (closing && open_handles == 0 && pending_writes == 0) delete this;
   }
@@ -171,20 +191,25 @@ void ControlServer::on_connection() {
   uv_pipe_init(loop_, &c->pipe, 0);
   c->pipe.data = c;
   ++c->open_handles;
-  uv_timer_init(loop_, &c->idle);
-  c->idle.data = c;
+  uv_timer_init(loop_, &c->timer);
+  c->timer.data = c;
   ++c->open_handles;
   clients_.push_back(c);
-  if (uv_accept(reinterpret_cast<uv_stream_t*>(server_),
-                reinterpret_cast<uv_stream_t*>(&c->pipe)) != 0) {
+  if (uv_accept(reinterpret_cast<uv_stream_t*>(server_), c->stream()) != 0) {
     drop(*c);
     return;
   }
   if (clients_.size() > options_.max_clients) {
-    log()->warn("more than {} control clients: refusing one", options_.max_clients);
+    // Once per episode: a client reconnecting in a loop must not flood the log.
+    if (!refusing_) {
+      log()->warn("more than {} control clients: refusing new ones until one leaves",
+                  options_.max_clients);
+    }
+    refusing_ = true;
     drop(*c);
     return;
   }
+  refusing_ = false;
   uv_os_fd_t fd = -1;
   uv_fileno(reinterpret_cast<uv_handle_t*>(&c->pipe), &fd);
   ucred cred{};
@@ -193,16 +218,29 @@ void ControlServer::on_connection() {
     c->peer = {cred.pid, cred.uid, cred.gid};
   }
   c->may_modify = peer_may_modify(c->peer, group_id_);
+  start_timer(*c, options_.idle_timeout_ms);
+  start_reading(*c);
+}
+
+void ControlServer::start_timer(Client& c, std::uint64_t timeout_ms) {
   uv_timer_start(
-      &c->idle,
+      &c.timer,
       [](uv_timer_t* t) {
         auto* c = static_cast<Client*>(t->data);
-        log()->debug("control client pid {} idle: closing", c->peer.pid);
+        if (c->paused) {
+          log()->warn("control client pid {} does not read its answers ({} bytes waiting): closing",
+                      c->peer.pid, c->unsent());
+        } else {
+          log()->debug("control client pid {} idle: closing", c->peer.pid);
+        }
         c->server->drop(*c);
       },
-      options_.idle_timeout_ms, 0);
+      timeout_ms, 0);
+}
+
+void ControlServer::start_reading(Client& c) {
   uv_read_start(
-      reinterpret_cast<uv_stream_t*>(&c->pipe),
+      c.stream(),
       [](uv_handle_t*, std::size_t, uv_buf_t* buf) {
         buf->base = g_read_buffer;
         buf->len = sizeof g_read_buffer;
@@ -220,9 +258,27 @@ void ControlServer::on_read(Client& c, ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   if (nread == 0) return;
-  uv_timer_again(&c.idle);
-  std::string_view input(buf->base, static_cast<std::size_t>(nread));
+  // Activity is a request from a client that has read its earlier answers;
+  // one that keeps writing without reading keeps no connection alive.
+  if (c.caught_up()) start_timer(c, options_.idle_timeout_ms);
+  serve(c, std::string_view(buf->base, static_cast<std::size_t>(nread)));
+}
+
+void ControlServer::serve(Client& c, std::string_view input) {
   while (!c.closing && !c.close_after_write) {
+    if (c.unsent() > options_.max_unsent_output) {
+      // The client does not read: neither read nor answer more until it
+      // does, and give up on it if it never does.
+      c.held_input.assign(input);
+      if (!c.paused) {
+        c.paused = true;
+        uv_read_stop(c.stream());
+        log()->debug("control client pid {}: {} bytes of answers unread, pausing", c.peer.pid,
+                     c.unsent());
+        start_timer(c, options_.stalled_timeout_ms);
+      }
+      return;
+    }
     Request request;
     const DecodeStatus st = c.decoder.next_message(input, request);
     if (st == DecodeStatus::need_more) return;
@@ -233,7 +289,7 @@ void ControlServer::on_read(Client& c, ssize_t nread, const uv_buf_t* buf) {
       if (st == DecodeStatus::too_long) {
         // The stream is out of sync: answer, then hang up.
         c.close_after_write = true;
-        uv_read_stop(reinterpret_cast<uv_stream_t*>(&c.pipe));
+        uv_read_stop(c.stream());
         if (c.pending_writes == 0) drop(c);
         return;
       }
@@ -253,6 +309,19 @@ void ControlServer::on_read(Client& c, ssize_t nread, const uv_buf_t* buf) {
   }
 }
 
+void ControlServer::on_written(Client& c) {
+  if (c.closing || !c.paused) return;
+  // The client took bytes: it is slow, not gone.
+  start_timer(c, options_.stalled_timeout_ms);
+  if (c.unsent() > options_.max_unsent_output / 2) return;
+  c.paused = false;
+  start_timer(c, options_.idle_timeout_ms);
+  const std::string held = std::move(c.held_input);
+  c.held_input.clear();
+  serve(c, held);
+  if (!c.paused && !c.closing && !c.close_after_write) start_reading(c);
+}
+
 void ControlServer::send(Client& c, const Response& r) {
   auto* w = new WriteReq;
   if (!append_frame(w->data, r, kMaxResponseSize)) {
@@ -263,17 +332,18 @@ void ControlServer::send(Client& c, const Response& r) {
   w->req.data = &c;
   uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
   // The request pointer is recovered from the uv_write_t (first member).
-  const int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&c.pipe), &buf, 1,
-                          [](uv_write_t* req, int status) {
-                            auto* w = reinterpret_cast<WriteReq*>(req);
-                            auto* c = static_cast<Client*>(req->data);
-                            delete w;
-                            --c->pending_writes;
-                            if (status < 0 || (c->close_after_write && c->pending_writes == 0)) {
-                              c->server->drop(*c);
-                            }
-                            c->maybe_delete();
-                          });
+  const int rc = uv_write(&w->req, c.stream(), &buf, 1, [](uv_write_t* req, int status) {
+    auto* w = reinterpret_cast<WriteReq*>(req);
+    auto* c = static_cast<Client*>(req->data);
+    delete w;
+    --c->pending_writes;
+    if (status < 0 || (c->close_after_write && c->pending_writes == 0)) {
+      c->server->drop(*c);
+    } else {
+      c->server->on_written(*c);
+    }
+    c->maybe_delete();
+  });
   if (rc != 0) {
     delete w;
     drop(c);
@@ -292,7 +362,7 @@ void ControlServer::drop(Client& c) {
     c->maybe_delete();
   };
   uv_close(reinterpret_cast<uv_handle_t*>(&c.pipe), on_closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&c.idle), on_closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&c.timer), on_closed);
 }
 
 }  // namespace tunneld::control

@@ -34,12 +34,25 @@ class RequestHandler {
   virtual Response handle(const Request& request, const PeerCredentials& peer, bool may_modify) = 0;
 };
 
+// What one client can make the daemon hold is bounded (docs/tunneld-config.md,
+// "Control socket bounds"): at most one partial request (kMaxRequestSize) plus
+// the rest of one read, and answers the client has not taken up to
+// `max_unsent_output`, plus the one answer that crossed it.
 struct ControlServerOptions {
   std::string path;
   unsigned mode = 0660;
   std::string group;             // empty = keep the creating user's group
   std::size_t max_clients = 64;  // more are accepted and closed at once
+  // A client is closed when it has sent nothing, or has left earlier answers
+  // unread, for this long: a request read while the client has not taken its
+  // previous answers does not count as activity.
   std::uint64_t idle_timeout_ms = 30000;
+  // Reading a client's requests stops while more than this many bytes of its
+  // answers wait in the daemon (the kernel's socket buffer is full), and
+  // resumes once they are down to half.
+  std::size_t max_unsent_output = std::size_t{64} * 1024;
+  // A client paused that way for this long without taking a byte is closed.
+  std::uint64_t stalled_timeout_ms = 5000;
 };
 
 // True when the peer may change state: root, the daemon's effective user, or a
@@ -65,7 +78,13 @@ class ControlServer {
  private:
   struct Client;
   void on_connection();
+  void start_timer(Client& c, std::uint64_t timeout_ms);
+  void start_reading(Client& c);
   void on_read(Client& c, ssize_t nread, const uv_buf_t* buf);
+  // Answers the requests in `input` until it is used up or the client's
+  // unsent answers pass the bound; then the rest waits in the client.
+  void serve(Client& c, std::string_view input);
+  void on_written(Client& c);
   void send(Client& c, const Response& r);
   void drop(Client& c);
 
@@ -75,6 +94,7 @@ class ControlServer {
   gid_t group_id_ = static_cast<gid_t>(-1);
   uv_pipe_t* server_ = nullptr;
   std::list<Client*> clients_;  // each deletes itself once its handles are closed
+  bool refusing_ = false;       // at max_clients: the refusal was logged once
   bool closed_ = false;
 };
 

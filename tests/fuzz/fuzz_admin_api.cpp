@@ -5,6 +5,10 @@
 //    cap; a head length never beyond the data or the cap; errors only 400,
 //    413, 431, 501, 505; a body length within the cap; a complete head
 //    parses the same alone and with more bytes after it;
+//  - what the parser accepts can be logged as it is: the method and target
+//    are printable ASCII without spaces, and the head holds no bare CR/LF;
+//  - check_access refuses only with 400, 401, 403 or 415, and with a token
+//    configured it lets nothing through without `Authorization: Bearer`;
 //  - AdminApi::handle never throws, answers a known status with a JSON body,
 //    a tunnel it opened is then listed, and a 503 comes only from a full relay.
 #include <algorithm>
@@ -94,6 +98,29 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(relay::parse_request_head(rest.substr(0, head), alone, kMaxHead, kMaxBody) == r);
     FUZZ_CHECK(alone.method == req.method && alone.target == req.target &&
                alone.content_length == req.content_length);
+    for (const std::string* s : {&req.method, &req.target}) {
+      FUZZ_CHECK(!s->empty() &&
+                 std::all_of(s->begin(), s->end(), [](char c) { return c > 0x20 && c < 0x7f; }));
+    }
+    for (std::size_t i = 0; i + 1 < head; ++i) {
+      FUZZ_CHECK((rest[i] == '\r') == (rest[i + 1] == '\n'));
+      if (rest[i + 1] == '\n') ++i;
+    }
+
+    relay::AdminAccess access;
+    access.bound_host = "127.0.0.1";
+    access.names = {"relay.example"};
+    if (const auto refused = relay::check_access(access, req)) {
+      FUZZ_CHECK(refused->status == 400 || refused->status == 403 || refused->status == 415);
+    }
+    access.token = "fuzz-admin-token-0123456789";
+    if (const auto refused = relay::check_access(access, req)) {
+      FUZZ_CHECK(refused->status == 400 || refused->status == 401 || refused->status == 403 ||
+                 refused->status == 415);
+      FUZZ_CHECK(refused->body.find(access.token) == std::string::npos);
+    } else {
+      FUZZ_CHECK(req.authorization && req.authorization->find(access.token) != std::string::npos);
+    }
 
     const std::string_view body = rest.substr(head, req.content_length);
     const std::size_t tunnels_before = control.views.size();

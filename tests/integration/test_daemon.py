@@ -11,6 +11,7 @@ about journald. Cases that need root (another user, a mount namespace) print
 SKIP when they cannot run; the script exits 77 when every selected case was
 skipped.
 """
+import contextlib
 import errno
 import grp
 import json
@@ -745,8 +746,212 @@ def _(h):
     print(f"  tunnelctl version answered in {secs * 1000:.0f} ms with 8 idle clients")
 
 
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise TestFailure(f"no VmRSS for pid {pid}")
+
+
+@r.case("a control client that writes requests and never reads the answers is paused, "
+        "then closed; tunneld's memory stays flat and tunnelctl keeps working")
+def _(h):
+    d = Tunneld(h, log_level="info").start()
+    rss_before = rss_kib(d.pid)
+    # 4 MiB of VersionRequests (10 bytes each: about 400,000 answers). A
+    # daemon that answers whatever it reads queues them all for a client
+    # that takes none; a bounded one stops reading, so most of this is never
+    # even accepted by the socket.
+    one = frame(control_request(1, REQ_VERSION))
+    flood = memoryview(one * (4 * MiB // len(one)))
+    c = ControlConn(d.socket)
+    c.sock.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + 3
+    while sent < len(flood) and time.monotonic() < deadline:
+        try:
+            sent += c.sock.send(flood[sent:sent + 65536])
+        except BlockingIOError:
+            time.sleep(0.01)
+    time.sleep(0.3)  # let the daemon serve what it accepted
+    grown = rss_kib(d.pid) - rss_before
+    print(f"  {sent / MiB:.2f} MiB of requests accepted by the socket, RSS "
+          f"{rss_before} KiB -> +{grown} KiB")
+    check(grown < 8 * 1024, f"tunneld RSS grew by {grown} KiB for a client that never reads")
+    check(sent < len(flood), "the daemon read 4 MiB of requests from a client that reads "
+                             "none of its answers")
+
+    # Meanwhile every other client is served at once.
+    t0 = time.monotonic()
+    check(d.ctl_json("list") == {"sessions": []}, "list while a client is paused")
+    check(time.monotonic() - t0 < 2, "tunnelctl list was slow while a client was paused")
+
+    # The silent reader is closed (5 s without taking a byte): what the socket
+    # holds can still be read, then EOF.
+    d.proc.wait_line(r"control client pid \d+ does not read its answers .*closing", 8)
+    c.sock.setblocking(True)
+    c.sock.settimeout(scaled(5))
+    drained = 0
+    try:
+        while True:
+            chunk = c.sock.recv(1 << 16)
+            if not chunk:
+                break
+            drained += len(chunk)
+    except ConnectionResetError:
+        pass
+    c.close()
+    print(f"  closed; {drained} bytes of answers were left in the socket")
+    check(rss_kib(d.pid) - rss_before < 8 * 1024, "RSS did not come back")
+    check(d.ctl("version").returncode == 0, "tunnelctl version after the flood")
+    check(d.proc.alive(), "tunneld died")
+
+
 # --------------------------------------------------------------------------
 # 5. Secrets
+
+
+CORE_PATTERN = "/proc/sys/kernel/core_pattern"
+
+
+def need_core_files():
+    """Cores must land in a file the case can read: the kernel's pattern is
+    a plain name (written in the process's directory), or, as root, the
+    case points it into its temp dir for its duration."""
+    try:
+        with open(CORE_PATTERN) as f:
+            pattern = f.read().strip()
+    except OSError as e:
+        return f"cannot read {CORE_PATTERN}: {e}"
+    if "/" in pattern or pattern.startswith("|"):
+        if os.geteuid() != 0:
+            return f"core_pattern is {pattern!r} and changing it needs root"
+    return None
+
+
+class CoreFiles:
+    """Core files of processes started in `directory` with RLIMIT_CORE
+    unlimited (set in this process while the case runs, inherited)."""
+
+    def __init__(self, directory: str):
+        self.dir = directory
+        self.saved_pattern = None
+        self.saved_limit = None
+
+    def __enter__(self):
+        import resource
+        with open(CORE_PATTERN) as f:
+            pattern = f.read().strip()
+        if "/" in pattern or pattern.startswith("|"):
+            self.saved_pattern = pattern
+            with open(CORE_PATTERN, "w") as f:
+                f.write(os.path.join(self.dir, "core"))
+        self.saved_limit = resource.getrlimit(resource.RLIMIT_CORE)
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        return self
+
+    def __exit__(self, *exc):
+        import resource
+        resource.setrlimit(resource.RLIMIT_CORE, self.saved_limit)
+        if self.saved_pattern is not None:
+            with open(CORE_PATTERN, "w") as f:
+                f.write(self.saved_pattern)
+        return False
+
+    def take(self, timeout: float) -> bytes | None:
+        """The core written since the last take (removed), or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            names = [n for n in os.listdir(self.dir) if n == "core" or n.startswith("core.")]
+            if names or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        data = None
+        for n in names:
+            with open(os.path.join(self.dir, n), "rb") as f:
+                data = f.read()
+            os.unlink(os.path.join(self.dir, n))
+        return data
+
+
+def _abort(h: Harness, proc) -> None:
+    """SIGABRT on purpose: not a crash for the harness's report."""
+    h.processes.remove(proc)
+    os.kill(proc.pid, signal.SIGABRT)
+    rc = proc.wait_exit(scaled(20))
+    check(rc == -signal.SIGABRT, f"{proc.name} ended with {rc} after SIGABRT")
+
+
+@r.case("core dumps: tunneld, tunnelctl, localproxy and tunnel-relay write none (they would "
+        "hold tokens); with TUNNELD_ALLOW_CORE_DUMPS=1 they do, token included",
+        requires=need_core_files)
+def _(h):
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    allow = {"TUNNELD_ALLOW_CORE_DUMPS": "1"}
+    # ASan turns cores off by itself (RLIMIT_CORE 0) unless told otherwise;
+    # its shadow memory is excluded from them (MADV_DONTDUMP).
+    env_base = {"ASAN_OPTIONS": (asan + ":" if asan else "") + "disable_coredump=0"}
+    token = "core-" + os.urandom(20).hex()
+    h.secrets.append(token)
+    fake_socket = h.path("silent.sock")
+    with CoreFiles(h.tmp) as cores:
+        for label, env_extra in (("protected", {}), ("allowed", allow)):
+            env = {**env_base, **env_extra}
+            started = []
+
+            # tunneld with a session whose token it keeps (the service is
+            # unreachable: the session retries and holds on to it).
+            d = Tunneld(h, name=f"tunneld-{label}", env_extra=env).start()
+            d.ctl_ok("open", "-d", "22", "-e", "wss://127.0.0.1:1", "--cafile", h.ca.ca_cert,
+                     "--name", "held", token=token)
+            started.append(("tunneld", d.proc))
+
+            # localproxy with the token in its environment.
+            lp = h.start_localproxy("destination", token, "127.0.0.1:1", 22,
+                                    env_extra={**env, "AWSIOT_TUNNEL_ACCESS_TOKEN": token})
+            lp.wait_line(r"", scaled(10))
+            started.append(("localproxy", lp))
+
+            # tunnel-relay with the token as a tunnel's.
+            relay = h.spawn("relay", [h.relay_bin, "--listen", "127.0.0.1:0",
+                                      "--tunnel", f"{token}:other-{token}"],
+                            env_extra=env, secrets_=[token])
+            relay.wait_line(r'"event":"ready"', scaled(10), stream="stdout")
+            started.append(("tunnel-relay", relay))
+
+            # tunnelctl waiting for the answer to an open request that carries
+            # the token, from a socket that never answers.
+            srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(fake_socket)
+            srv.bind(fake_socket)
+            srv.listen(1)
+            ctl = h.spawn("tunnelctl", [d.ctl_bin, "--socket", fake_socket, "open", "-d", "22",
+                                        "-r", "us-east-1", "--name", "x"],
+                          env_extra={**_clean_env(env), "AWSIOT_TUNNEL_ACCESS_TOKEN": token})
+            srv.settimeout(scaled(10))
+            conn, _ = srv.accept()
+            got = b""
+            while token.encode() not in got:
+                chunk = conn.recv(65536)
+                check(chunk, "tunnelctl closed before sending its request")
+                got += chunk
+            started.append(("tunnelctl", ctl))
+
+            for name, proc in started:
+                _abort(h, proc)
+                core = cores.take(0.1)  # written before the exit status is
+                if label == "protected":
+                    check(core is None, f"{name} wrote a core of {len(core or b'')} bytes")
+                else:
+                    check(core is not None, f"{name} with TUNNELD_ALLOW_CORE_DUMPS=1 wrote no core: "
+                                            "the check above proves nothing here")
+                    check(token.encode() in core,
+                          f"{name}'s core ({len(core)} bytes) does not hold the token")
+                    print(f"  {name}: allowed core {len(core) // 1024} KiB, token in it")
+            conn.close()
+            srv.close()
 
 
 @r.case("tokens: not in ps, not in trace logs; state files 0600, state dir 0700")
