@@ -215,6 +215,9 @@ write("notify_message", "ssh",
 write("notify_message", "source_mode",
       '{"clientAccessToken":"AcCeSsToKeN-fuzz-7f3a9c1e5b2d8046","clientMode":"source",'
       '"region":"eu-west-1","services":["HTTP","VNC"]}')
+write("notify_message", "three_services",
+      '{"clientAccessToken":"AcCeSsToKeN-fuzz-7f3a9c1e5b2d8046","clientMode":"destination",'
+      '"region":"us-east-1","services":["SSH","HTTP","VNC"]}')
 write("notify_message", "unknown_service", '{"clientAccessToken":"short","region":"x","services":["FTP"]}')
 
 # --- ws_frame: byte 0 bit 0 = server role (reads masked frames), byte 1 = step ---
