@@ -581,7 +581,8 @@ void Daemon::apply_notify_config(const NotifyConfig& next) {
       next.broker_port != notify_config_.broker_port ||
       next.thing_name != notify_config_.thing_name || next.client_id != notify_config_.client_id ||
       next.cert_file != notify_config_.cert_file || next.key_file != notify_config_.key_file ||
-      next.ca_file != notify_config_.ca_file || next.keepalive_s != notify_config_.keepalive_s;
+      next.ca_file != notify_config_.ca_file || next.keepalive_s != notify_config_.keepalive_s ||
+      next.alpn != notify_config_.alpn;
   notify_config_ = next;
   if (running && !link_changed) return;
   if (running) {
@@ -598,14 +599,16 @@ void Daemon::apply_notify_config(const NotifyConfig& next) {
   o.cafile = next.ca_file;
   o.certfile = next.cert_file;
   o.keyfile = next.key_file;
+  o.alpn = next.alpn;
   o.keepalive_s = next.keepalive_s;
   o.topic = notify::notify_topic(next.thing_name);
   mqtt_ = std::make_unique<notify::MqttLink>(
       &loop_, std::move(o),
       [this](std::string_view topic, std::string_view payload) { on_notification(topic, payload); },
       notify_log());
-  notify_log()->info("notify: connecting to {}:{} as {} for thing {}", next.broker_host,
-                     next.broker_port, next.client_id, next.thing_name);
+  notify_log()->info("notify: connecting to {}:{} as {} for thing {}{}", next.broker_host,
+                     next.broker_port, next.client_id, next.thing_name,
+                     next.alpn.empty() ? "" : ", ALPN " + next.alpn);
   mqtt_->start();
 }
 

@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import (Harness, TestFailure, assert_no_secret, check,  # noqa: E402
                      echo_roundtrip, scaled)
-from mqtt_broker import (Broker, Publisher, client_cert, need_mosquitto,  # noqa: E402
-                         notify_topic)
+from mqtt_broker import (AlpnGate, Broker, Publisher, client_cert,  # noqa: E402
+                         need_mosquitto, notify_topic)
 from test_daemon import DaemonRunner, Tunneld  # noqa: E402
 from test_multiplex import run_parallel, service_ports  # noqa: E402
 
@@ -39,10 +39,10 @@ class World:
     service id, tunneld."""
 
     def __init__(self, h: Harness, limits: dict | None = None, device_ca=None,
-                 log_level: str = "debug", start: bool = True):
+                 log_level: str = "debug", start: bool = True, plain_port: bool = False):
         self.h = h
         ca = h.ca
-        self.broker = Broker(h, ca).start()
+        self.broker = Broker(h, ca, plain_port=plain_port).start()
         pub_cert, pub_key = client_cert(ca, "relay-publisher")
         self.relay = h.start_relay(extra=[
             "--notify-broker", self.broker.endpoint, "--notify-cafile", ca.ca_cert,
@@ -58,14 +58,15 @@ class World:
         if start:
             self.d.start()
 
-    def write_config(self, cert: str | None = None, key: str | None = None):
+    def write_config(self, cert: str | None = None, key: str | None = None,
+                     broker: str | None = None, alpn: str | None = None):
         ca = self.h.ca
         lines = [
             "[settings.websocket]",
             "retry_delay_ms = 200",
             "retry_max_delay_ms = 1000",
             "[notify]",
-            f'broker = "{self.broker.endpoint}"',
+            f'broker = "{broker or self.broker.endpoint}"',
             f'thing_name = "{THING}"',
             f'cert_file = "{cert or self.dev_cert}"',
             f'key_file = "{key or self.dev_key}"',
@@ -74,6 +75,8 @@ class World:
             f'tunnel_endpoint = "wss://{self.relay.endpoint}"',
             f'tunnel_cafile = "{ca.ca_cert}"',
         ]
+        if alpn is not None:
+            lines.append(f'alpn = "{alpn}"')
         lines += [f"{k} = {v}" for k, v in self.limits.items()]
         lines += ["[notify.services]"]
         lines += [f'{name} = "127.0.0.1:{e.port}"' for name, e in self.echoes.items()]
@@ -485,6 +488,38 @@ def _(h: Harness):
     check(rc not in (None, 0), f"tunneld started with a world-readable key (rc {rc})")
     err = w.d.proc.stderr_text()
     check("notify.key_file" in err and "chmod 600" in err, f"stderr: {err[-400:]}")
+
+
+@r.case("MQTT on an HTTPS port: with alpn the link connects through an ALPN-checking "
+        "endpoint; without it the endpoint refuses and the line says why",
+        requires=need_mosquitto)
+def _(h: Harness):
+    w = World(h, start=False, plain_port=True)
+    gate = AlpnGate(w.broker)
+    w.write_config(broker=gate.endpoint, alpn=AlpnGate.PROTOCOL)
+    w.d.start()
+    w.wait_link(True, scaled(10))
+    check(gate.accepted and set(gate.accepted) == {AlpnGate.PROTOCOL}, f"{gate.accepted}")
+    t = w.open_for_thing()
+    w.d.wait_states([SESSION], "connected", scaled(10))
+    # Without alpn (not port 443, so none by default): the link reconnects on
+    # SIGHUP, the endpoint hangs up after the handshake, and each attempt is
+    # one line that names the missing ALPN protocol.
+    start = w.d.proc.line_count()
+    w.write_config(broker=gate.endpoint)
+    w.d.proc.signal(signal.SIGHUP)
+    m = w.d.proc.wait_line(r"cannot connect to the MQTT broker .*; retrying in \d+ ms",
+                           scaled(10), start=start)
+    print(f"  error line: {m.group(0)}", flush=True)
+    check("no ALPN protocol was offered" in m.group(0) and
+          'alpn = "x-amzn-mqtt-ca"' in m.group(0), f"error line: {m.group(0)}")
+    check(gate.refused >= 1 and gate.accepted[-1] is None, f"gate: {gate.accepted}")
+    check(not w.link()["connected"], f"link: {w.link()}")
+    # The tunnel session does not depend on the link.
+    sent, got, _ = echo_roundtrip(w.source(t), 256 << 10, scaled(20))
+    check(sent == got, "SHA-256 differs while the link is refused")
+    gate.close()
+    check_secrets(h, w)
 
 
 if __name__ == "__main__":

@@ -236,6 +236,25 @@ TEST_SUITE("notify config") {
     CHECK(c.services == default_service_map());
     CHECK(c.keepalive_s == 60);
     CHECK(c.max_sessions == 4);
+    CHECK(c.alpn.empty());
+  }
+
+  TEST_CASE("alpn: automatic on port 443, explicit elsewhere, \"\" turns it off") {
+    Fixture f;
+    auto with = [&](const std::string& broker, const std::string& extra) {
+      std::string text = f.base(extra);
+      const auto at = text.find("127.0.0.1:8883");
+      text.replace(at, 14, broker);
+      return tunneld::parse_config(text, f.path).notify.alpn;
+    };
+    CHECK(with("a1-ats.iot.us-east-1.amazonaws.com:443", "") == "x-amzn-mqtt-ca");
+    CHECK(with("127.0.0.1:8883", "").empty());
+    CHECK(with("127.0.0.1:8883", "alpn = \"x-amzn-mqtt-ca\"\n") == "x-amzn-mqtt-ca");
+    CHECK(with("broker.example.com:443", "alpn = \"\"\n").empty());
+    CHECK(with("broker.example.com:443", "alpn = \"mqtt\"\n") == "mqtt");
+    CHECK(has(f.error_of(f.base("alpn = \"x y\"\n")), ":7: notify.alpn: expected up to 255"));
+    CHECK(has(f.error_of(f.base("alpn = \"" + std::string(256, 'a') + "\"\n")), "notify.alpn"));
+    CHECK(has(f.error_of(f.base("alpn = 443\n")), "notify.alpn: expected a string"));
   }
 
   TEST_CASE("a services table replaces the defaults") {
