@@ -60,6 +60,7 @@ void MqttLink::start() {
   mosquitto_connect_callback_set(mosq_, &MqttLink::on_connect_cb);
   mosquitto_disconnect_callback_set(mosq_, &MqttLink::on_disconnect_cb);
   mosquitto_message_callback_set(mosq_, &MqttLink::on_message_cb);
+  mosquitto_subscribe_callback_set(mosq_, &MqttLink::on_subscribe_cb);
   mosquitto_log_callback_set(mosq_, &MqttLink::on_log_cb);
   if (!options_.alpn.empty()) {
     // Set once: libmosquitto copies the text and applies it to every attempt.
@@ -371,11 +372,27 @@ void MqttLink::on_connect_cb(mosquitto* m, void* p, int rc) {
   self->last_error_.clear();
   self->backoff_.reset();
   ++self->connects_;
+  self->subscribed_ = false;
   const int sub = mosquitto_subscribe(m, nullptr, self->options_.topic.c_str(), 1);
   if (sub != MOSQ_ERR_SUCCESS) {
-    self->log_->error("notify: cannot subscribe to {}: {}", self->options_.topic,
-                      mosquitto_strerror(sub));
+    self->last_error_ =
+        "cannot subscribe to " + self->options_.topic + ": " + mosquitto_strerror(sub);
+    self->log_->error("notify: {}", self->last_error_);
   }
+}
+
+// The link is up once the broker has granted the subscription: from then
+// on a notification published for the thing reaches us.
+void MqttLink::on_subscribe_cb(mosquitto*, void* p, int, int count, const int* granted) {
+  auto* self = static_cast<MqttLink*>(p);
+  if (self->state_ != State::connected) return;
+  if (count < 1 || granted == nullptr || granted[0] > 2) {
+    self->last_error_ = "the broker refused the subscription to " + self->options_.topic +
+                        " (does the thing's policy allow it?)";
+    self->log_->error("notify: {}", self->last_error_);
+    return;
+  }
+  self->subscribed_ = true;
   self->log_->info("notify: MQTT link up to {}:{} as {}, subscribed to {}", self->options_.host,
                    self->options_.port, self->options_.client_id, self->options_.topic);
 }

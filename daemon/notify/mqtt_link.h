@@ -68,7 +68,8 @@ class MqttLink {
   void close();
 
   const MqttLinkOptions& options() const { return options_; }
-  bool connected() const { return state_ == State::connected; }
+  // Connected and subscribed (the broker granted the subscription).
+  bool connected() const { return state_ == State::connected && subscribed_; }
   // Why the last attempt failed or the link was lost; empty once connected.
   const std::string& last_error() const { return last_error_; }
   std::uint64_t connects() const { return connects_; }
@@ -88,6 +89,7 @@ class MqttLink {
   static void on_connect_cb(mosquitto* m, void* self, int rc);
   static void on_disconnect_cb(mosquitto* m, void* self, int rc);
   static void on_message_cb(mosquitto* m, void* self, const mosquitto_message* msg);
+  static void on_subscribe_cb(mosquitto* m, void* self, int mid, int count, const int* granted);
   static void on_log_cb(mosquitto* m, void* self, int level, const char* text);
   void watch_tls();
   void note_tls_done(const ssl_st* ssl);
@@ -106,6 +108,7 @@ class MqttLink {
   tunnel::Backoff backoff_;
   State state_ = State::idle;
   bool ever_attempted_ = false;
+  bool subscribed_ = false;  // this connection's subscription was granted
   // While the TLS handshake runs, libmosquitto reports bytes to write (its
   // queued CONNECT) that it will only send after the handshake, which reads
   // advance: writable interest then would wake the loop in a busy spin.
