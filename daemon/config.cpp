@@ -475,34 +475,46 @@ class Parser {
     return n->as_integer()->get();
   }
 
+  // [notify] (docs/notify.md). Every key's type and range is checked even
+  // with enabled = false; what is needed to connect is required only when
+  // enabled.
   void read_notify(const toml::table& t, NotifyConfig& out) {
-    constexpr std::string_view P = "notify";
     out.line = line_of(t.source());
-    check_keys(t, P,
+    check_keys(t, "notify",
                {"enabled", "broker", "thing_name", "client_id", "cert_file", "key_file", "ca_file",
-                "keepalive_s", "tunnel_endpoint", "tunnel_cafile", "tunnel_capath", "max_sessions",
-                "rate_burst", "rate_per_minute", "services"});
-    out.enabled = get_bool(t, P, "enabled").value_or(true);
+                "keepalive_s", "alpn", "tunnel_endpoint", "tunnel_cafile", "tunnel_capath",
+                "max_sessions", "rate_burst", "rate_per_minute", "services"});
+    out.enabled = get_bool(t, "notify", "enabled").value_or(true);
+    read_notify_services(t, out);
+    read_notify_limits(t, out);
+    read_notify_tunnel(t, out);
+    read_notify_link(t, out);
+  }
+
+  void read_notify_services(const toml::table& t, NotifyConfig& out) {
     out.services = notify::default_service_map();
-    if (const auto* s = get_table(t, P, "services")) {
-      // The table replaces the defaults, so that a device exposes only what it lists.
-      out.services.clear();
-      for (const auto& [k, v] : *s) {
-        const std::string key = "notify.services." + std::string(k.str());
-        if (!notify::is_valid_service_id(k.str())) {
-          fail_at(line_of(k.source()), key,
-                  "a service id is 1 to 127 characters of A-Z, a-z, 0-9, '_' and '-'");
-        }
-        if (!v.is_string()) {
-          fail(v, key, "expected \"[host:]port\", got " + std::string(type_name(v)));
-        }
-        std::string error;
-        const auto hp = tunnel::parse_host_port(v.as_string()->get(), "localhost", error);
-        if (!hp) fail(v, key, error);
-        if (hp->port == 0) fail(v, key, "port 0 is not a service port");
-        out.services[std::string(k.str())] = v.as_string()->get();
+    const auto* s = get_table(t, "notify", "services");
+    if (s == nullptr) return;
+    // The table replaces the defaults, so that a device exposes only what it lists.
+    out.services.clear();
+    for (const auto& [k, v] : *s) {
+      const std::string key = "notify.services." + std::string(k.str());
+      if (!notify::is_valid_service_id(k.str())) {
+        fail_at(line_of(k.source()), key,
+                "a service id is 1 to 127 characters of A-Z, a-z, 0-9, '_' and '-'");
       }
+      if (!v.is_string())
+        fail(v, key, "expected \"[host:]port\", got " + std::string(type_name(v)));
+      std::string error;
+      const auto hp = tunnel::parse_host_port(v.as_string()->get(), "localhost", error);
+      if (!hp) fail(v, key, error);
+      if (hp->port == 0) fail(v, key, "port 0 is not a service port");
+      out.services[std::string(k.str())] = v.as_string()->get();
     }
+  }
+
+  void read_notify_limits(const toml::table& t, NotifyConfig& out) {
+    constexpr std::string_view P = "notify";
     if (auto v = get_integer(t, P, "keepalive_s", 5, 3600)) {
       out.keepalive_s = static_cast<std::uint32_t>(*v);
     }
@@ -513,6 +525,11 @@ class Parser {
     if (auto v = get_integer(t, P, "rate_per_minute", 1, 6000)) {
       out.rate_per_minute = static_cast<double>(*v);
     }
+  }
+
+  // Where the notified sessions connect.
+  void read_notify_tunnel(const toml::table& t, NotifyConfig& out) {
+    constexpr std::string_view P = "notify";
     std::string error;
     if (auto v = get_string(t, P, "tunnel_endpoint")) {
       if (!tunnel::parse_endpoint(*v, error))
@@ -527,6 +544,11 @@ class Parser {
       out.tunnel_capath = resolve(*v);
       require_path(*t.get("tunnel_capath"), "notify.tunnel_capath", out.tunnel_capath, true);
     }
+  }
+
+  // The MQTT link: broker, identity, ALPN and the PEM files.
+  void read_notify_link(const toml::table& t, NotifyConfig& out) {
+    constexpr std::string_view P = "notify";
     const auto thing = get_string(t, P, "thing_name");
     if (thing && !notify::is_valid_thing_name(*thing)) {
       fail(*t.get("thing_name"), "notify.thing_name",
@@ -537,30 +559,41 @@ class Parser {
     if (client_id && (client_id->empty() || client_id->size() > 128)) {
       fail(*t.get("client_id"), "notify.client_id", "expected 1 to 128 characters");
     }
+    // One ALPN protocol id (RFC 7301: 1 to 255 bytes); "" offers none.
+    const auto alpn = get_string(t, P, "alpn");
+    if (alpn && (alpn->size() > 255 || !std::all_of(alpn->begin(), alpn->end(),
+                                                    [](char c) { return c > 0x20 && c < 0x7f; }))) {
+      fail(*t.get("alpn"), "notify.alpn",
+           "expected up to 255 printable ASCII characters without spaces, such as \"" +
+               std::string(kAwsIotMqttAlpn) + "\", or \"\" for none");
+    }
     const auto broker = get_string(t, P, "broker");
     if (!out.enabled) return;
     // Enabled: everything needed to connect must be there and usable now.
     if (!broker) fail_at(out.line, "notify.broker", "missing; give broker = \"host:port\"");
-    {
-      // host:port; the port is required (8883 is only a convention).
-      const auto colon = broker->rfind(':');
-      const auto hp = tunnel::parse_host_port(*broker, "", error);
-      if (!hp || colon == std::string::npos || hp->host.empty() || hp->port == 0) {
-        fail(*t.get("broker"), "notify.broker",
-             "expected \"host:port\" such as \"broker.example.com:8883\", got " +
-                 in_quotes(*broker));
-      }
-      out.broker_host = hp->host;
-      out.broker_port = hp->port;
+    // host:port; the port is required (8883 is only a convention).
+    std::string error;
+    const auto colon = broker->rfind(':');
+    const auto hp = tunnel::parse_host_port(*broker, "", error);
+    if (!hp || colon == std::string::npos || hp->host.empty() || hp->port == 0) {
+      fail(*t.get("broker"), "notify.broker",
+           "expected \"host:port\" such as \"broker.example.com:8883\", got " + in_quotes(*broker));
     }
+    out.broker_host = hp->host;
+    out.broker_port = hp->port;
+    out.alpn = alpn.value_or(hp->port == 443 ? std::string(kAwsIotMqttAlpn) : std::string());
     if (!thing) fail_at(out.line, "notify.thing_name", "missing; the IoT thing this device is");
     out.thing_name = *thing;
     out.client_id = client_id.value_or(*thing);
+    read_notify_files(t, out);
+  }
+
+  void read_notify_files(const toml::table& t, NotifyConfig& out) {
     for (const auto& [key, slot] : {std::pair{"cert_file", &out.cert_file},
                                     {"key_file", &out.key_file},
                                     {"ca_file", &out.ca_file}}) {
-      const auto v = get_string(t, P, key);
-      const std::string full = join_key(P, key);
+      const auto v = get_string(t, "notify", key);
+      const std::string full = join_key("notify", key);
       if (!v) fail_at(out.line, full, "missing; give the path of a PEM file");
       *slot = resolve(*v);
       if (std::string_view(key) == "key_file") {

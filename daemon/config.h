@@ -67,6 +67,9 @@ struct SessionConfig {
   int line = 0;                   // line of the session's [[session]] header
 };
 
+// What AWS IoT expects from MQTT clients on port 443 (its HTTPS port).
+inline constexpr std::string_view kAwsIotMqttAlpn = "x-amzn-mqtt-ca";
+
 // [notify]: tunnels opened by the IoT service's MQTT notification
 // (docs/notify.md). Paths are resolved; the key file was checked to be private.
 struct NotifyConfig {
@@ -79,6 +82,9 @@ struct NotifyConfig {
   std::string key_file;
   std::string ca_file;
   std::uint32_t keepalive_s = 60;
+  // The ALPN protocol the TLS handshake offers; empty = none. Resolved:
+  // without an `alpn` key, kAwsIotMqttAlpn when the broker's port is 443.
+  std::string alpn;
   // Where the notified sessions connect: empty = the region's endpoint.
   std::string tunnel_endpoint;
   std::string tunnel_cafile;

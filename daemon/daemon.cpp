@@ -213,6 +213,14 @@ void Daemon::on_session_done(const std::string& id, const tunnel::SessionOutcome
     // shows it, with the reason, until it is closed.
     log()->info("session {} ({}) ended: {}", m.name, m.id, outcome.reason);
     if (m.origin != Origin::config && store_) forget_state(m);
+    if (m.origin == Origin::notify) {
+      // A notify session is one tunnel, which nothing brings back once the
+      // service has closed it (or refused its token): it is forgotten, so
+      // that it no longer holds a place under max_sessions. Its token's
+      // digest stays in notify_seen_ for redeliveries.
+      log()->info("session {} ({}) forgotten (opened by a notification)", m.name, m.id);
+      sessions_.erase(it);
+    }
   }
   if (stopping_) {
     const bool all_done = std::all_of(sessions_.begin(), sessions_.end(),
@@ -246,7 +254,10 @@ void Daemon::restore_sessions() {
     const bool notified = s.request.origin() == "notify";
     if (Managed* m =
             start_session(s.id, notified ? Origin::notify : Origin::control, std::move(cfg), err)) {
-      if (notified) m->thing = s.request.notify_thing();
+      if (notified) {
+        m->thing = s.request.notify_thing();
+        note_notify_session(*m, s.request.access_token());
+      }
       log()->info("session {} restored", s.id);
     } else {
       log()->error("session {} cannot be restored: {}", s.id, err);
@@ -339,7 +350,7 @@ control::Response Daemon::handle(const control::Request& request,
 control::Response Daemon::open(const control::OpenRequest& request) {
   // A client's name reaches logs, the journal and the state file: no spaces,
   // no control characters. Not echoed. (Notification sessions are named
-  // "notify-THING" after a validated thing name.)
+  // "notify-THING-N" after a validated thing name, in the same rule.)
   if (!request.name().empty() && !is_valid_session_name(request.name())) {
     return error(control::Response::INVALID_ARGUMENT,
                  "name: expected " + std::string(kSessionNameRule));
@@ -570,7 +581,8 @@ void Daemon::apply_notify_config(const NotifyConfig& next) {
       next.broker_port != notify_config_.broker_port ||
       next.thing_name != notify_config_.thing_name || next.client_id != notify_config_.client_id ||
       next.cert_file != notify_config_.cert_file || next.key_file != notify_config_.key_file ||
-      next.ca_file != notify_config_.ca_file || next.keepalive_s != notify_config_.keepalive_s;
+      next.ca_file != notify_config_.ca_file || next.keepalive_s != notify_config_.keepalive_s ||
+      next.alpn != notify_config_.alpn;
   notify_config_ = next;
   if (running && !link_changed) return;
   if (running) {
@@ -587,14 +599,16 @@ void Daemon::apply_notify_config(const NotifyConfig& next) {
   o.cafile = next.ca_file;
   o.certfile = next.cert_file;
   o.keyfile = next.key_file;
+  o.alpn = next.alpn;
   o.keepalive_s = next.keepalive_s;
   o.topic = notify::notify_topic(next.thing_name);
   mqtt_ = std::make_unique<notify::MqttLink>(
       &loop_, std::move(o),
       [this](std::string_view topic, std::string_view payload) { on_notification(topic, payload); },
       notify_log());
-  notify_log()->info("notify: connecting to {}:{} as {} for thing {}", next.broker_host,
-                     next.broker_port, next.client_id, next.thing_name);
+  notify_log()->info("notify: connecting to {}:{} as {} for thing {}{}", next.broker_host,
+                     next.broker_port, next.client_id, next.thing_name,
+                     next.alpn.empty() ? "" : ", ALPN " + next.alpn);
   mqtt_->start();
 }
 
@@ -604,25 +618,12 @@ void Daemon::refuse_notification(const std::string& why) {
   notify_log()->warn("notify: notification refused: {}", why);
 }
 
-void Daemon::drop_session(Managed& m, const char* why) {
-  const std::string id = m.id;
-  log()->info("session {} ({}) closed: {}", m.name, id, why);
-  if (m.origin != Origin::config) forget_state(m);
-  if (m.ended) {
-    sessions_.erase(id);
-  } else {
-    m.removing = true;
-    m.session->stop();
-  }
-}
-
 void Daemon::on_notification(std::string_view topic, std::string_view payload) {
   notify_last_unix_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
                              std::chrono::system_clock::now().time_since_epoch())
                              .count();
   if (stopping_) return;
-  const std::string& thing = notify_config_.thing_name;
-  if (topic != notify::notify_topic(thing)) {
+  if (topic != notify::notify_topic(notify_config_.thing_name)) {
     refuse_notification("message on a topic other than the thing's notify topic");
     return;
   }
@@ -631,29 +632,45 @@ void Daemon::on_notification(std::string_view topic, std::string_view payload) {
     refuse_notification(parsed.refusal);
     return;
   }
-  const notify::Notification& n = *parsed.notification;
-
-  std::vector<notify::SessionView> views;
-  for (const auto& [id, m] : sessions_) {
-    if (m->origin != Origin::notify) continue;
-    views.push_back({id, m->thing, m->ended, m->removing});
-  }
-  const notify::GateDecision d = notify_gate_.admit(std::chrono::steady_clock::now(), thing, views);
+  const notify::TokenDigest digest = notify::digest_of(parsed.notification->access_token);
+  if (is_duplicate(digest)) return;
+  const notify::GateDecision d =
+      notify_gate_.admit(std::chrono::steady_clock::now(), notify_sessions(true));
   if (!d.accept) {
     refuse_notification(d.refusal);
     return;
   }
-  for (const std::string& id : d.replace) {
-    if (auto it = sessions_.find(id); it != sessions_.end() && !it->second->removing) {
-      drop_session(*it->second, "replaced by a newer notification");
-    }
-  }
+  open_notified(*parsed.notification, digest);
+}
 
+// MQTT QoS 1 delivers at least once: a copy of a notification carries the
+// token of a session that runs (or ran) already. It is dropped; the session
+// is not touched.
+bool Daemon::is_duplicate(const notify::TokenDigest& digest) {
+  const auto live = std::find_if(sessions_.begin(), sessions_.end(), [&](const auto& kv) {
+    return kv.second->origin == Origin::notify && kv.second->token_digest == digest;
+  });
+  if (live == sessions_.end() && !notify_seen_.contains(digest)) return false;
+  ++notify_duplicates_;
+  notify_log()->debug("notify: duplicate notification dropped: same token as {}",
+                      live != sessions_.end()
+                          ? "session " + live->second->name + " (" + live->second->id + ")"
+                          : std::string("a session that has ended"));
+  return true;
+}
+
+// One destination session per notification, carrying all its services.
+void Daemon::open_notified(const notify::Notification& n, const notify::TokenDigest& digest) {
   control::OpenRequest r;
-  r.set_name("notify-" + thing);
+  r.set_name(next_notify_name());
   r.set_mode(control::MODE_DESTINATION);
-  // kMaxServicesPerSession is 1 today: the first (only) target.
-  r.set_target(n.targets.front().target);
+  std::string services;
+  for (const notify::ServiceTarget& t : n.targets) {
+    auto* m = r.add_services();
+    m->set_name(t.service);
+    m->set_address(t.target);
+    services += (services.empty() ? "" : ", ") + t.service + " -> " + t.target;
+  }
   if (!notify_config_.tunnel_endpoint.empty()) {
     r.set_endpoint(notify_config_.tunnel_endpoint);
   } else {
@@ -663,17 +680,57 @@ void Daemon::on_notification(std::string_view topic, std::string_view payload) {
   r.set_cafile(notify_config_.tunnel_cafile);
   r.set_capath(notify_config_.tunnel_capath);
   r.set_origin("notify");
-  r.set_notify_thing(thing);
+  r.set_notify_thing(notify_config_.thing_name);
+  const std::string name = r.name();
   const control::Response resp = open_session(std::move(r), Origin::notify);
   if (resp.status() != control::Response::OK) {
     refuse_notification("cannot open the session: " + resp.error());
     return;
   }
+  const std::string& id = resp.open_response().session_id();
+  if (auto it = sessions_.find(id); it != sessions_.end()) it->second->token_digest = digest;
+  notify_seen_.remember(digest);
   ++notify_accepted_;
-  notify_log()->info("notify: notification accepted: session notify-{} ({}) for {} -> {}{}", thing,
-                     resp.open_response().session_id(), n.targets.front().service,
-                     n.targets.front().target,
-                     d.replace.empty() ? "" : " (replacing the previous session)");
+  notify_log()->info("notify: notification accepted: session {} ({}) for {}", name, id, services);
+}
+
+// notify-<thing>-<n>, n counting up while tunneld runs (after a restart,
+// from the highest restored n), within the session name rule: ':' of a thing
+// name as '.', the thing shortened so that the name fits 64 characters.
+std::string Daemon::next_notify_name() {
+  std::string thing = notify_config_.thing_name;
+  std::replace(thing.begin(), thing.end(), ':', '.');
+  for (;;) {
+    const std::string n = std::to_string(notify_next_number_++);
+    std::string name = "notify-" + thing.substr(0, 64 - 8 - n.size()) + "-" + n;
+    if (find(name) == nullptr) return name;
+  }
+}
+
+// A restored notify session: its token is known as seen, and later names
+// continue after its number.
+void Daemon::note_notify_session(Managed& m, const std::string& access_token) {
+  m.token_digest = notify::digest_of(access_token);
+  notify_seen_.remember(*m.token_digest);
+  const auto dash = m.name.rfind('-');
+  if (m.name.rfind("notify-", 0) != 0 || dash == std::string::npos || dash + 1 == m.name.size() ||
+      m.name.size() - dash > 10) {
+    return;
+  }
+  const std::string digits = m.name.substr(dash + 1);
+  if (std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    notify_next_number_ = std::max<std::uint64_t>(notify_next_number_, std::stoull(digits) + 1);
+  }
+}
+
+// Notify-opened sessions that exist: running, and with `closing_too` those
+// still closing (they hold resources until they are gone).
+std::size_t Daemon::notify_sessions(bool closing_too) const {
+  return static_cast<std::size_t>(
+      std::count_if(sessions_.begin(), sessions_.end(), [&](const auto& kv) {
+        const Managed& m = *kv.second;
+        return m.origin == Origin::notify && !m.ended && (closing_too || !m.removing);
+      }));
 }
 
 control::Response Daemon::notify_status() {
@@ -696,11 +753,8 @@ control::Response Daemon::notify_status() {
   s->set_accepted(notify_accepted_);
   s->set_refused(notify_refused_);
   s->set_last_refusal(notify_last_refusal_);
-  std::uint32_t n = 0;
-  for (const auto& [id, m] : sessions_) {
-    if (m->origin == Origin::notify && !m->removing && !m->ended) ++n;
-  }
-  s->set_sessions(n);
+  s->set_duplicates(notify_duplicates_);
+  s->set_sessions(static_cast<std::uint32_t>(notify_sessions(false)));
   return r;
 }
 

@@ -19,6 +19,8 @@
 #include "control/control_server.h"
 #include "notify/mqtt_link.h"
 #include "notify/notify_gate.h"
+#include "notify/notify_message.h"
+#include "notify/seen_tokens.h"
 #include "proxy_session.h"
 #include "state_store.h"
 #include "systemd_notify.h"
@@ -56,6 +58,8 @@ class Daemon final : public control::RequestHandler {
     std::string name;
     Origin origin = Origin::control;
     std::string thing;  // Origin::notify: the thing whose notification opened it
+    // Origin::notify: SHA-256 of its access token, to recognise a redelivery.
+    std::optional<notify::TokenDigest> token_digest;
     // Config sessions: the [[session]] as read from the file (before the
     // daemon filled in a generated client token), to tell changes on reload.
     tunnel::ProxyConfig from_file;
@@ -96,7 +100,11 @@ class Daemon final : public control::RequestHandler {
   void apply_notify_config(const NotifyConfig& next);
   void on_notification(std::string_view topic, std::string_view payload);
   void refuse_notification(const std::string& why);
-  void drop_session(Managed& m, const char* why);
+  bool is_duplicate(const notify::TokenDigest& digest);
+  void open_notified(const notify::Notification& n, const notify::TokenDigest& digest);
+  std::string next_notify_name();
+  void note_notify_session(Managed& m, const std::string& access_token);
+  std::size_t notify_sessions(bool closing_too) const;
   control::Response notify_status();
 
   Config config_;
@@ -111,7 +119,11 @@ class Daemon final : public control::RequestHandler {
   std::unique_ptr<notify::MqttLink> mqtt_;
   NotifyConfig notify_config_;  // what mqtt_ runs with
   notify::NotifyGate notify_gate_{notify::GateLimits{}};
-  std::uint64_t notify_accepted_ = 0, notify_refused_ = 0;
+  // Tokens of the last notifications that opened a session (and of restored
+  // notify sessions), as digests; kept for the life of the process.
+  notify::SeenTokens notify_seen_;
+  std::uint64_t notify_next_number_ = 1;  // the n of the next notify-<thing>-<n>
+  std::uint64_t notify_accepted_ = 0, notify_refused_ = 0, notify_duplicates_ = 0;
   std::int64_t notify_last_unix_ms_ = 0;
   std::string notify_last_refusal_;
   uv_signal_t sigterm_{}, sigint_{}, sighup_{};

@@ -190,10 +190,10 @@ say "tunnel $TUNNEL_ID: the relay published the destination's token on"
 say "\$aws/things/demo-device/tunnels/notify; the source token stays here (not in argv or logs)"
 say "on the device nobody runs tunnelctl open: tunneld reacts to the notification"
 for _ in $(seq 100); do
-  "$TUNNELCTL" status notify-demo-device 2>/dev/null | grep -qi 'state.*connected' && break
+  "$TUNNELCTL" status notify-demo-device-1 2>/dev/null | grep -qi 'state.*connected' && break
   sleep 0.1
 done
-"$TUNNELCTL" status notify-demo-device 2>/dev/null | grep -qi 'state.*connected' \
+"$TUNNELCTL" status notify-demo-device-1 2>/dev/null | grep -qi 'state.*connected' \
   || die "tunneld did not open the notified session (see $WORK/tunneld.log)"
 "$TUNNELCTL" list | sed 's/^/    /'
 say "the MQTT link, with tunnelctl status (no session):"
@@ -229,7 +229,7 @@ sys.exit(f"no answer through the tunnel: {last}")
 PY
 ) || die "fetching through the tunnel failed"
 printf '    %sgot: %s%s\n' "$G" "$body" "$N"
-"$TUNNELCTL" status notify-demo-device | sed 's/^/    /'
+"$TUNNELCTL" status notify-demo-device-1 | sed 's/^/    /'
 
 step "11. Closing the tunnel through the admin API (like CloseTunnel)"
 $PY - "$ADMIN_ADDR" "$TUNNEL_ID" <<'PY' || die "DELETE /tunnels failed"
@@ -244,10 +244,12 @@ else
   die "source localproxy still running 5 s after the tunnel was closed"
 fi
 for _ in $(seq 50); do
-  "$TUNNELCTL" status notify-demo-device 2>/dev/null | grep -qiE 'state.*closed' && break
+  "$TUNNELCTL" status notify-demo-device-1 >/dev/null 2>&1 || break
   sleep 0.1
 done
-say "tunneld's session saw it too:"
+"$TUNNELCTL" status notify-demo-device-1 >/dev/null 2>&1 \
+  && die "tunneld still has the notified session 5 s after the tunnel was closed"
+say "tunneld's session saw it too: it ended and was forgotten (tunnelctl list):"
 "$TUNNELCTL" list | sed 's/^/    /'
 
 step "12. Stopping tunneld (SIGTERM: graceful, exit 0)"

@@ -1263,6 +1263,7 @@ std::string format_notify_status(const pb::NotifyStatusResponse& s, std::int64_t
       {"refused",
        std::to_string(s.refused()) +
            (s.last_refusal().empty() ? "" : " (last: " + printable(s.last_refusal()) + ")")},
+      {"duplicates", std::to_string(s.duplicates()) + " (redeliveries dropped)"},
       {"sessions", std::to_string(s.sessions())},
       {"connects", std::to_string(s.connects())},
       {"last error", s.last_error().empty() ? "none" : printable(s.last_error())},
@@ -1286,6 +1287,7 @@ std::string notify_status_json(const pb::NotifyStatusResponse& s) {
       {"accepted", s.accepted()},
       {"refused", s.refused()},
       {"last_refusal", s.last_refusal()},
+      {"duplicates", s.duplicates()},
       {"sessions", s.sessions()},
       {"connects", s.connects()},
       {"last_error", s.last_error()},

@@ -1,6 +1,7 @@
 #include "mqtt_link.h"
 
 #include <mosquitto.h>
+#include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
 #include <sys/socket.h>
@@ -59,7 +60,16 @@ void MqttLink::start() {
   mosquitto_connect_callback_set(mosq_, &MqttLink::on_connect_cb);
   mosquitto_disconnect_callback_set(mosq_, &MqttLink::on_disconnect_cb);
   mosquitto_message_callback_set(mosq_, &MqttLink::on_message_cb);
+  mosquitto_subscribe_callback_set(mosq_, &MqttLink::on_subscribe_cb);
   mosquitto_log_callback_set(mosq_, &MqttLink::on_log_cb);
+  if (!options_.alpn.empty()) {
+    // Set once: libmosquitto copies the text and applies it to every attempt.
+    const int rc = mosquitto_string_option(mosq_, MOSQ_OPT_TLS_ALPN, options_.alpn.c_str());
+    if (rc != MOSQ_ERR_SUCCESS) {
+      log_->error("notify: cannot offer the ALPN protocol {}: {}", options_.alpn,
+                  mosquitto_strerror(rc));
+    }
+  }
 
   misc_timer_ = new uv_timer_t;
   uv_timer_init(loop_, misc_timer_);
@@ -113,6 +123,9 @@ void MqttLink::attempt() {
   last_lib_error_.clear();
   write_stalled_ = false;
   tcp_connected_ = false;
+  tls_done_ = false;
+  alpn_selected_.clear();
+  broker_alert_.clear();
   connect_started_ms_ = uv_now(loop_);
   int rc = mosquitto_tls_set(mosq_, options_.cafile.c_str(), nullptr, options_.certfile.c_str(),
                              options_.keyfile.c_str(), nullptr);
@@ -134,7 +147,39 @@ void MqttLink::attempt() {
     lost(rc);
     return;
   }
+  watch_tls();
   sync_poll();
+}
+
+// Follows this attempt's TLS handshake: whether it completed, the ALPN
+// protocol the broker selected, and a fatal alert it sent. libmosquitto
+// creates the SSL object inside the connect call and frees it when the
+// connection ends, often inside the same read that saw the broker hang up,
+// so the handshake is observed as it happens rather than asked afterwards.
+// The SSL's app data slot is ours: libmosquitto keeps its pointer in an ex
+// data index of its own.
+void MqttLink::watch_tls() {
+  auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(mosq_));
+  if (ssl == nullptr) return;
+  SSL_set_app_data(ssl, this);
+  SSL_set_info_callback(ssl, [](const SSL* s, int where, int value) {
+    auto* self = static_cast<MqttLink*>(SSL_get_app_data(s));
+    if (self == nullptr) return;
+    if ((where & SSL_CB_HANDSHAKE_DONE) != 0) self->note_tls_done(s);
+    if ((where & SSL_CB_READ_ALERT) == SSL_CB_READ_ALERT && (value >> 8) == SSL3_AL_FATAL) {
+      self->broker_alert_ = SSL_alert_desc_string_long(value);
+    }
+  });
+  if (SSL_is_init_finished(ssl) != 0) note_tls_done(ssl);
+}
+
+void MqttLink::note_tls_done(const ssl_st* ssl) {
+  tls_done_ = true;
+  tcp_connected_ = true;
+  const unsigned char* proto = nullptr;
+  unsigned int len = 0;
+  SSL_get0_alpn_selected(ssl, &proto, &len);
+  alpn_selected_.assign(reinterpret_cast<const char*>(proto), proto == nullptr ? 0 : len);
 }
 
 // Watches the socket libmosquitto has now: a new poll for a new socket, none
@@ -246,16 +291,38 @@ std::string MqttLink::describe_failure(int rc, bool was_connected) const {
     what = "the broker refused the MQTT connection";
   } else if (!tcp_connected_) {
     what = "cannot reach the broker (connection refused or nothing listening there)";
+  } else if (!broker_alert_.empty()) {
+    what = "the broker ended the TLS connection with the alert \"" + broker_alert_ + "\"";
+  } else if (tls_done_) {
+    what = "the TLS handshake succeeded but the broker did not take the MQTT connect";
   } else {
     what = "the TLS handshake or the MQTT connect failed";
   }
   if (!last_lib_error_.empty()) what += " (" + last_lib_error_ + ")";
   if (!was_connected && tcp_connected_ && rc != MOSQ_ERR_CONN_REFUSED) {
-    what +=
-        "; check [notify] cert_file and key_file (the broker must accept this client "
-        "certificate) and ca_file (it must have signed the broker's certificate)";
+    what += "; " + failure_hint();
   }
   return what;
+}
+
+// What to check after a failed attempt that reached the broker.
+std::string MqttLink::failure_hint() const {
+  std::string certificates =
+      "check [notify] cert_file and key_file (the broker must accept this client "
+      "certificate) and ca_file (it must have signed the broker's certificate)";
+  // A broker that serves MQTT and HTTPS on one port (AWS IoT on 443) tells
+  // them apart by ALPN, and hangs up on an MQTT client it took for HTTPS.
+  if (!tls_done_ || !broker_alert_.empty()) return certificates;
+  if (options_.alpn.empty()) {
+    return "no ALPN protocol was offered, and a broker that serves MQTT on an HTTPS port "
+           "(AWS IoT on 443) needs one: set [notify] alpn = \"x-amzn-mqtt-ca\"; or " +
+           certificates;
+  }
+  if (alpn_selected_ != options_.alpn) {
+    return "the broker did not select the ALPN protocol \"" + options_.alpn +
+           "\" ([notify] alpn): check it and the broker's port; or " + certificates;
+  }
+  return certificates;
 }
 
 // The connection attempt failed or the connection ended: say why once and
@@ -305,11 +372,27 @@ void MqttLink::on_connect_cb(mosquitto* m, void* p, int rc) {
   self->last_error_.clear();
   self->backoff_.reset();
   ++self->connects_;
+  self->subscribed_ = false;
   const int sub = mosquitto_subscribe(m, nullptr, self->options_.topic.c_str(), 1);
   if (sub != MOSQ_ERR_SUCCESS) {
-    self->log_->error("notify: cannot subscribe to {}: {}", self->options_.topic,
-                      mosquitto_strerror(sub));
+    self->last_error_ =
+        "cannot subscribe to " + self->options_.topic + ": " + mosquitto_strerror(sub);
+    self->log_->error("notify: {}", self->last_error_);
   }
+}
+
+// The link is up once the broker has granted the subscription: from then
+// on a notification published for the thing reaches us.
+void MqttLink::on_subscribe_cb(mosquitto*, void* p, int, int count, const int* granted) {
+  auto* self = static_cast<MqttLink*>(p);
+  if (self->state_ != State::connected) return;
+  if (count < 1 || granted == nullptr || granted[0] > 2) {
+    self->last_error_ = "the broker refused the subscription to " + self->options_.topic +
+                        " (does the thing's policy allow it?)";
+    self->log_->error("notify: {}", self->last_error_);
+    return;
+  }
+  self->subscribed_ = true;
   self->log_->info("notify: MQTT link up to {}:{} as {}, subscribed to {}", self->options_.host,
                    self->options_.port, self->options_.client_id, self->options_.topic);
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 namespace tunneld::notify {
 
@@ -28,33 +29,20 @@ void NotifyGate::refill(Clock::time_point now) {
   last_refill_ = now;
 }
 
-GateDecision NotifyGate::admit(Clock::time_point now, const std::string& thing,
-                               const std::vector<SessionView>& sessions) {
+GateDecision NotifyGate::admit(Clock::time_point now, std::size_t sessions) {
   refill(now);
   GateDecision d;
-  std::size_t alive = 0;
-  for (const SessionView& s : sessions) {
-    if (s.ended) continue;
-    ++alive;
-    if (s.thing == thing && !s.closing) d.replace.push_back(s.id);
-  }
-  // Ended sessions of the thing are replaced too (they are only a record).
-  for (const SessionView& s : sessions) {
-    if (s.ended && s.thing == thing) d.replace.push_back(s.id);
-  }
   if (tokens_ < 1.0) {
-    d.replace.clear();
     d.refusal = "rate limit: more than " + std::to_string(static_cast<long>(limits_.burst)) +
                 " notifications in a burst (refilled at " +
                 std::to_string(static_cast<long>(std::lround(limits_.per_minute))) + " per minute)";
     return d;
   }
-  // The replaced sessions keep counting while they drain.
-  if (alive + 1 > limits_.max_sessions) {
-    d.replace.clear();
-    d.refusal = "cap: " + std::to_string(alive) +
-                " notify-opened session(s) exist or are closing (" +
-                "max_sessions = " + std::to_string(limits_.max_sessions) + ")";
+  if (sessions >= limits_.max_sessions) {
+    d.refusal = "cap: " + std::to_string(sessions) +
+                " notify-opened session(s) exist or are closing (max_sessions = " +
+                std::to_string(limits_.max_sessions) +
+                "); the running sessions are kept, this tunnel is not opened";
     return d;
   }
   tokens_ -= 1.0;

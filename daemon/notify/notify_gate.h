@@ -1,21 +1,20 @@
-// Decides what an accepted notification does to the notify-opened sessions:
-// which ones it replaces, or why it is refused (rate limit, cap). Pure (time
-// is passed in), so the flood protection is unit tested without a broker.
+// Decides whether an accepted notification may open a session, or why it is
+// refused (rate limit, cap). Pure (time is passed in), so the flood
+// protection is unit tested without a broker.
 //
 // Rules (docs/notify.md):
-// - A newer notification for a thing replaces that thing's older session, as
-//   the AWS IoT Device Client does.
+// - Every tunnel gets its own session; a newer notification never replaces
+//   or evicts a working one.
 // - Rate limit: a token bucket of `burst` notifications, refilled at
 //   `per_minute`. Only notifications that would open a session take a token.
-// - Cap: at most `max_sessions` notify-opened sessions exist at once, counting
-//   those still closing (a replaced session drains before it is gone), so a
-//   flood cannot pile up sessions faster than they close.
+// - Cap: at most `max_sessions` notify-opened sessions exist at once,
+//   counting those still closing, so a flood cannot pile up sessions faster
+//   than they close. At the cap the new notification is refused.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <string>
-#include <vector>
 
 namespace tunneld::notify {
 
@@ -26,18 +25,9 @@ struct GateLimits {
   bool operator==(const GateLimits&) const = default;
 };
 
-// What the gate needs to know of one notify-opened session.
-struct SessionView {
-  std::string id;
-  std::string thing;
-  bool ended = false;    // over (closed by the service, failed): holds nothing
-  bool closing = false;  // stop requested, still draining
-};
-
 struct GateDecision {
   bool accept = false;
-  std::string refusal;               // when !accept: one line
-  std::vector<std::string> replace;  // ids to stop when accepted
+  std::string refusal;  // when !accept: one line
 };
 
 class NotifyGate {
@@ -47,8 +37,8 @@ class NotifyGate {
   void set_limits(GateLimits limits);
   const GateLimits& limits() const { return limits_; }
 
-  GateDecision admit(Clock::time_point now, const std::string& thing,
-                     const std::vector<SessionView>& sessions);
+  // `sessions`: notify-opened sessions that exist now, closing ones included.
+  GateDecision admit(Clock::time_point now, std::size_t sessions);
 
  private:
   void refill(Clock::time_point now);

@@ -116,11 +116,6 @@ ParseResult parse_notification(std::string_view payload, const ServiceMap& servi
     }
     n.targets.push_back(ServiceTarget{id, mapped->second});
   }
-  if (n.targets.size() > kMaxServicesPerSession) {
-    return refuse(std::to_string(n.targets.size()) +
-                  " services need protocol V2 multiplexing, which this tunneld does not "
-                  "speak yet; open the tunnel with one service");
-  }
   n.access_token = token_text;
   n.region = region->get_ref<const std::string&>();
   return ParseResult{std::move(n), {}};

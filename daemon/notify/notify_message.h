@@ -21,11 +21,9 @@ namespace tunneld::notify {
 // A real notification is well under 2 KiB; anything past this is refused
 // before parsing so that a hostile publisher cannot make the daemon allocate.
 inline constexpr std::size_t kMaxPayloadBytes = std::size_t{8} * 1024;
-// The service allows at most three services per tunnel.
+// The service allows at most three services per tunnel; one destination
+// session carries them all (protocol V2/V3 multiplexing).
 inline constexpr std::size_t kMaxServices = 3;
-// How many services one session can carry. 1 while tunneld speaks protocol V1
-// only; raising it (V2/V3 multiplexing) changes no other line here.
-inline constexpr std::size_t kMaxServicesPerSession = 1;
 // Access tokens of the service are several hundred characters.
 inline constexpr std::size_t kMinTokenLength = 16;
 inline constexpr std::size_t kMaxTokenLength = 4096;
@@ -46,8 +44,8 @@ struct ServiceTarget {
 struct Notification {
   std::string access_token;  // secret
   std::string region;
-  // In the notification's order; every entry mapped. The one place that
-  // turns a service list into targets (see kMaxServicesPerSession).
+  // In the notification's order, 1 to kMaxServices distinct services, every
+  // one mapped through [notify.services].
   std::vector<ServiceTarget> targets;
 };
 

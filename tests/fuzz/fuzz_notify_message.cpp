@@ -5,8 +5,9 @@
 //  - a refusal never repeats the token (nor, for payloads over the cap,
 //    anything at all of the payload);
 //  - an accepted one has a token of 16..4096 characters, a valid region
-//    text, 1..kMaxServicesPerSession targets, each a valid service id mapped
+//    text, 1..kMaxServices distinct targets, each a valid service id mapped
 //    in the service map.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -67,9 +68,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   FUZZ_CHECK(n.access_token.size() >= nm::kMinTokenLength &&
              n.access_token.size() <= nm::kMaxTokenLength);
   FUZZ_CHECK(size <= nm::kMaxPayloadBytes);
-  FUZZ_CHECK(!n.targets.empty() && n.targets.size() <= nm::kMaxServicesPerSession);
+  FUZZ_CHECK(!n.targets.empty() && n.targets.size() <= nm::kMaxServices);
   for (const auto& t : n.targets) {
     FUZZ_CHECK(nm::is_valid_service_id(t.service));
+    FUZZ_CHECK(std::count_if(n.targets.begin(), n.targets.end(),
+                             [&](const auto& other) { return other.service == t.service; }) == 1);
     const auto it = map.find(t.service);
     FUZZ_CHECK(it != map.end() && it->second == t.target);
   }

@@ -143,6 +143,18 @@ keepalive_s = 30
 [notify.services]
 SSH = "22"
 """)
+write("tunneld_config", "notify_443", """[notify]
+broker = "a1-ats.iot.us-east-1.amazonaws.com:443"
+thing_name = "my:device"
+cert_file = "device.pem"
+key_file = "device.key"
+ca_file = "ca.pem"
+alpn = "x-amzn-mqtt-ca"
+max_sessions = 2
+[notify.services]
+SSH = "22"
+HTTP = "127.0.0.1:8080"
+""")
 write("tunneld_config", "errors", "[control]\nmode = 660\n[[session]]\nname = \"x\"\nmode = \"sauce\"\n")
 
 # --- CLIs: one argument per line, "=NAME=VALUE" env, "<LINE" stdin, @file, $T/$C secrets ---
@@ -215,6 +227,9 @@ write("notify_message", "ssh",
 write("notify_message", "source_mode",
       '{"clientAccessToken":"AcCeSsToKeN-fuzz-7f3a9c1e5b2d8046","clientMode":"source",'
       '"region":"eu-west-1","services":["HTTP","VNC"]}')
+write("notify_message", "three_services",
+      '{"clientAccessToken":"AcCeSsToKeN-fuzz-7f3a9c1e5b2d8046","clientMode":"destination",'
+      '"region":"us-east-1","services":["SSH","HTTP","VNC"]}')
 write("notify_message", "unknown_service", '{"clientAccessToken":"short","region":"x","services":["FTP"]}')
 
 # --- ws_frame: byte 0 bit 0 = server role (reads masked frames), byte 1 = step ---

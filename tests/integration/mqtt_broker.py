@@ -1,14 +1,17 @@
 """A throwaway MQTT world for the notify tests: Debian's mosquitto broker on
 127.0.0.1 with TLS and `require_certificate true`, client certificates from
-the harness CA, and a minimal MQTT 3.1.1 publisher (stdlib only) that never
-puts a payload in argv.
+the harness CA, a minimal MQTT 3.1.1 publisher (stdlib only) that never
+puts a payload in argv, and AlpnGate, a TLS endpoint that behaves like AWS
+IoT's port 443 (MQTT only for clients that offer ALPN x-amzn-mqtt-ca).
 """
 import os
+import select
 import shutil
 import socket
 import ssl
 import struct
 import subprocess
+import threading
 import time
 
 from harness import CertAuthority, Harness, TestFailure, _openssl, check, scaled
@@ -49,10 +52,13 @@ def free_port() -> int:
 class Broker:
     """mosquitto on 127.0.0.1:<port>, TLS, client certificates required."""
 
-    def __init__(self, h: Harness, ca: CertAuthority, port: int | None = None):
+    def __init__(self, h: Harness, ca: CertAuthority, port: int | None = None,
+                 plain_port: bool = False):
+        """plain_port: also a listener without TLS (for AlpnGate only)."""
         self.h = h
         self.ca = ca
         self.port = port or free_port()
+        self.plain_port = free_port() if plain_port else None
         self.proc = None
         self.conf = h.path(f"mosquitto-{self.port}.conf")
         with open(self.conf, "w") as f:
@@ -73,6 +79,8 @@ require_certificate true
 tls_version tlsv1.2
 max_packet_size 65536
 """)
+            if self.plain_port:
+                f.write(f"listener {self.plain_port} 127.0.0.1\n")
         if os.geteuid() != 0:
             with open(self.conf) as f:
                 text = f.read().replace("user \n", "")
@@ -171,6 +179,107 @@ class Publisher:
             self.sock.close()
         except OSError:
             pass
+
+
+class AlpnGate:
+    """A TLS terminator on 127.0.0.1 standing in for AWS IoT's port 443: it
+    requires a client certificate from the CA and the ALPN protocol
+    x-amzn-mqtt-ca, and forwards the plaintext of such connections to the
+    broker's plain listener. A client that offers no ALPN protocol (or
+    another one) completes the TLS handshake and is then disconnected before
+    any MQTT byte is read, as AWS IoT treats it as HTTPS. (Python's ssl
+    cannot fail the handshake itself on ALPN: the server's selection only
+    acknowledges a protocol or none.)"""
+
+    PROTOCOL = "x-amzn-mqtt-ca"
+
+    def __init__(self, broker: Broker):
+        check(broker.plain_port, "AlpnGate needs Broker(plain_port=True)")
+        self.broker = broker
+        self.ctx = broker.ca.server_context()
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.ctx.load_verify_locations(broker.ca.ca_cert)
+        self.ctx.set_alpn_protocols([self.PROTOCOL])
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[str | None] = []  # ALPN selected, per completed handshake
+        self.refused = 0
+        self.closed = False
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _accept_loop(self):
+        while not self.closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket):
+        try:
+            conn.settimeout(scaled(10))
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError):
+            conn.close()
+            return
+        alpn = tls.selected_alpn_protocol()
+        self.accepted.append(alpn)
+        if alpn != self.PROTOCOL:
+            self.refused += 1
+            tls.close()
+            return
+        try:
+            plain = socket.create_connection(("127.0.0.1", self.broker.plain_port))
+        except OSError:
+            tls.close()
+            return
+        self._pump(tls, plain)
+
+    def _pump(self, tls, plain):
+        """One thread per connection, both directions: an SSL object must
+        not be read and written from two threads at once. Non-blocking, so
+        that a TLS record that is not application data cannot stall the
+        other direction."""
+        tls.setblocking(False)
+        try:
+            while not self.closed:
+                ready, _, _ = select.select([tls, plain], [], [], 0.5)
+                if tls in ready or tls.pending():
+                    try:
+                        data = tls.recv(65536)
+                    except ssl.SSLWantReadError:
+                        data = None
+                    if data == b"":
+                        break
+                    if data:
+                        plain.sendall(data)
+                if plain in ready:
+                    data = plain.recv(65536)
+                    if not data:
+                        break
+                    self._send_tls(tls, data)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            plain.close()
+            tls.close()
+
+    @staticmethod
+    def _send_tls(tls, data: bytes):
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[tls.send(view):]
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                select.select([tls], [tls], [], 0.5)
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
 
 
 def notify_topic(thing: str) -> str:

@@ -1,5 +1,6 @@
-// The notify feature's pure parts: notification parsing, the gate
-// (replacement, cap, rate limit) and the [notify] table of tunneld.toml.
+// The notify feature's pure parts: notification parsing, the gate (cap,
+// rate limit), the memory of seen tokens and the [notify] table of
+// tunneld.toml.
 #include <doctest/doctest.h>
 
 #include <string>
@@ -7,6 +8,7 @@
 #include "config.h"
 #include "notify/notify_gate.h"
 #include "notify/notify_message.h"
+#include "notify/seen_tokens.h"
 #include "temp_dir.h"
 
 using namespace tunneld::notify;
@@ -87,7 +89,22 @@ TEST_SUITE("notify message") {
     CHECK(has(refusal(good(R"(["FTP"])")), "FTP is not in [notify.services]"));
     CHECK(has(refusal(good(R"(["SSH","SSH"])")), "twice"));
     CHECK(has(refusal(good(R"(["bad id!"])")), "not a service id"));
-    CHECK(has(refusal(good(R"(["SSH","VNC"])")), "V2"));
+    // One unmapped service refuses the whole notification, naming it.
+    CHECK(refusal(good(R"(["SSH","FTP","VNC"])")) == "service FTP is not in [notify.services]");
+  }
+
+  TEST_CASE("two and three services become one session's targets, in order") {
+    const ServiceMap map = {{"SSH", "22"}, {"HTTP", "127.0.0.1:8080"}, {"VNC", "5900"}};
+    const ParseResult two = parse_notification(good(R"(["HTTP","SSH"])"), map);
+    REQUIRE(two.notification);
+    REQUIRE(two.notification->targets.size() == 2);
+    CHECK(two.notification->targets[0].service == "HTTP");
+    CHECK(two.notification->targets[0].target == "127.0.0.1:8080");
+    CHECK(two.notification->targets[1].service == "SSH");
+    const ParseResult three = parse_notification(good(R"(["VNC","SSH","HTTP"])"), map);
+    REQUIRE(three.notification);
+    REQUIRE(three.notification->targets.size() == 3);
+    CHECK(three.notification->targets[0].target == "5900");
   }
 
   TEST_CASE("names and topics") {
@@ -104,44 +121,81 @@ TEST_SUITE("notify gate") {
   using Clock = NotifyGate::Clock;
   const Clock::time_point t0{};
 
-  TEST_CASE("a newer notification replaces the thing's session, not others") {
+  TEST_CASE("sessions below the cap are accepted side by side") {
     NotifyGate g({4, 5, 30});
-    const auto d = g.admit(
-        t0, "a", {{"1", "a", false, false}, {"2", "b", false, false}, {"3", "a", true, false}});
-    CHECK(d.accept);
-    CHECK(d.replace == std::vector<std::string>{"1", "3"});
+    for (std::size_t n = 0; n < 4; ++n) CHECK(g.admit(t0, n).accept);
   }
 
   TEST_CASE("rate limit: a burst, then refills over time") {
     NotifyGate g({64, 3, 60});  // one per second
-    for (int i = 0; i < 3; ++i) CHECK(g.admit(t0, "a", {}).accept);
-    const auto refused = g.admit(t0, "a", {});
+    for (int i = 0; i < 3; ++i) CHECK(g.admit(t0, 0).accept);
+    const auto refused = g.admit(t0, 0);
     CHECK_FALSE(refused.accept);
     CHECK(has(refused.refusal, "rate limit"));
-    CHECK(refused.replace.empty());
-    CHECK_FALSE(g.admit(t0 + std::chrono::milliseconds(500), "a", {}).accept);
-    CHECK(g.admit(t0 + std::chrono::milliseconds(1600), "a", {}).accept);
+    CHECK_FALSE(g.admit(t0 + std::chrono::milliseconds(500), 0).accept);
+    CHECK(g.admit(t0 + std::chrono::milliseconds(1600), 0).accept);
   }
 
   TEST_CASE("the configured burst is available from the start, not the default's") {
     NotifyGate g(GateLimits{});  // the defaults (burst 5), as the daemon constructs it
     g.set_limits({64, 100, 6000});
-    for (int i = 0; i < 100; ++i) CHECK(g.admit(t0, "a", {}).accept);
-    CHECK_FALSE(g.admit(t0, "a", {}).accept);
+    for (int i = 0; i < 100; ++i) CHECK(g.admit(t0, 0).accept);
+    CHECK_FALSE(g.admit(t0, 0).accept);
     // Once notifications flowed, a lower burst caps what is left.
     g.set_limits({64, 3, 6000});
-    CHECK_FALSE(g.admit(t0, "a", {}).accept);
-    CHECK(g.admit(t0 + std::chrono::milliseconds(20), "a", {}).accept);
+    CHECK_FALSE(g.admit(t0, 0).accept);
+    CHECK(g.admit(t0 + std::chrono::milliseconds(20), 0).accept);
   }
 
-  TEST_CASE("cap counts sessions that are still closing") {
-    NotifyGate g({2, 100, 6000});
-    CHECK(g.admit(t0, "a", {{"1", "b", false, true}}).accept);
-    const auto d = g.admit(t0, "a", {{"1", "b", false, true}, {"2", "c", false, false}});
+  TEST_CASE("at the cap the new notification is refused with the reason; no token is spent") {
+    NotifyGate g({2, 1, 1});
+    const auto d = g.admit(t0, 2);
     CHECK_FALSE(d.accept);
+    CHECK(has(d.refusal, "cap: 2 notify-opened session(s)"));
     CHECK(has(d.refusal, "max_sessions = 2"));
-    // Ended sessions hold nothing.
-    CHECK(g.admit(t0, "a", {{"1", "b", true, false}, {"2", "c", false, false}}).accept);
+    CHECK(has(d.refusal, "running sessions are kept"));
+    // The burst of 1 is still there once a place is free.
+    CHECK(g.admit(t0, 1).accept);
+  }
+}
+
+TEST_SUITE("notify seen tokens") {
+  TEST_CASE("a token is recognised by its SHA-256 digest, which is not the token") {
+    SeenTokens seen;
+    const TokenDigest d = digest_of(kToken);
+    CHECK_FALSE(seen.contains(d));
+    seen.remember(d);
+    CHECK(seen.contains(digest_of(kToken)));
+    CHECK_FALSE(seen.contains(digest_of(kToken + "x")));
+    const std::string raw(d.begin(), d.end());
+    CHECK(raw.find(kToken.substr(0, 8)) == std::string::npos);
+    // SHA-256("abc"), FIPS 180-2 appendix B.1.
+    CHECK(digest_of("abc")[0] == 0xba);
+    CHECK(digest_of("abc")[31] == 0xad);
+  }
+
+  TEST_CASE("bounded: the oldest digests are forgotten first") {
+    SeenTokens seen(3);
+    for (int i = 0; i < 5; ++i) seen.remember(digest_of("token-" + std::to_string(i)));
+    CHECK(seen.size() == 3);
+    CHECK_FALSE(seen.contains(digest_of("token-0")));
+    CHECK_FALSE(seen.contains(digest_of("token-1")));
+    CHECK(seen.contains(digest_of("token-2")));
+    CHECK(seen.contains(digest_of("token-4")));
+    // Remembering one again makes it the newest, without a second entry.
+    seen.remember(digest_of("token-2"));
+    seen.remember(digest_of("token-5"));
+    CHECK(seen.size() == 3);
+    CHECK(seen.contains(digest_of("token-2")));
+    CHECK_FALSE(seen.contains(digest_of("token-3")));
+  }
+
+  TEST_CASE("the default bound holds a flood") {
+    SeenTokens seen;
+    for (int i = 0; i < 10000; ++i) seen.remember(digest_of("flood-" + std::to_string(i)));
+    CHECK(seen.size() == SeenTokens::kCapacity);
+    CHECK(seen.contains(digest_of("flood-9999")));
+    CHECK_FALSE(seen.contains(digest_of("flood-0")));
   }
 }
 
@@ -182,6 +236,25 @@ TEST_SUITE("notify config") {
     CHECK(c.services == default_service_map());
     CHECK(c.keepalive_s == 60);
     CHECK(c.max_sessions == 4);
+    CHECK(c.alpn.empty());
+  }
+
+  TEST_CASE("alpn: automatic on port 443, explicit elsewhere, \"\" turns it off") {
+    Fixture f;
+    auto with = [&](const std::string& broker, const std::string& extra) {
+      std::string text = f.base(extra);
+      const auto at = text.find("127.0.0.1:8883");
+      text.replace(at, 14, broker);
+      return tunneld::parse_config(text, f.path).notify.alpn;
+    };
+    CHECK(with("a1-ats.iot.us-east-1.amazonaws.com:443", "") == "x-amzn-mqtt-ca");
+    CHECK(with("127.0.0.1:8883", "").empty());
+    CHECK(with("127.0.0.1:8883", "alpn = \"x-amzn-mqtt-ca\"\n") == "x-amzn-mqtt-ca");
+    CHECK(with("broker.example.com:443", "alpn = \"\"\n").empty());
+    CHECK(with("broker.example.com:443", "alpn = \"mqtt\"\n") == "mqtt");
+    CHECK(has(f.error_of(f.base("alpn = \"x y\"\n")), ":7: notify.alpn: expected up to 255"));
+    CHECK(has(f.error_of(f.base("alpn = \"" + std::string(256, 'a') + "\"\n")), "notify.alpn"));
+    CHECK(has(f.error_of(f.base("alpn = 443\n")), "notify.alpn: expected a string"));
   }
 
   TEST_CASE("a services table replaces the defaults") {

@@ -632,15 +632,18 @@ TEST_SUITE("tunnelctl_cli") {
     s.set_accepted(3);
     s.set_refused(2);
     s.set_last_refusal("payload is not JSON");
+    s.set_duplicates(4);
     s.set_last_notification_unix_ms(1'700'000'000'000);
     const std::string text = format_notify_status(s, 1'700'000'042'000);
     CHECK(has(text, "notify:            connected\n"));
     CHECK(has(text, "broker:            127.0.0.1:8883\n"));
     CHECK(has(text, "last notification: 2023-11-14T22:13:20Z (42s ago)\n"));
     CHECK(has(text, "refused:           2 (last: payload is not JSON)\n"));
+    CHECK(has(text, "duplicates:        4 (redeliveries dropped)\n"));
     const auto j = nlohmann::json::parse(notify_status_json(s));
     CHECK(j["connected"] == true);
     CHECK(j["accepted"] == 3);
+    CHECK(j["duplicates"] == 4);
     CHECK(j["thing_name"] == "dev-1");
     CHECK(j["last_notification_unix_ms"] == 1'700'000'000'000LL);
   }
