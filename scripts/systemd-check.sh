@@ -14,6 +14,8 @@
 #   tunnel     a real tunnel (tunnel-relay in the container) opened with
 #              tunnelctl carries bytes; journalctl -u tunneld shows the
 #              session's structured fields, and no token
+#   relay unit the packaged tunnel-relay.service starts (credentials, dynamic
+#              user) once given a certificate, and opens tunnels
 #   reload     `systemctl reload tunneld`: a [[session]] added to the config
 #              starts, sessions and an open connection survive, a broken file
 #              changes nothing
@@ -418,6 +420,40 @@ with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo) as s:
     pass "tunnel: sessions opened with tunnelctl (as a member) connected through tunnel-relay; 1 MiB echoed intact"
   else
     fail "tunnel: open exit $dst_rc/$src_rc, connected=$connected, transfer exit $transfer_rc"
+  fi
+
+  # ----------------------------------------------------------- relay unit
+  # The packaged tunnel-relay.service, which nothing enabled: with a
+  # certificate and key in /etc/tunnel-relay (root-only; the unit gets them as
+  # credentials) and options in /etc/default/tunnel-relay it starts as a
+  # dynamic user and opens tunnels. Stopped again: the tunnel above uses its
+  # own relay, which the upgrade below must not restart.
+  install -d -m 0700 /etc/tunnel-relay
+  install -m 0600 "$W/server.pem" /etc/tunnel-relay/tls.crt
+  install -m 0600 "$W/server.key" /etc/tunnel-relay/tls.key
+  printf 'TUNNEL_RELAY_OPTS="--listen 127.0.0.1:0 --admin 127.0.0.1:0"\n' >/etc/default/tunnel-relay
+  local relay_rc=0 relay_ready relay_uid relay_tunnel_rc=1 RELAY2 ADMIN2
+  systemctl start tunnel-relay >"$W/relay-start.log" 2>&1 || relay_rc=$?
+  relay_ready=$(wait_journal tunnel-relay '"event" *: *"ready"' 15) || true
+  relay_uid=$(awk '/^Uid:/ { print $2 }' "/proc/$(systemctl show tunnel-relay -P MainPID)/status" 2>/dev/null)
+  if [[ -n $relay_ready ]]; then
+    read -r RELAY2 ADMIN2 < <(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["listen"], r["admin"])' "$relay_ready")
+    new_tunnel "$ADMIN2" "$W/t-relay-unit.json" 2>"$W/relay-tunnel.log" && relay_tunnel_rc=0
+  fi
+  {
+    echo "# systemctl start tunnel-relay: exit $relay_rc; $(systemctl show tunnel-relay -P ActiveState)/$(systemctl show tunnel-relay -P SubState), enabled: $(systemctl is-enabled tunnel-relay 2>&1)"
+    cat "$W/relay-start.log"
+    echo "ready line in the journal: ${relay_ready:-none}"
+    local opened
+    if ((relay_tunnel_rc == 0)); then opened="tunnel $(json_get "$W/t-relay-unit.json" 'j["tunnelId"]')"; else opened=$(cat "$W/relay-tunnel.log"); fi
+    echo "wss on ${RELAY2:-?}; MainPID's uid: ${relay_uid:-?} (DynamicUser=yes); POST /tunnels on ${ADMIN2:-?}: $opened"
+    echo "systemd-analyze security: $(systemd-analyze security tunnel-relay 2>/dev/null | tail -1)"
+  } | show
+  systemctl stop tunnel-relay
+  if [[ $relay_rc -eq 0 && -n $relay_ready && -n $relay_uid && $relay_uid != 0 && $relay_tunnel_rc -eq 0 ]]; then
+    pass "relay unit: tunnel-relay.service (installed disabled) starts with its credentials as a dynamic user and opens tunnels"
+  else
+    fail "relay unit: start exit $relay_rc, ready '$relay_ready', uid '$relay_uid', POST /tunnels exit $relay_tunnel_rc"
   fi
 
   # -------------------------------------------------------------- journal
