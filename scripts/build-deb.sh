@@ -20,7 +20,7 @@
 # tests under qemu. lintian must report no error and no warning.
 #
 # Environment: JOBS (parallel jobs, default: all cores), NICE (niceness of
-# the build, default 10).
+# the build; default 5, 10 for the CPU-heavier cross build).
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")/.."
@@ -131,7 +131,7 @@ export DEB_BUILD_OPTIONS="${build_opts[*]} parallel=${JOBS:-$(nproc)} ${DEB_BUIL
 # The project's meson cross file; debhelper passes it to meson setup.
 [[ $arch == arm64 ]] && export DH_MESON_CROSS_FILE=$REPO/packaging/cross/arm64-linux-gnu.ini
 log=$REPO/build-deb/build-$arch.log
-if ! (cd "$src" && nice -n "${NICE:-10}" dpkg-buildpackage -b -us -uc -a "$arch" ${profile:+-P"$profile"}) >"$log" 2>&1; then
+if ! (cd "$src" && nice -n "${NICE:-$([[ $arch == "$host_arch" ]] && echo 5 || echo 10)}" dpkg-buildpackage -b -us -uc -a "$arch" ${profile:+-P"$profile"}) >"$log" 2>&1; then
   tail -40 "$log"
   echo "build-deb: dpkg-buildpackage failed (log: $log)" >&2
   exit 1
