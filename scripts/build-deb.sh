@@ -13,7 +13,7 @@
 #                                           # (default build-deb/ARCH)
 #
 # The tree is copied (the files git knows, committed or not) to
-# build-deb/src/tunneld and built there with dpkg-buildpackage -b, so the
+# build-deb/src-ARCH/tunneld and built there with dpkg-buildpackage -b, so the
 # work tree stays clean. The amd64 build runs the unit tests and the
 # packaging checks (seconds); the arm64 build cannot run arm64 programs, so
 # it builds with the nocheck profile: scripts/arm64-check.sh runs the arm64
@@ -99,9 +99,11 @@ if ! dpkg-checkbuilddeps -a "$arch" ${profile:+-P "$profile"} debian/control 2>/
 fi
 
 # ------------------------------------------------------------ source copy
-# A fixed path, so that ccache (if any) finds the objects of the last build.
-src=build-deb/src/tunneld
-rm -rf "$src" "build-deb/src/"*.deb "build-deb/src/"*.changes "build-deb/src/"*.buildinfo
+# A fixed path per architecture, so that ccache (if any) finds the objects of
+# the last build, and the two architectures can build at the same time.
+top=build-deb/src-$arch
+src=$top/tunneld
+rm -rf "$src" "$top/"*.deb "$top/"*.changes "$top/"*.buildinfo
 mkdir -p "$src"
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   git ls-files -z --cached --others --exclude-standard |
@@ -136,7 +138,7 @@ if ! (cd "$src" && nice -n "${NICE:-$([[ $arch == "$host_arch" ]] && echo 5 || e
   echo "build-deb: dpkg-buildpackage failed (log: $log)" >&2
   exit 1
 fi
-changes=build-deb/src/tunneld_${deb_version#*:}_$arch.changes
+changes=$top/tunneld_${deb_version#*:}_$arch.changes
 
 # ------------------------------------------------------------ lintian
 echo "build-deb: lintian"
@@ -152,7 +154,7 @@ echo "    (lintian: no error, no warning)"
 mkdir -p "$out"
 rm -f "$out"/*.deb
 sed -n '/^Files:/,$ s/^ [0-9a-f]* [0-9]* [^ ]* [^ ]* \(.*\.deb\)$/\1/p' "$changes" | while read -r f; do
-  mv "build-deb/src/$f" "$out/"
+  mv "$top/$f" "$out/"
 done
 echo "build-deb: $arch packages in $out ($((SECONDS - t0)) s):"
 for f in "$out"/*.deb; do
