@@ -13,7 +13,7 @@
 #                                           # (default build-deb/ARCH)
 #
 # The tree is copied (the files git knows, committed or not) to
-# build-deb/src-ARCH/tunneld and built there with dpkg-buildpackage -b, so the
+# build-deb/src/tunneld (src-arm64/ for arm64) and built there with dpkg-buildpackage -b, so the
 # work tree stays clean. The amd64 build runs the unit tests and the
 # packaging checks (seconds); the arm64 build cannot run arm64 programs, so
 # it builds with the nocheck profile: scripts/arm64-check.sh runs the arm64
@@ -99,9 +99,11 @@ if ! dpkg-checkbuilddeps -a "$arch" ${profile:+-P "$profile"} debian/control 2>/
 fi
 
 # ------------------------------------------------------------ source copy
-# A fixed path per architecture, so that ccache (if any) finds the objects of
-# the last build, and the two architectures can build at the same time.
-top=build-deb/src-$arch
+# A fixed path per architecture (build-deb/src for the native one), so that
+# ccache (if any) finds the objects of the last build (the path is part of
+# the compiler flags), and the two architectures can build at the same time.
+top=build-deb/src
+[[ $arch == "$host_arch" ]] || top=build-deb/src-$arch
 src=$top/tunneld
 rm -rf "$src" "$top/"*.deb "$top/"*.changes "$top/"*.buildinfo
 mkdir -p "$src"
