@@ -923,6 +923,8 @@ version_n1="$version_n+check1"
 echo "building the same tree as $version_n1 (log: $WORK/build-n1.log)"
 "$REPO/scripts/build-deb.sh" --version "$version_n1" --out "$WORK/share/debs/n1" >"$WORK/build-n1.log" 2>&1 ||
   { tail -30 "$WORK/build-n1.log"; die "scripts/build-deb.sh --version $version_n1 failed"; }
+# The -dbgsym packages debhelper also builds are not what a user installs.
+rm -f "$WORK"/share/debs/n/*-dbgsym_*.deb "$WORK"/share/debs/n1/*-dbgsym_*.deb
 install -m 0755 "$REPO/scripts/systemd-check.sh" "$WORK/share/systemd-check.sh"
 echo "packages:"
 (cd "$WORK/share/debs" && find n n1 -name '*.deb' | sort | sed 's/^/    /')
