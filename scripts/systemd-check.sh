@@ -611,7 +611,9 @@ TOML
   local up_rc=0 up_ms pid_up conf_before conf_after ids_before ids_after
   pid_up=$(prop MainPID)
   conf_before=$(sha256sum </etc/tunneld/tunneld.toml)
-  ids_before=$(for n in check-src check-dst check-cfg check-cfg-src; do echo -n "$n=$(session_field $n id) "; done)
+  # Sessions opened with tunnelctl keep their id (the state directory);
+  # [[session]] tables get a new one at every start.
+  ids_before=$(for n in check-src check-dst check-cfg-src; do echo -n "$n=$(session_field $n id) "; done)
   cursor=$(journalctl -u tunneld -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p')
   t0=$(date +%s%N)
   DEBIAN_FRONTEND=noninteractive apt-get install -y "$SHARE"/debs/n1/*.deb >"$W/upgrade.log" 2>&1 || up_rc=$?
@@ -621,7 +623,7 @@ TOML
   for name in check-src check-dst check-cfg check-cfg-src; do
     wait_state "$name" connected 20 && up_restored=$((up_restored + 1))
   done
-  ids_after=$(for n in check-src check-dst check-cfg check-cfg-src; do echo -n "$n=$(session_field $n id) "; done)
+  ids_after=$(for n in check-src check-dst check-cfg-src; do echo -n "$n=$(session_field $n id) "; done)
   conf_after=$(sha256sum </etc/tunneld/tunneld.toml)
   SRC_PORT=$(local_port check-src)
   if ((up_restored == 4)); then
@@ -637,8 +639,8 @@ TOML
     journalctl -u tunneld --after-cursor="$cursor" -o cat --no-pager | grep -v '^\[' | head -6
     echo "dpkg: tunneld $up_version; MainPID $pid_up -> $(prop MainPID), $(prop ActiveState)/$(prop SubState)"
     echo "/etc/tunneld/tunneld.toml: sha256 ${conf_before%% *} -> ${conf_after%% *}, [[session]] check-cfg still in it: $(grep -c 'name = "check-cfg"' /etc/tunneld/tunneld.toml); dpkg leftovers: ${dpkg_left:-none}"
-    echo "session ids before: $ids_before"
-    echo "session ids after:  $ids_after"
+    echo "tunnelctl sessions' ids before: $ids_before"
+    echo "tunnelctl sessions' ids after:  $ids_after"
     echo "sessions connected again: $up_restored of 4; 64 KiB through check-src: $up_data"
   } | show
   if [[ $up_rc -eq 0 && $up_version == "$VERSION_N1" && $(prop MainPID) != "$pid_up" && $(prop ActiveState) == active &&
@@ -775,6 +777,7 @@ TOML
   {
     echo "# apt-get remove -y tunneld tunneld-localproxy tunnel-relay: exit $rm_rc"
     grep -E '^(Removing|Stopping)' "$W/remove.log"
+    if ((rm_rc)); then tail -15 "$W/remove.log"; fi
     echo "dpkg: tunneld '$rm_status'; tunneld.service $(prop LoadState)/$(prop ActiveState); processes of user tunneld: $procs"
     echo "/etc/tunneld: $kept_conf (tunneld.toml unchanged: $([[ $rm_conf_sha == "$conf_after" ]] && echo yes || echo no))"
     echo "/var/lib/tunneld: $kept_state"
@@ -787,8 +790,12 @@ TOML
     fail "remove: exit $rm_rc, dpkg '$rm_status', service $(prop ActiveState), $procs processes, /etc/tunneld '$kept_conf', /var/lib/tunneld '$kept_state'"
   fi
 
-  local purge_rc=0 left=""
-  DEBIAN_FRONTEND=noninteractive apt-get purge -y tunneld tunneld-localproxy tunnel-relay >"$W/purge.log" 2>&1 || purge_rc=$?
+  # tunneld-localproxy has no conffiles: remove already took all of it, and
+  # apt no longer knows the name. The other two are in state "rc".
+  local purge_rc=0 left="" lp_state
+  lp_state=$(dpkg-query -W -f='${db:Status-Abbrev}' tunneld-localproxy 2>/dev/null | tr -d ' ')
+  [[ -z $lp_state || $lp_state == un ]] || left+="tunneld-localproxy in state $lp_state "
+  DEBIAN_FRONTEND=noninteractive apt-get purge -y tunneld tunnel-relay >"$W/purge.log" 2>&1 || purge_rc=$?
   [[ -e /etc/tunneld ]] && left+="/etc/tunneld "
   [[ -e /var/lib/tunneld ]] && left+="/var/lib/tunneld "
   getent passwd tunneld >/dev/null && left+="user tunneld "
@@ -798,10 +805,14 @@ TOML
   local purged_status
   purged_status=$(dpkg-query -W -f='${db:Status-Abbrev}' tunneld 2>/dev/null | tr -d ' ')
   [[ -z $purged_status || $purged_status == un ]] || left+="dpkg status $purged_status "
+  purged_status=$(dpkg-query -W -f='${db:Status-Abbrev}' tunnel-relay 2>/dev/null | tr -d ' ')
+  [[ -z $purged_status || $purged_status == un ]] || left+="tunnel-relay in state $purged_status "
+  [[ -e /etc/default/tunnel-relay ]] && left+="/etc/default/tunnel-relay "
   {
-    echo "# apt-get purge -y tunneld tunneld-localproxy tunnel-relay: exit $purge_rc"
+    echo "# apt-get purge -y tunneld tunnel-relay: exit $purge_rc"
     grep -E '^Purging' "$W/purge.log"
     echo "left behind: ${left:-nothing}"
+    if ((purge_rc)); then tail -15 "$W/purge.log"; fi
   } | show
   if [[ $purge_rc -eq 0 && -z $left ]]; then
     pass "purge: /etc/tunneld, /var/lib/tunneld, user and group tunneld removed"
