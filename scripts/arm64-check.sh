@@ -68,10 +68,19 @@ fi
 
 # ------------------------------------------------------- unit tests (qemu)
 # meson runs them through the cross file's exe_wrapper, qemu-aarch64-static.
+# One case is left out: qemu-user 7.2 (Debian 12) reports success for a
+# sendmsg() whose only content is a passed descriptor (an empty iovec) but
+# never delivers it, so the journal sink's memfd path cannot be observed
+# under emulation (checked with a 20-line C program: the same sendmsg
+# arrives natively and not under qemu-aarch64-static). It runs on amd64 in
+# CI, and the code is the same on arm64.
+QEMU_EXCLUDED='an entry too large for a datagram travels in a sealed memfd'
+# (doctest wildcards: meson splits --test-args at spaces)
 t0=$SECONDS
-if out=$(meson test -C "$ARM64_BUILD_DIR" --suite unit --print-errorlogs -t 10 2>&1); then
+if out=$(meson test -C "$ARM64_BUILD_DIR" --suite unit --print-errorlogs -t 10 \
+  --test-args="--test-case-exclude=${QEMU_EXCLUDED// /?}" 2>&1); then
   summary=$(grep -E '^\[doctest\] test cases' "$ARM64_BUILD_DIR/meson-logs/testlog.txt" | tail -1)
-  pass "unit tests under qemu-aarch64-static: ${summary:-ok} ($((SECONDS - t0)) s)"
+  pass "unit tests under qemu-aarch64-static: ${summary:-ok}; left out: '$QEMU_EXCLUDED' ($((SECONDS - t0)) s)"
 else
   echo "$out" | tail -40
   fail "unit tests under qemu-aarch64-static"
