@@ -14,10 +14,12 @@
 #
 # The tree is copied (the files git knows, committed or not) to
 # build-deb/src/tunneld (src-arm64/ for arm64) and built there with
-# dpkg-buildpackage -b, so the work tree stays clean. The amd64 build runs the unit tests and the
-# packaging checks (seconds); the arm64 build cannot run arm64 programs, so
-# it builds with the nocheck profile: scripts/arm64-check.sh runs the arm64
-# tests under qemu. lintian must report no error and no warning.
+# dpkg-buildpackage -b, so the work tree stays clean. The amd64 build runs
+# the unit tests and the packaging checks (seconds); the arm64 build cannot
+# run arm64 programs, so it builds with the nocheck profile:
+# scripts/arm64-check.sh runs the arm64 tests under qemu. lintian must
+# report no error and no warning (debian/*.lintian-overrides give the
+# reasons for what is overridden).
 #
 # Environment: JOBS (parallel jobs, default: all cores), NICE (niceness of
 # the build; default 5, 10 for the CPU-heavier cross build).
