@@ -15,6 +15,7 @@ PACKAGES=(
   libtomlplusplus-dev libspdlog-dev libfmt-dev
   doctest-dev libcli11-dev nlohmann-json3-dev
   openssl python3 systemd
+  scdoc                       # the man pages (packaging/man), built and checked by the packaging suite
   libmosquitto-dev mosquitto # MQTT notify link; the broker only for tests and the demo
   g++-mingw-w64-x86-64-posix  # compile check of the Windows service glue
   util-linux procps           # setpriv, unshare, ps: privilege, journald and token tests

@@ -1,57 +1,74 @@
 #!/usr/bin/env bash
-# tunneld under a real systemd: boots a Debian 12 system container
-# (systemd-nspawn --boot, systemd as PID 1, loopback only), installs the meson
-# build into it the way docs/systemd.md says (meson install, systemd-sysusers,
-# systemd-tmpfiles, daemon-reload) and checks what an administrator relies on:
+# tunneld under a real systemd, installed as a Debian package: builds the
+# packages (scripts/build-deb.sh), boots a Debian 12 system container
+# (systemd-nspawn --boot, systemd as PID 1, loopback only), installs them
+# there with `apt-get install ./tunneld_<version>_amd64.deb ...` as
+# docs/install.md says, and checks what an administrator relies on:
 #
+#   install    the packages install; user and group from sysusers,
+#              /etc/tunneld from tmpfiles, the conffile, tunneld enabled and
+#              running, tunnel-relay disabled, the localproxy alternative
+#   tunnelctl  right after install, a user added to group tunneld may use it
+#              (in a session begun after usermod), a non-member is refused
 #   start      `systemctl start tunneld` returns once READY=1 arrived; active
-#   tunnelctl  a member of group tunneld may use it, a non-member is refused
 #   tunnel     a real tunnel (tunnel-relay in the container) opened with
 #              tunnelctl carries bytes; journalctl -u tunneld shows the
 #              session's structured fields, and no token
+#   relay unit the packaged tunnel-relay.service starts (credentials, dynamic
+#              user) once given a certificate, and opens tunnels
 #   reload     `systemctl reload tunneld`: a [[session]] added to the config
 #              starts, sessions and an open connection survive, a broken file
 #              changes nothing
+#   upgrade    the same tree rebuilt as version N+1, installed over N: the
+#              service restarts, every session is restored, the edited
+#              configuration is kept
 #   watchdog   WatchdogSec= is honoured: pings seen over more than WatchdogSec;
 #              a stopped event loop is killed and restarted (sessions restored)
 #   stop       `systemctl stop tunneld` with live sessions completes in < 5 s
+#   remove     stops the service, keeps /etc/tunneld, /var/lib/tunneld, the user
+#   purge      removes them, and user and group tunneld
 #
 # Each check prints `PASS systemd-check: ...` or `FAIL systemd-check: ...`,
 # followed by the evidence; the last line is `N passed, N failed`. Exit status
 # 0 when all passed, 1 otherwise, 77 when this machine cannot run it (not
 # root, no systemd-nspawn/debootstrap and no apt-get to install them).
 #
-# A long-form check: about 80 s plus the build and, the first time, a
-# debootstrap (~300 MB). Not part of CI. Needs root.
+# A long-form check: about 100 s plus two package builds (the second one
+# mostly from ccache) and, the first time, a debootstrap (~300 MB). Not part
+# of CI. Needs root.
 #
 #   sudo scripts/systemd-check.sh            # build, boot, check
 #   sudo scripts/systemd-check.sh --quick    # without the 40 s watchdog-kill case
 #   sudo scripts/systemd-check.sh --keep     # keep the work dir (logs, boot log)
 #
 # Environment:
-#   BUILD_DIR           meson build dir (default build-systemd-check); configured
-#                       here with --prefix=/usr --buildtype=release -Dtests=false
-#                       -Dbench=false when it does not exist yet
+#   DEBS_DIR            take version N from the tunneld_*, tunneld-localproxy_*
+#                       and tunnel-relay_*_amd64.deb files here instead of
+#                       building it (N+1 is always built)
 #   SYSTEMD_CHECK_ROOT  the debootstrapped tree, kept between runs and never
 #                       modified by a run (the container boots with
 #                       --volatile=overlay); default
 #                       /var/cache/tunneld-systemd-check/debian12
 #   DEBIAN_MIRROR       for debootstrap (default: the first Debian URI in
 #                       /etc/apt/sources.list*, else http://deb.debian.org/debian)
-#   JOBS                passed to meson compile -j
+#   JOBS                passed to scripts/build-deb.sh
 #
 # Inside the container only the loopback interface exists (--private-network);
-# the relay, the echo service and tunneld all use 127.0.0.1.
+# the relay, the echo service and tunneld all use 127.0.0.1. Without a
+# network apt cannot download anything there: the packages' dependencies
+# are part of the tree (RUNTIME_PACKAGES), as on a device image.
 set -euo pipefail
 
 SUITE=systemd-check
-SHARE=/mnt/tunneld-check # where the container sees the install tree and this script
+SHARE=/mnt/tunneld-check # where the container sees the packages and this script
 
 # ===================================================================== inside
 # Runs as root inside the booted container (entered with nsenter), from the
 # read-only bind mount $SHARE. Prints PASS/FAIL lines.
 inside() {
   local quick=$1
+  VERSION_N=$2  # the packages in $SHARE/debs/n
+  VERSION_N1=$3 # the same tree rebuilt as the next version, in $SHARE/debs/n1
   # Every check decides PASS or FAIL itself; one failing command must not end the run.
   set +e
   export LANG=C.UTF-8
@@ -205,38 +222,94 @@ PY
   fi
 
   # -------------------------------------------------------------- install
-  # As docs/systemd.md: meson install (done on the host with --destdir into
-  # $SHARE/stage), then sysusers, tmpfiles, daemon-reload. / has merged-usr
-  # symlinks (lib -> usr/lib) that the staged tree must not replace.
-  local problems=""
-  tar -C "$SHARE/stage" -cf - . | tar -C / -xf - --keep-directory-symlink
-  local missing
-  missing=$(ldd /usr/sbin/tunneld /usr/bin/tunnelctl /usr/bin/tunnel-relay | grep 'not found' || true)
-  [[ -z $missing ]] || problems+="libraries missing in the container (add their packages to RUNTIME_PACKAGES in $0 and docs/systemd.md): $missing; "
-  systemd-sysusers /usr/lib/sysusers.d/tunneld.conf 2>&1 | show
-  systemd-tmpfiles --create /usr/lib/tmpfiles.d/tunneld.conf 2>&1 | show
-  systemctl daemon-reload
-  useradd --no-create-home --shell /bin/bash --groups tunneld tunnel-member
+  # As docs/install.md: apt install ./tunneld_<version>_<arch>.deb (with the
+  # other two packages). The container has no network: the packages'
+  # dependencies are already in the tree (RUNTIME_PACKAGES), so apt resolves
+  # them there. tunnel-member exists before the package, as the user of a
+  # device would, and joins group tunneld after it, as the docs say.
+  useradd --no-create-home --shell /bin/bash tunnel-member
   useradd --no-create-home --shell /bin/bash tunnel-outsider
-  local etc_mode user_line
+  local problems="" install_rc=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "$SHARE"/debs/n/*.deb >"$W/install.log" 2>&1 || install_rc=$?
+  [[ $install_rc -eq 0 ]] || problems+="apt install exited $install_rc; "
+  local pkg status_line
+  for pkg in tunneld tunneld-localproxy tunnel-relay; do
+    status_line=$(dpkg-query -W -f='${db:Status-Abbrev} ${Version}' "$pkg" 2>&1)
+    [[ $status_line == "ii  $VERSION_N" ]] || problems+="$pkg: dpkg says '$status_line', expected 'ii  $VERSION_N'; "
+  done
+  local missing
+  missing=$(ldd /usr/sbin/tunneld /usr/bin/tunnelctl /usr/bin/tunnel-relay /usr/bin/tunneld-localproxy 2>&1 | grep 'not found' || true)
+  [[ -z $missing ]] || problems+="libraries missing (the packages' Depends or RUNTIME_PACKAGES in $0): $missing; "
+  local etc_mode user_line conffiles
   etc_mode=$(stat -c '%U:%G %a' /etc/tunneld 2>&1)
   user_line=$(getent passwd tunneld || true)
+  conffiles=$(dpkg-query -W -f='${Conffiles}' tunneld)
   [[ $etc_mode == "root:tunneld 750" ]] || problems+="/etc/tunneld is '$etc_mode', expected root:tunneld 750; "
   [[ $user_line == *:/usr/sbin/nologin ]] || problems+="user tunneld: '$user_line'; "
+  [[ $conffiles == *" /etc/tunneld/tunneld.toml "* ]] || problems+="/etc/tunneld/tunneld.toml is not a conffile: '$conffiles'; "
   [[ $(systemctl show tunneld -P ExecStart) == *"path=/usr/sbin/tunneld"* ]] ||
     problems+="systemd does not know tunneld.service with ExecStart=/usr/sbin/tunneld; "
+  # Enabled and started by the postinst; tunnel-relay installed disabled.
+  [[ $(systemctl is-enabled tunneld 2>&1) == enabled && $(prop ActiveState) == active ]] ||
+    problems+="tunneld is $(systemctl is-enabled tunneld 2>&1)/$(prop ActiveState), expected enabled/active; "
+  [[ $(systemctl is-enabled tunnel-relay 2>&1) == disabled && $(systemctl show tunnel-relay -P ActiveState) == inactive ]] ||
+    problems+="tunnel-relay is $(systemctl is-enabled tunnel-relay 2>&1), expected disabled and inactive; "
+  local lp_target lp_version
+  lp_target=$(readlink -f /usr/bin/localproxy 2>&1)
+  lp_version=$(localproxy --version 2>&1)
+  [[ $lp_target == /usr/bin/tunneld-localproxy && $lp_version == localproxy* ]] ||
+    problems+="localproxy alternative: /usr/bin/localproxy -> '$lp_target', --version '$lp_version'; "
+  local page
+  for page in /usr/share/man/man8/tunneld.8.gz /usr/share/man/man1/tunnelctl.1.gz /usr/share/man/man5/tunneld.toml.5.gz \
+    /usr/share/man/man1/localproxy.1.gz /usr/share/man/man1/tunnel-relay.1.gz \
+    /usr/share/bash-completion/completions/tunnelctl; do
+    [[ -e $page ]] || problems+="$page missing; "
+  done
   {
+    echo "# apt-get install -y $(cd "$SHARE/debs/n" && echo ./*.deb): exit $install_rc"
+    grep -E '^(Setting up|Created symlink|update-alternatives|Unpacking)|tunnel' "$W/install.log" | grep -v '^Selecting\|^Preparing' | head -14
+    for pkg in tunneld tunneld-localproxy tunnel-relay; do dpkg-query -W -f='dpkg: ${db:Status-Abbrev} ${Package} ${Version}\n' "$pkg"; done
     echo "getent passwd tunneld: $user_line"
-    echo "/etc/tunneld: $etc_mode"
-    echo "id tunnel-member: $(id tunnel-member)"
-    echo "id tunnel-outsider: $(id tunnel-outsider)"
+    echo "/etc/tunneld: $etc_mode; conffile:$(grep tunneld.toml <<<"$conffiles")"
+    echo "tunneld.service: $(systemctl is-enabled tunneld 2>&1)/$(prop ActiveState), MainPID $(prop MainPID); tunnel-relay.service: $(systemctl is-enabled tunnel-relay 2>&1)/$(systemctl show tunnel-relay -P ActiveState)"
+    echo "/usr/bin/localproxy -> $lp_target ($lp_version)"
     # (WatchdogUSec= reads "infinity" until the service runs: show the file's setting)
     echo "unit: $(prop FragmentPath), Type=$(prop Type), $(grep '^WatchdogSec=' "$(prop FragmentPath)")"
   } | show
   if [[ -z $problems ]]; then
-    pass "install: meson install tree, systemd-sysusers, systemd-tmpfiles, daemon-reload"
+    pass "install: apt install ./tunneld_${VERSION_N}_amd64.deb (+ localproxy, relay): user and group from sysusers, /etc/tunneld from tmpfiles, conffile, tunneld enabled and running, tunnel-relay disabled, man pages"
   else
     fail "install: $problems"
+  fi
+
+  # ------------------------------------------------------------ tunnelctl
+  # Right after the install, against the tunneld the postinst started: a
+  # user added to group tunneld may use tunnelctl in any session begun after
+  # that (runuser/setpriv --init-groups read the groups as a login does);
+  # nothing restarts. A non-member is refused and told how to fix it.
+  usermod -aG tunneld tunnel-member
+  local member_rc=0 outsider_rc=0 member_out outsider_out outsider_open_rc=0 outsider_open_out login_rc=0 login_out
+  login_out=$(runuser -u tunnel-member -- tunnelctl list 2>&1) || login_rc=$?
+  member_out=$(as_member tunnelctl list 2>&1) || member_rc=$?
+  outsider_out=$(as_outsider tunnelctl list 2>&1) || outsider_rc=$?
+  outsider_open_out=$(AWSIOT_TUNNEL_ACCESS_TOKEN=x as_outsider tunnelctl open -e 127.0.0.1:1 -d 22 2>&1) ||
+    outsider_open_rc=$?
+  {
+    echo "# usermod -aG tunneld tunnel-member; id: $(id tunnel-member)"
+    echo "# runuser -u tunnel-member -- tunnelctl list -> exit $login_rc"
+    echo "$login_out"
+    echo "# tunnel-member (setpriv --init-groups): tunnelctl list -> exit $member_rc"
+    echo "$member_out"
+    echo "# tunnel-outsider: tunnelctl list -> exit $outsider_rc"
+    echo "$outsider_out"
+    echo "# tunnel-outsider: tunnelctl open ... -> exit $outsider_open_rc"
+    echo "$outsider_open_out"
+  } | show
+  if [[ $login_rc -eq 0 && $member_rc -eq 0 && $outsider_rc -eq 4 && $outsider_out == *"add yourself to group tunneld"* &&
+    $outsider_open_rc -eq 4 ]]; then
+    pass "tunnelctl: right after install, a user added to group tunneld (usermod -aG) may use it in a new session; non-member refused with exit 4 and how to fix it"
+  else
+    fail "tunnelctl: member exit $login_rc/$member_rc (expected 0), non-member exit $outsider_rc/$outsider_open_rc (expected 4 with 'add yourself to group tunneld')"
   fi
 
   # Throwaway CA and a server certificate for 127.0.0.1 (as scripts/demo.sh).
@@ -258,6 +331,9 @@ PY
   install -m 0640 -g tunneld "$W/tunneld.toml" /etc/tunneld/tunneld.toml
 
   # ---------------------------------------------------------------- start
+  # The postinst started tunneld with the packaged configuration; start it
+  # again from stopped with the one written above.
+  systemctl stop tunneld
   local t0 t1 rc=0 start_ms
   t0=$(date +%s%N)
   systemctl start tunneld >"$W/start.log" 2>&1 || rc=$?
@@ -284,27 +360,6 @@ PY
     echo "$nfail failed before the session checks; giving up"
     echo "$npass passed, $nfail failed"
     return 1
-  fi
-
-  # ------------------------------------------------------------ tunnelctl
-  local member_rc=0 outsider_rc=0 member_out outsider_out outsider_open_rc=0 outsider_open_out
-  member_out=$(as_member tunnelctl list 2>&1) || member_rc=$?
-  outsider_out=$(as_outsider tunnelctl list 2>&1) || outsider_rc=$?
-  outsider_open_out=$(AWSIOT_TUNNEL_ACCESS_TOKEN=x as_outsider tunnelctl open -e 127.0.0.1:1 -d 22 2>&1) ||
-    outsider_open_rc=$?
-  {
-    echo "# tunnel-member: tunnelctl list -> exit $member_rc"
-    echo "$member_out"
-    echo "# tunnel-outsider: tunnelctl list -> exit $outsider_rc"
-    echo "$outsider_out"
-    echo "# tunnel-outsider: tunnelctl open ... -> exit $outsider_open_rc"
-    echo "$outsider_open_out"
-  } | show
-  if [[ $member_rc -eq 0 && $outsider_rc -eq 4 && $outsider_out == *"add yourself to group tunneld"* &&
-    $outsider_open_rc -eq 4 ]]; then
-    pass "tunnelctl: member of group tunneld (supplementary group) allowed; non-member refused with exit 4 and how to fix it"
-  else
-    fail "tunnelctl: member exit $member_rc (expected 0), non-member exit $outsider_rc/$outsider_open_rc (expected 4 with 'add yourself to group tunneld')"
   fi
 
   # --------------------------------------------------------------- tunnel
@@ -365,6 +420,40 @@ with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo) as s:
     pass "tunnel: sessions opened with tunnelctl (as a member) connected through tunnel-relay; 1 MiB echoed intact"
   else
     fail "tunnel: open exit $dst_rc/$src_rc, connected=$connected, transfer exit $transfer_rc"
+  fi
+
+  # ----------------------------------------------------------- relay unit
+  # The packaged tunnel-relay.service, which nothing enabled: with a
+  # certificate and key in /etc/tunnel-relay (root-only; the unit gets them as
+  # credentials) and options in /etc/default/tunnel-relay it starts as a
+  # dynamic user and opens tunnels. Stopped again: the tunnel above uses its
+  # own relay, which the upgrade below must not restart.
+  install -d -m 0700 /etc/tunnel-relay
+  install -m 0600 "$W/server.pem" /etc/tunnel-relay/tls.crt
+  install -m 0600 "$W/server.key" /etc/tunnel-relay/tls.key
+  printf 'TUNNEL_RELAY_OPTS="--listen 127.0.0.1:0 --admin 127.0.0.1:0"\n' >/etc/default/tunnel-relay
+  local relay_rc=0 relay_ready relay_uid relay_tunnel_rc=1 RELAY2 ADMIN2
+  systemctl start tunnel-relay >"$W/relay-start.log" 2>&1 || relay_rc=$?
+  relay_ready=$(wait_journal tunnel-relay '"event" *: *"ready"' 15) || true
+  relay_uid=$(awk '/^Uid:/ { print $2 }' "/proc/$(systemctl show tunnel-relay -P MainPID)/status" 2>/dev/null)
+  if [[ -n $relay_ready ]]; then
+    read -r RELAY2 ADMIN2 < <(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["listen"], r["admin"])' "$relay_ready")
+    new_tunnel "$ADMIN2" "$W/t-relay-unit.json" 2>"$W/relay-tunnel.log" && relay_tunnel_rc=0
+  fi
+  {
+    echo "# systemctl start tunnel-relay: exit $relay_rc; $(systemctl show tunnel-relay -P ActiveState)/$(systemctl show tunnel-relay -P SubState), enabled: $(systemctl is-enabled tunnel-relay 2>&1)"
+    cat "$W/relay-start.log"
+    echo "ready line in the journal: ${relay_ready:-none}"
+    local opened
+    if ((relay_tunnel_rc == 0)); then opened="tunnel $(json_get "$W/t-relay-unit.json" 'j["tunnelId"]')"; else opened=$(cat "$W/relay-tunnel.log"); fi
+    echo "wss on ${RELAY2:-?}; MainPID's uid: ${relay_uid:-?} (DynamicUser=yes); POST /tunnels on ${ADMIN2:-?}: $opened"
+    echo "systemd-analyze security: $(systemd-analyze security tunnel-relay 2>/dev/null | tail -1)"
+  } | show
+  systemctl stop tunnel-relay
+  if [[ $relay_rc -eq 0 && -n $relay_ready && -n $relay_uid && $relay_uid != 0 && $relay_tunnel_rc -eq 0 ]]; then
+    pass "relay unit: tunnel-relay.service (installed disabled) starts with its credentials as a dynamic user and opens tunnels"
+  else
+    fail "relay unit: start exit $relay_rc, ready '$relay_ready', uid '$relay_uid', POST /tunnels exit $relay_tunnel_rc"
   fi
 
   # -------------------------------------------------------------- journal
@@ -513,6 +602,54 @@ TOML
   install -m 0640 -g tunneld "$W/tunneld.toml" /etc/tunneld/tunneld.toml
   systemctl reload tunneld
 
+  # -------------------------------------------------------------- upgrade
+  # Version N+1 over N, with four sessions up and the configuration edited
+  # (the reload check left its [[session]] in it): the postinst restarts
+  # tunneld (debhelper's restart after upgrade), every session comes back
+  # from the state directory or the file, and dpkg keeps the edited conffile
+  # without asking (the packaged one did not change).
+  local up_rc=0 up_ms pid_up conf_before conf_after ids_before ids_after
+  pid_up=$(prop MainPID)
+  conf_before=$(sha256sum </etc/tunneld/tunneld.toml)
+  # Sessions opened with tunnelctl keep their id (the state directory);
+  # [[session]] tables get a new one at every start.
+  ids_before=$(for n in check-src check-dst check-cfg-src; do echo -n "$n=$(session_field $n id) "; done)
+  cursor=$(journalctl -u tunneld -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p')
+  t0=$(date +%s%N)
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "$SHARE"/debs/n1/*.deb >"$W/upgrade.log" 2>&1 || up_rc=$?
+  t1=$(date +%s%N)
+  up_ms=$(((t1 - t0) / 1000000))
+  local up_restored=0 up_data="not run" up_data_rc=1 name
+  for name in check-src check-dst check-cfg check-cfg-src; do
+    wait_state "$name" connected 20 && up_restored=$((up_restored + 1))
+  done
+  ids_after=$(for n in check-src check-dst check-cfg-src; do echo -n "$n=$(session_field $n id) "; done)
+  conf_after=$(sha256sum </etc/tunneld/tunneld.toml)
+  SRC_PORT=$(local_port check-src)
+  if ((up_restored == 4)); then
+    up_data=$(echo_through "$SRC_PORT" 65536 2>&1) && up_data_rc=0
+  fi
+  local up_version dpkg_left
+  up_version=$(dpkg-query -W -f='${Version}' tunneld)
+  dpkg_left=$(ls /etc/tunneld/*.dpkg-* 2>/dev/null || true)
+  {
+    echo "# apt-get install -y ./*_${VERSION_N1}_amd64.deb over $VERSION_N: exit $up_rc, ${up_ms} ms"
+    grep -E '^(Preparing to unpack|Unpacking|Setting up)' "$W/upgrade.log"
+    echo "# journalctl -u tunneld (systemd's lines since the upgrade began)"
+    journalctl -u tunneld --after-cursor="$cursor" -o cat --no-pager | grep -v '^\[' | head -6
+    echo "dpkg: tunneld $up_version; MainPID $pid_up -> $(prop MainPID), $(prop ActiveState)/$(prop SubState)"
+    echo "/etc/tunneld/tunneld.toml: sha256 ${conf_before%% *} -> ${conf_after%% *}, [[session]] check-cfg still in it: $(grep -c 'name = "check-cfg"' /etc/tunneld/tunneld.toml); dpkg leftovers: ${dpkg_left:-none}"
+    echo "tunnelctl sessions' ids before: $ids_before"
+    echo "tunnelctl sessions' ids after:  $ids_after"
+    echo "sessions connected again: $up_restored of 4; 64 KiB through check-src: $up_data"
+  } | show
+  if [[ $up_rc -eq 0 && $up_version == "$VERSION_N1" && $(prop MainPID) != "$pid_up" && $(prop ActiveState) == active &&
+    $conf_before == "$conf_after" && -z $dpkg_left && $up_restored -eq 4 && $ids_before == "$ids_after" && $up_data_rc -eq 0 ]]; then
+    pass "upgrade: $VERSION_N -> $VERSION_N1 restarted tunneld (${up_ms} ms), all 4 sessions restored and carry data, the edited tunneld.toml kept"
+  else
+    fail "upgrade: exit $up_rc, version $up_version, MainPID $pid_up -> $(prop MainPID), config kept: $([[ $conf_before == "$conf_after" ]] && echo yes || echo no), leftovers '${dpkg_left}', $up_restored of 4 sessions, ids kept: $([[ $ids_before == "$ids_after" ]] && echo yes || echo no), data: $up_data"
+  fi
+
   # ------------------------------------------------------------- watchdog
   # WATCHDOG=1 updates WatchdogTimestamp; over more than WatchdogSec the
   # service must stay up with the same pid, and every sample must find a
@@ -625,26 +762,84 @@ TOML
     fail "stop: exit $stop_rc in ${stop_ms} ms, connection held: $held, $(prop ActiveState), Result=$(prop Result), status $(prop ExecMainStatus)"
   fi
 
+  # ------------------------------------------------------- remove, purge
+  # Remove stops the service and keeps configuration, state and the user;
+  # purge removes those too (and the alternative, the enable state).
+  systemctl start tunneld
+  local rm_rc=0 procs kept_conf kept_state
+  DEBIAN_FRONTEND=noninteractive apt-get remove -y tunneld tunneld-localproxy tunnel-relay >"$W/remove.log" 2>&1 || rm_rc=$?
+  procs=$(find /proc -mindepth 1 -maxdepth 1 -user tunneld -regex '/proc/[0-9]+' 2>/dev/null | wc -l)
+  kept_conf=$(find /etc/tunneld -mindepth 1 -printf '%f ' 2>&1)
+  kept_state=$(find /var/lib/tunneld -mindepth 1 -printf '%f ' 2>&1)
+  local rm_status rm_conf_sha
+  rm_status=$(dpkg-query -W -f='${db:Status-Abbrev}' tunneld 2>&1)
+  rm_conf_sha=$(sha256sum </etc/tunneld/tunneld.toml 2>&1)
+  {
+    echo "# apt-get remove -y tunneld tunneld-localproxy tunnel-relay: exit $rm_rc"
+    grep -E '^(Removing|Stopping)' "$W/remove.log"
+    if ((rm_rc)); then tail -15 "$W/remove.log"; fi
+    echo "dpkg: tunneld '$rm_status'; tunneld.service $(prop LoadState)/$(prop ActiveState); processes of user tunneld: $procs"
+    echo "/etc/tunneld: $kept_conf (tunneld.toml unchanged: $([[ $rm_conf_sha == "$conf_after" ]] && echo yes || echo no))"
+    echo "/var/lib/tunneld: $kept_state"
+    echo "getent passwd tunneld: $(getent passwd tunneld); /usr/bin/localproxy: $(ls /usr/bin/localproxy 2>&1)"
+  } | show
+  if [[ $rm_rc -eq 0 && $rm_status == "rc " && $(prop ActiveState) == inactive && $procs -eq 0 &&
+    $rm_conf_sha == "$conf_after" && $kept_state == *.session* && -n $(getent passwd tunneld) && ! -e /usr/bin/localproxy ]]; then
+    pass "remove: the running service stopped; /etc/tunneld (edited tunneld.toml), /var/lib/tunneld (sessions) and user tunneld kept"
+  else
+    fail "remove: exit $rm_rc, dpkg '$rm_status', service $(prop ActiveState), $procs processes, /etc/tunneld '$kept_conf', /var/lib/tunneld '$kept_state'"
+  fi
+
+  # tunneld-localproxy has no conffiles: remove already took all of it, and
+  # apt no longer knows the name. The other two are in state "rc".
+  local purge_rc=0 left="" lp_state
+  lp_state=$(dpkg-query -W -f='${db:Status-Abbrev}' tunneld-localproxy 2>/dev/null | tr -d ' ')
+  [[ -z $lp_state || $lp_state == un ]] || left+="tunneld-localproxy in state $lp_state "
+  DEBIAN_FRONTEND=noninteractive apt-get purge -y tunneld tunnel-relay >"$W/purge.log" 2>&1 || purge_rc=$?
+  [[ -e /etc/tunneld ]] && left+="/etc/tunneld "
+  [[ -e /var/lib/tunneld ]] && left+="/var/lib/tunneld "
+  getent passwd tunneld >/dev/null && left+="user tunneld "
+  getent group tunneld >/dev/null && left+="group tunneld "
+  [[ -e /etc/alternatives/localproxy ]] && left+="/etc/alternatives/localproxy "
+  [[ -e /etc/systemd/system/multi-user.target.wants/tunneld.service ]] && left+="the enable symlink "
+  local purged_status
+  purged_status=$(dpkg-query -W -f='${db:Status-Abbrev}' tunneld 2>/dev/null | tr -d ' ')
+  [[ -z $purged_status || $purged_status == un ]] || left+="dpkg status $purged_status "
+  purged_status=$(dpkg-query -W -f='${db:Status-Abbrev}' tunnel-relay 2>/dev/null | tr -d ' ')
+  [[ -z $purged_status || $purged_status == un ]] || left+="tunnel-relay in state $purged_status "
+  [[ -e /etc/default/tunnel-relay ]] && left+="/etc/default/tunnel-relay "
+  {
+    echo "# apt-get purge -y tunneld tunnel-relay: exit $purge_rc"
+    grep -E '^Purging' "$W/purge.log"
+    echo "left behind: ${left:-nothing}"
+    if ((purge_rc)); then tail -15 "$W/purge.log"; fi
+  } | show
+  if [[ $purge_rc -eq 0 && -z $left ]]; then
+    pass "purge: /etc/tunneld, /var/lib/tunneld, user and group tunneld removed"
+  else
+    fail "purge: exit $purge_rc, left behind: $left"
+  fi
+
   systemctl stop check-relay check-echo 2>/dev/null || true
   echo "$npass passed, $nfail failed"
   ((nfail == 0))
 }
 
 if [[ ${1:-} == --inside ]]; then
-  inside "${2:-0}"
+  inside "${2:-0}" "${3:?}" "${4:?}"
   exit
 fi
 
 # ======================================================================= host
 cd "$(dirname "$(readlink -f "$0")")/.."
 REPO=$PWD
-BUILD_DIR=${BUILD_DIR:-build-systemd-check}
 ROOT=${SYSTEMD_CHECK_ROOT:-/var/cache/tunneld-systemd-check/debian12}
 # The tree's packages on top of minbase (which has no procps, so no
 # /bin/kill): systemd; exactly the runtime packages docs/systemd.md lists for
-# tunneld, tunnelctl and tunnel-relay (ldd checks them in the container);
-# and what the checks themselves use (openssl for the throwaway CA, python3,
-# iproute2 for `ip`, dbus).
+# tunneld, tunnelctl and tunnel-relay, which the .deb files depend on (the
+# container has no network: apt install must find them there; ldd checks
+# them too); and what the checks themselves use (openssl for the throwaway
+# CA, python3, iproute2 for `ip`, dbus).
 RUNTIME_PACKAGES=libuv1,libprotobuf-lite32,libssl3,libspdlog1.10,libfmt9,libtomlplusplus3,libmosquitto1
 ROOT_PACKAGES=systemd,systemd-sysv,dbus,openssl,python3,iproute2,$RUNTIME_PACKAGES
 
@@ -721,24 +916,29 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# ---------------------------------------------------------------- build
-if [[ ! -f $BUILD_DIR/build.ninja ]]; then
-  echo "configuring $BUILD_DIR (release, prefix /usr)"
-  meson setup "$BUILD_DIR" --prefix=/usr --buildtype=release -Dtests=false -Dbench=false >"$WORK/setup.log" 2>&1 ||
-    { tail -20 "$WORK/setup.log"; die "meson setup failed"; }
+# ------------------------------------------------------------- packages
+# Version N: the .deb files of DEBS_DIR, or built here by scripts/build-deb.sh.
+# Version N+1: the same tree rebuilt as N+check1 (a version dpkg orders after
+# N), which the upgrade check installs over N.
+mkdir -p "$WORK/share/debs/n" "$WORK/share/debs/n1"
+if [[ -n ${DEBS_DIR:-} ]]; then
+  cp "$DEBS_DIR"/tunneld_*_amd64.deb "$DEBS_DIR"/tunneld-localproxy_*_amd64.deb \
+    "$DEBS_DIR"/tunnel-relay_*_amd64.deb "$WORK/share/debs/n/" || die "DEBS_DIR=$DEBS_DIR lacks the three .deb files"
+else
+  echo "building the packages (scripts/build-deb.sh; log: $WORK/build-n.log)"
+  "$REPO/scripts/build-deb.sh" --out "$WORK/share/debs/n" >"$WORK/build-n.log" 2>&1 ||
+    { tail -30 "$WORK/build-n.log"; die "scripts/build-deb.sh failed"; }
 fi
-prefix=$(meson introspect --buildoptions "$BUILD_DIR" |
-  python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "prefix"))')
-[[ $prefix == /usr ]] || die "$BUILD_DIR has prefix $prefix; the check installs like a package: use a build dir with --prefix=/usr"
-echo "building $BUILD_DIR"
-meson compile -C "$BUILD_DIR" ${JOBS:+-j "$JOBS"} >"$WORK/compile.log" 2>&1 ||
-  { tail -30 "$WORK/compile.log"; die "build failed"; }
-mkdir -p "$WORK/share"
-meson install -C "$BUILD_DIR" --no-rebuild --destdir "$WORK/share/stage" >"$WORK/install.log" 2>&1 ||
-  { tail -20 "$WORK/install.log"; die "meson install --destdir failed"; }
+version_n=$(dpkg-deb -f "$(ls "$WORK"/share/debs/n/tunneld_*_amd64.deb)" Version)
+version_n1="$version_n+check1"
+echo "building the same tree as $version_n1 (log: $WORK/build-n1.log)"
+"$REPO/scripts/build-deb.sh" --version "$version_n1" --out "$WORK/share/debs/n1" >"$WORK/build-n1.log" 2>&1 ||
+  { tail -30 "$WORK/build-n1.log"; die "scripts/build-deb.sh --version $version_n1 failed"; }
+# The -dbgsym packages debhelper also builds are not what a user installs.
+rm -f "$WORK"/share/debs/n/*-dbgsym_*.deb "$WORK"/share/debs/n1/*-dbgsym_*.deb
 install -m 0755 "$REPO/scripts/systemd-check.sh" "$WORK/share/systemd-check.sh"
-echo "installed into $WORK/share/stage:"
-(cd "$WORK/share/stage" && find . -type f | sort | sed 's/^\./    /')
+echo "packages:"
+(cd "$WORK/share/debs" && find n n1 -name '*.deb' | sort | sed 's/^/    /')
 
 # ---------------------------------------------------------------- rootfs
 stamp="$ROOT/.tunneld-systemd-check"
@@ -794,7 +994,7 @@ status=0
 # output as it comes.
 nsenter --target "$LEADER" --mount --uts --ipc --net --pid -- \
   /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb \
-  /bin/bash "$SHARE/systemd-check.sh" --inside "$quick" >"$WORK/check.log" 2>&1 &
+  /bin/bash "$SHARE/systemd-check.sh" --inside "$quick" "$version_n" "$version_n1" >"$WORK/check.log" 2>&1 &
 CHECK_PID=$!
 tail -n +1 -f --pid="$CHECK_PID" "$WORK/check.log" &
 TAIL_PID=$!
