@@ -18,6 +18,7 @@
 
 #include "endpoint.h"
 #include "notify/notify_message.h"
+#include "secret_file.h"
 
 static_assert(TOML_EXCEPTIONS, "config.cpp expects toml::parse to throw toml::parse_error");
 
@@ -132,12 +133,6 @@ bool parse_octal_mode(std::string_view text, unsigned& mode) {
   if (value > 0777) return false;
   mode = value;
   return true;
-}
-
-std::string mode_text(unsigned mode) {
-  char buf[8];
-  std::snprintf(buf, sizeof buf, "%04o", mode & 07777);
-  return buf;
 }
 
 class Parser {
@@ -394,54 +389,36 @@ class Parser {
 
   // Reads a secret from a file that only its owner may access.
   std::string read_token_file(const toml::node& n, std::string_view key, const std::string& file) {
-    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) fail(n, key, "cannot open " + file + ": " + std::strerror(errno));
-    struct stat st {};
-    std::string content;
-    std::string problem;
-    if (::fstat(fd, &st) != 0) {
-      problem = "cannot stat " + file + ": " + std::strerror(errno);
-    } else if (!S_ISREG(st.st_mode)) {
-      problem = file + " is not a regular file";
-    } else if ((st.st_mode & 077) != 0) {
-      problem = file + " is accessible by group or others (mode " + mode_text(st.st_mode) +
-                "); a token file must be private: chmod 600 " + file;
-    } else if (static_cast<std::size_t>(st.st_size) > kMaxTokenFileSize) {
-      problem = file + " is " + std::to_string(st.st_size) + " bytes; a token file holds one token";
-    } else {
-      char buf[4096];
-      for (;;) {
-        const ssize_t r = ::read(fd, buf, sizeof buf);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-          problem = "cannot read " + file + ": " + std::strerror(errno);
-          break;
-        }
-        if (r == 0) break;
-        content.append(buf, static_cast<std::size_t>(r));
-        if (content.size() > kMaxTokenFileSize) {
-          problem = file + " is too large; a token file holds one token";
-          break;
-        }
-      }
+    using tunnel::TokenFileProblem;
+    const tunnel::TokenFile f = tunnel::read_token_file(file, {.max_size = kMaxTokenFileSize});
+    const auto system_error = [&f] { return std::string(std::strerror(f.error_number)); };
+    switch (f.problem) {
+      case TokenFileProblem::none:
+        return f.token;
+      case TokenFileProblem::cannot_open:
+        fail(n, key, "cannot open " + file + ": " + system_error());
+      case TokenFileProblem::cannot_stat:
+        fail(n, key, "cannot stat " + file + ": " + system_error());
+      case TokenFileProblem::is_directory:
+      case TokenFileProblem::not_regular_file:
+        fail(n, key, file + " is not a regular file");
+      case TokenFileProblem::too_open:
+        fail(n, key,
+             file + " is accessible by group or others (mode " + tunnel::octal_mode(f.mode) +
+                 "); a token file must be private: chmod 600 " + file);
+      case TokenFileProblem::too_large:
+        fail(n, key,
+             file + (f.size != 0 ? " is " + std::to_string(f.size) + " bytes" : " is too large") +
+                 "; a token file holds one token");
+      case TokenFileProblem::cannot_read:
+        fail(n, key, "cannot read " + file + ": " + system_error());
+      case TokenFileProblem::empty:
+        fail(n, key, file + " is empty; it must hold the token");
+      case TokenFileProblem::not_header_safe:
+        // Tokens travel in an HTTP header: printable ASCII without spaces only.
+        fail(n, key, file + " holds spaces or control characters; it must hold the token alone");
     }
-    ::close(fd);
-    if (!problem.empty()) fail(n, key, problem);
-
-    const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
-    while (!content.empty() && is_space(content.back())) content.pop_back();
-    std::size_t start = 0;
-    while (start < content.size() && is_space(content[start])) ++start;
-    content.erase(0, start);
-    if (content.empty()) fail(n, key, file + " is empty; it must hold the token");
-    // Tokens travel in an HTTP header: printable ASCII without spaces only.
-    const bool printable = std::all_of(content.begin(), content.end(), [](char c) {
-      return static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
-    });
-    if (!printable) {
-      fail(n, key, file + " holds spaces or control characters; it must hold the token alone");
-    }
-    return content;
+    fail(n, key, "cannot read " + file);
   }
 
   // A private key: a regular file only its owner may access (as token files).
@@ -453,7 +430,7 @@ class Parser {
     if (!S_ISREG(st.st_mode)) fail(n, key, file + " is not a regular file");
     if ((st.st_mode & 077) != 0) {
       fail(n, key,
-           file + " is accessible by group or others (mode " + mode_text(st.st_mode) +
+           file + " is accessible by group or others (mode " + tunnel::octal_mode(st.st_mode) +
                "); a key file must be private: chmod 600 " + file);
     }
     if (::access(file.c_str(), R_OK) != 0) {

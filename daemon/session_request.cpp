@@ -4,19 +4,10 @@
 #include <chrono>
 
 #include "endpoint.h"
+#include "secret_file.h"
 #include "settings.h"
 
 namespace tunneld {
-namespace {
-
-bool is_header_safe(std::string_view token) {
-  return !token.empty() && std::all_of(token.begin(), token.end(), [](char c) {
-    return static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
-  });
-}
-
-}  // namespace
-
 control::Mode to_control_mode(tunnel::Mode m) {
   return m == tunnel::Mode::source ? control::MODE_SOURCE : control::MODE_DESTINATION;
 }
@@ -110,7 +101,7 @@ tunnel::ProxyConfig proxy_config_from(const control::OpenRequest& r,
     throw InvalidRequest("endpoint: give -e ENDPOINT or -r REGION");
   }
   if (r.access_token().empty()) throw InvalidRequest("access token: missing");
-  if (!is_header_safe(r.access_token())) {
+  if (!tunnel::is_header_safe_token(r.access_token())) {
     throw InvalidRequest("access token: contains spaces or control characters");
   }
   c.access_token = r.access_token();

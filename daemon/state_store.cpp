@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "control/control_codec.h"
+#include "secret_file.h"
 
 namespace tunneld {
 namespace {
@@ -54,12 +55,6 @@ std::uint32_t get_u32(const char* p) {
          std::uint32_t{u[3]};
 }
 
-std::string mode_text(mode_t mode) {
-  char buf[8];
-  std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
-  return buf;
-}
-
 std::error_code last_error() { return {errno, std::system_category()}; }
 
 bool ends_with(std::string_view s, std::string_view suffix) {
@@ -94,7 +89,7 @@ std::string read_session_file(int dir_fd, const std::string& name, std::string& 
     problem = "owned by uid " + std::to_string(st.st_uid) + ", not by this user (uid " +
               std::to_string(::geteuid()) + ")";
   } else if ((st.st_mode & 077) != 0) {
-    problem = "mode " + mode_text(st.st_mode) +
+    problem = "mode " + tunnel::octal_mode(st.st_mode) +
               " lets others read its tokens (expected 0600); check who changed it";
   } else if (static_cast<std::size_t>(st.st_size) > kHeaderSize + kMaxBody) {
     problem = "too large (" + std::to_string(st.st_size) + " bytes)";
@@ -179,7 +174,7 @@ StateStore::StateStore(std::string dir) : dir_(std::move(dir)) {
               ", not by the user tunneld runs as (uid " + std::to_string(::geteuid()) +
               "); chown it or choose another state directory";
   } else if ((st.st_mode & 022) != 0) {
-    problem = "writable by group or others (mode " + mode_text(st.st_mode) +
+    problem = "writable by group or others (mode " + tunnel::octal_mode(st.st_mode) +
               "); it holds tokens: chmod 700 " + dir_;
   } else if ((st.st_mode & 077) != 0 && ::fchmod(dir_fd_, 0700) != 0) {
     problem = std::string("cannot restrict it to mode 0700: ") + std::strerror(errno);

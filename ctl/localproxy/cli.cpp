@@ -1,5 +1,4 @@
 #include "cli.h"
-#include "text.h"
 
 #include <sys/stat.h>
 
@@ -14,6 +13,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+
+#include "secret_file.h"
+#include "text.h"
 
 #ifndef TUNNELD_VERSION
 #define TUNNELD_VERSION "unknown"
@@ -568,9 +570,7 @@ void resolve_tokens(const Sources& sources, ProxyConfig& config,
         "--config file (-t also works but shows the token in process listings)");
   }
   // The token goes into an HTTP header: no spaces or control characters.
-  const bool header_safe = std::all_of(token->value.begin(), token->value.end(),
-                                       [](char c) { return c > 0x20 && c < 0x7f; });
-  if (!header_safe) {
+  if (!is_header_safe_token(token->value)) {
     throw UsageError("the access token from " + token->origin +
                      " contains spaces or control characters; give it exactly as OpenTunnel "
                      "returned it");

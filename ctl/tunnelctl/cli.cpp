@@ -22,6 +22,7 @@
 #include "endpoint.h"
 #include "http_proxy.h"
 #include "proxy_config.h"
+#include "secret_file.h"
 #include "settings.h"
 #include "text.h"
 
@@ -34,6 +35,7 @@ namespace {
 
 namespace pb = tunneld::control;
 using ordered_json = nlohmann::ordered_json;
+using tunnel::TokenFile;
 
 constexpr std::string_view kTokenEnv = "AWSIOT_TUNNEL_ACCESS_TOKEN";
 constexpr std::string_view kClientTokenEnv = "AWSIOT_TUNNEL_CLIENT_TOKEN";
@@ -46,6 +48,8 @@ constexpr std::size_t kMaxTokenFileSize = std::size_t{16} * 1024;
 // Leaves room in the 64 KiB request for everything else.
 constexpr std::size_t kMaxSettingsFileSize = std::size_t{32} * 1024;
 
+constexpr std::string_view kNotHeaderSafe =
+    "contains spaces or control characters; give it exactly as OpenTunnel returned it";
 constexpr std::string_view kSeeHelp = "see tunnelctl --help";
 constexpr std::string_view kGroupAdvice =
     "add yourself to group tunneld (usermod -aG tunneld $USER, then log in again)";
@@ -197,10 +201,6 @@ std::string cli11_message(const CLI::ParseError& e) {
 // ---------------------------------------------------------------------------
 // Reading secrets.
 
-bool header_safe(std::string_view token) {
-  return std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; });
-}
-
 std::string read_token_from_stdin(const Stdin& in, std::string_view why) {
   std::optional<std::string> line = in.read_line ? in.read_line() : std::nullopt;
   std::string token(line ? text::trim(*line) : std::string_view());
@@ -210,12 +210,6 @@ std::string read_token_from_stdin(const Stdin& in, std::string_view why) {
                      "--access-token-file FILE");
   }
   return token;
-}
-
-std::string mode_text(mode_t mode) {
-  char buf[8];
-  std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
-  return buf;
 }
 
 // A file opened for reading, closed when it goes out of scope.
@@ -250,38 +244,39 @@ class InputFile {
   int fd_;
 };
 
-// Reads the first line of a token file. Like ssh with a private key, a
-// regular file that others may read or write is refused: the token would
-// already be exposed.
+// Reads the first line of a token file (mode 0600, or a pipe).
 std::string read_token_file(const std::string& path) {
-  const InputFile file(path);
-  const auto cannot_read = [&path] {
-    return UsageError("cannot read the access token file " + path + ": " + std::strerror(errno) +
-                      "; check --access-token-file");
-  };
-  struct stat st {};
-  if (file.fd() < 0 || ::fstat(file.fd(), &st) != 0) throw cannot_read();
-  if (S_ISDIR(st.st_mode)) {
-    throw UsageError("--access-token-file " + path + " is a directory; name the token file");
+  using tunnel::TokenFileProblem;
+  const TokenFile f = tunnel::read_token_file(
+      path, {.max_size = kMaxTokenFileSize, .regular_file_only = false, .first_line_only = true});
+  switch (f.problem) {
+    case TokenFileProblem::none:
+      return f.token;
+    case TokenFileProblem::cannot_open:
+    case TokenFileProblem::cannot_stat:
+    case TokenFileProblem::not_regular_file:
+    case TokenFileProblem::cannot_read:
+      break;
+    case TokenFileProblem::is_directory:
+      throw UsageError("--access-token-file " + path + " is a directory; name the token file");
+    case TokenFileProblem::too_open:
+      throw UsageError("permissions " + tunnel::octal_mode(f.mode) + " of the access token file " +
+                       path + " are too open: it must be readable only by you; chmod 600 " + path +
+                       " (and get a fresh token if others may have read it)");
+    case TokenFileProblem::too_large:
+      throw UsageError("the access token file " + path + " is larger than " +
+                       std::to_string(kMaxTokenFileSize / 1024) +
+                       " KiB; is it the right file? It should hold the token on one line");
+    case TokenFileProblem::empty:
+      throw UsageError(
+          "the access token file " + path +
+          " is empty (or starts with an empty line); write the token on its first line");
+    case TokenFileProblem::not_header_safe:
+      throw UsageError("the access token from the access token file " + path + " " +
+                       std::string(kNotHeaderSafe));
   }
-  if (S_ISREG(st.st_mode) && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-    throw UsageError("permissions " + mode_text(st.st_mode) + " of the access token file " + path +
-                     " are too open: it must be readable only by you; chmod 600 " + path +
-                     " (and get a fresh token if others may have read it)");
-  }
-  const auto content = file.read_up_to(kMaxTokenFileSize);
-  if (!content) throw cannot_read();
-  if (content->size() > kMaxTokenFileSize) {
-    throw UsageError("the access token file " + path + " is larger than " +
-                     std::to_string(kMaxTokenFileSize / 1024) +
-                     " KiB; is it the right file? It should hold the token on one line");
-  }
-  std::string token(text::trim(std::string_view(*content).substr(0, content->find('\n'))));
-  if (token.empty()) {
-    throw UsageError("the access token file " + path +
-                     " is empty (or starts with an empty line); write the token on its first line");
-  }
-  return token;
+  throw UsageError("cannot read the access token file " + path + ": " +
+                   std::strerror(f.error_number) + "; check --access-token-file");
 }
 
 std::string read_settings_file(const std::string& path) {
@@ -525,10 +520,8 @@ void resolve_access_token(const OpenOptions& o, const Env& env, const Stdin& in,
         "no access token: set AWSIOT_TUNNEL_ACCESS_TOKEN, use --access-token-file FILE (mode "
         "0600), or pipe the token on standard input");
   }
-  if (!header_safe(token)) {
-    throw UsageError("the access token from " + origin +
-                     " contains spaces or control characters; give it exactly as OpenTunnel "
-                     "returned it");
+  if (!tunnel::is_header_safe_token(token)) {
+    throw UsageError("the access token from " + origin + " " + std::string(kNotHeaderSafe));
   }
   req.set_access_token(std::move(token));
 }
