@@ -14,7 +14,7 @@
 #include <fstream>
 #include <map>
 
-#include "secret_file.h"
+#include "secret_input.h"
 #include "text.h"
 
 #ifndef TUNNELD_VERSION
@@ -462,72 +462,6 @@ void read_command_line(int argc, const char* const* argv, Sources& sources, bool
   }
 }
 
-// Secret values seen on argv, found before CLI11 sees them so that no error
-// message can repeat one, whatever went wrong.
-void collect_argv_secrets(int argc, const char* const* argv, std::vector<std::string>& secrets) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i] != nullptr ? argv[i] : "";
-    for (const auto& s : kSpecs) {
-      if (!s.secret) {
-        continue;
-      }
-      const std::string long_form = "--" + std::string(s.long_name);
-      const bool short_form = !s.short_name.empty() && arg == s.short_name;
-      if ((short_form || arg == long_form) && i + 1 < argc && argv[i + 1] != nullptr) {
-        secrets.emplace_back(argv[i + 1]);
-      } else if (arg.starts_with(long_form + "=")) {
-        secrets.emplace_back(arg.substr(long_form.size() + 1));
-      } else if (!s.short_name.empty() && arg.size() > 2 && arg.starts_with(s.short_name)) {
-        auto v = arg.substr(2);
-        if (!v.empty() && v.front() == '=') {
-          v.remove_prefix(1);
-        }
-        secrets.emplace_back(v);
-      }
-    }
-  }
-}
-
-std::string redact(std::string message, const std::vector<std::string>& secrets) {
-  for (const auto& secret : secrets) {
-    if (secret.size() < 4) {
-      continue;  // too short to tell apart from ordinary words
-    }
-    for (auto pos = message.find(secret); pos != std::string::npos;
-         pos = message.find(secret, pos)) {
-      message.replace(pos, secret.size(), "<redacted>");
-    }
-  }
-  std::replace(message.begin(), message.end(), '\n', ' ');
-  std::replace(message.begin(), message.end(), '\r', ' ');
-  return message;
-}
-
-// Settings files are a few KiB; reading stops past this, so that naming
-// /dev/zero or a huge file is an error, not unbounded memory (as tunnelctl).
-constexpr std::size_t kMaxSettingsFileSize = std::size_t{32} * 1024;
-
-std::string read_whole_file(const std::string& path, std::string_view what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    throw UsageError("cannot read " + std::string(what) + " " + path + ": " + std::strerror(errno));
-  }
-  std::string text;
-  char buf[4096];
-  while (text.size() <= kMaxSettingsFileSize && in.read(buf, sizeof buf).gcount() > 0) {
-    text.append(buf, static_cast<std::size_t>(in.gcount()));
-  }
-  if (in.bad()) {
-    throw UsageError("cannot read " + std::string(what) + " " + path + ": " + std::strerror(errno));
-  }
-  if (text.size() > kMaxSettingsFileSize) {
-    throw UsageError(std::string(what) + " " + path + " is larger than " +
-                     std::to_string(kMaxSettingsFileSize / 1024) +
-                     " KiB; give only the settings to change");
-  }
-  return text;
-}
-
 // ---------------------------------------------------------------------------
 // From sources to Options.
 
@@ -551,14 +485,7 @@ Settings resolve_settings(const Sources& sources) {
   if (!f) {
     return Settings{};
   }
-  const std::string text = read_whole_file(f->value, "settings file");
-  try {
-    Settings s = settings_from_json(text, Settings{});
-    validate(s);
-    return s;
-  } catch (const SettingsError& e) {
-    throw UsageError("settings file " + f->value + ": " + e.what());
-  }
+  return cli::read_settings_file(f->value).settings;
 }
 
 void resolve_tokens(const Sources& sources, ProxyConfig& config,
@@ -569,12 +496,7 @@ void resolve_tokens(const Sources& sources, ProxyConfig& config,
         "no access token: set AWSIOT_TUNNEL_ACCESS_TOKEN, or write access-token = ... in a "
         "--config file (-t also works but shows the token in process listings)");
   }
-  // The token goes into an HTTP header: no spaces or control characters.
-  if (!is_header_safe_token(token->value)) {
-    throw UsageError("the access token from " + token->origin +
-                     " contains spaces or control characters; give it exactly as OpenTunnel "
-                     "returned it");
-  }
+  cli::require_header_safe_access_token(token->value, token->origin);
   if (token->level == Level::command_line) {
     warnings.push_back(
         "the access token given with -t is visible to other users in process listings and in "
@@ -583,14 +505,9 @@ void resolve_tokens(const Sources& sources, ProxyConfig& config,
   config.access_token = token->value;
 
   if (const auto client = sources.pick(kClientToken)) {
-    if (!is_valid_client_token(client->value)) {
-      throw UsageError("the client token from " + client->origin +
-                       " must be 32 to 128 characters of letters, digits and '-'");
-    }
+    cli::require_valid_client_token(client->value, client->origin);
     if (client->level == Level::command_line) {
-      warnings.push_back(
-          "the client token given with -i is visible to other users in process listings; set "
-          "AWSIOT_TUNNEL_CLIENT_TOKEN instead");
+      warnings.emplace_back(cli::kClientTokenOnArgvWarning);
     }
     config.client_token = client->value;
   }
@@ -817,28 +734,17 @@ void resolve_local(const Sources& sources, ProxyConfig& config,
 }
 
 void resolve_tls(const Sources& sources, ProxyConfig& config, std::vector<std::string>& warnings) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
   if (const auto f = sources.pick(kCapath)) {
-    if (!fs::is_directory(f->value, ec)) {
-      throw UsageError(described(kCapath, *f) + ": " + f->value +
-                       " is not a directory (expected a directory of hashed CA certificates, as "
-                       "made by openssl rehash)");
-    }
+    cli::require_ca_directory(f->value, described(kCapath, *f));
     config.capath = f->value;
   }
   if (const auto f = sources.pick(kCafile)) {
-    if (!fs::is_regular_file(f->value, ec)) {
-      throw UsageError(described(kCafile, *f) + ": " + f->value +
-                       " is not a file (expected a PEM bundle of CA certificates)");
-    }
+    cli::require_ca_file(f->value, described(kCafile, *f));
     config.cafile = f->value;
   }
   if (sources.pick(kNoVerify)) {
     config.verify_tls = false;
-    warnings.push_back(
-        "TLS host verification is off (-k): anyone on the network path can impersonate the "
-        "service; do not use this in production");
+    warnings.emplace_back(cli::kNoHostVerifyWarning);
   }
 }
 
@@ -908,19 +814,12 @@ Options parse(int argc, const char* const* argv, const Env& env,
 
 }  // namespace
 
-Env process_env() {
-  return [](std::string_view name) -> std::optional<std::string> {
-    const char* v = std::getenv(std::string(name).c_str());
-    if (v == nullptr || *v == '\0') {
-      return std::nullopt;
-    }
-    return std::string(v);
-  };
-}
-
 Options parse_command_line(int argc, const char* const* argv, const Env& env) {
-  std::vector<std::string> secrets;
-  collect_argv_secrets(argc, argv, secrets);
+  std::vector<cli::SecretOption> secret_options;
+  for (const auto& s : kSpecs) {
+    if (s.secret) secret_options.push_back({s.short_name, s.long_name});
+  }
+  std::vector<std::string> secrets = cli::secrets_on_argv(argc, argv, secret_options);
   for (const auto& s : kSpecs) {
     if (s.secret && !s.env.empty()) {
       if (auto v = env(s.env)) {
@@ -936,7 +835,7 @@ Options parse_command_line(int argc, const char* const* argv, const Env& env) {
   try {
     return parse(argc, argv, env, secrets);
   } catch (const UsageError& e) {
-    throw UsageError(redact(e.what(), secrets));
+    throw UsageError(cli::redact(e.what(), secrets));
   }
 }
 

@@ -23,6 +23,7 @@
 #include "http_proxy.h"
 #include "proxy_config.h"
 #include "secret_file.h"
+#include "secret_input.h"
 #include "settings.h"
 #include "text.h"
 
@@ -45,11 +46,7 @@ constexpr std::string_view kSocketEnv = "TUNNELD_SOCKET";
 
 // An access token is a few hundred bytes; anything much larger is the wrong file.
 constexpr std::size_t kMaxTokenFileSize = std::size_t{16} * 1024;
-// Leaves room in the 64 KiB request for everything else.
-constexpr std::size_t kMaxSettingsFileSize = std::size_t{32} * 1024;
 
-constexpr std::string_view kNotHeaderSafe =
-    "contains spaces or control characters; give it exactly as OpenTunnel returned it";
 constexpr std::string_view kSeeHelp = "see tunnelctl --help";
 constexpr std::string_view kGroupAdvice =
     "add yourself to group tunneld (usermod -aG tunneld $USER, then log in again)";
@@ -146,48 +143,6 @@ void refuse_token_on_argv(int argc, const char* const* argv) {
   }
 }
 
-// Client tokens given with -i, to scrub them from any message.
-std::vector<std::string> argv_client_tokens(int argc, const char* const* argv) {
-  std::vector<std::string> out;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i] != nullptr ? argv[i] : "";
-    if ((arg == "-i" || arg == "--client-token") && i + 1 < argc && argv[i + 1] != nullptr) {
-      out.emplace_back(argv[i + 1]);
-    } else if (arg.starts_with("--client-token=")) {
-      out.emplace_back(arg.substr(std::strlen("--client-token=")));
-    } else if (arg.starts_with("-i") && arg.size() > 2) {
-      out.emplace_back(arg.substr(arg[2] == '=' ? 3 : 2));
-    }
-  }
-  return out;
-}
-
-// --https-proxy URLs (they may carry credentials), to scrub them from any message.
-std::vector<std::string> argv_proxy_urls(int argc, const char* const* argv) {
-  std::vector<std::string> out;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i] != nullptr ? argv[i] : "";
-    if (arg == "--https-proxy" && i + 1 < argc && argv[i + 1] != nullptr) {
-      out.emplace_back(argv[i + 1]);
-    } else if (arg.starts_with("--https-proxy=")) {
-      out.emplace_back(arg.substr(std::strlen("--https-proxy=")));
-    }
-  }
-  return out;
-}
-
-std::string redact(std::string message, const std::vector<std::string>& secrets) {
-  for (const auto& secret : secrets) {
-    if (secret.size() < 4) continue;  // too short to tell from ordinary words
-    for (auto pos = message.find(secret); pos != std::string::npos;
-         pos = message.find(secret, pos)) {
-      message.replace(pos, secret.size(), "<redacted>");
-    }
-  }
-  std::replace(message.begin(), message.end(), '\n', ' ');
-  return message;
-}
-
 std::string cli11_message(const CLI::ParseError& e) {
   const std::string text = e.what();
   // ArgumentMismatch reads "--socket: 1 required TEXT missing".
@@ -211,38 +166,6 @@ std::string read_token_from_stdin(const Stdin& in, std::string_view why) {
   }
   return token;
 }
-
-// A file opened for reading, closed when it goes out of scope.
-class InputFile {
- public:
-  explicit InputFile(const std::string& path)
-      : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY)) {}
-  ~InputFile() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  InputFile(const InputFile&) = delete;
-  InputFile& operator=(const InputFile&) = delete;
-
-  int fd() const { return fd_; }
-
-  // The contents, or as soon as they exceed `cap` bytes, the first cap + 1.
-  // nullopt on a read error (errno tells which).
-  std::optional<std::string> read_up_to(std::size_t cap) const {
-    std::string content;
-    char buf[4096];
-    while (content.size() <= cap) {
-      const ssize_t n = ::read(fd_, buf, sizeof buf);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return std::nullopt;
-      if (n == 0) break;
-      content.append(buf, static_cast<std::size_t>(n));
-    }
-    return content;
-  }
-
- private:
-  int fd_;
-};
 
 // Reads the first line of a token file (mode 0600, or a pipe).
 std::string read_token_file(const std::string& path) {
@@ -272,26 +195,10 @@ std::string read_token_file(const std::string& path) {
           "the access token file " + path +
           " is empty (or starts with an empty line); write the token on its first line");
     case TokenFileProblem::not_header_safe:
-      throw UsageError("the access token from the access token file " + path + " " +
-                       std::string(kNotHeaderSafe));
+      throw cli::access_token_not_header_safe("the access token file " + path);
   }
   throw UsageError("cannot read the access token file " + path + ": " +
                    std::strerror(f.error_number) + "; check --access-token-file");
-}
-
-std::string read_settings_file(const std::string& path) {
-  const InputFile file(path);
-  std::optional<std::string> content;
-  if (file.fd() < 0 || !(content = file.read_up_to(kMaxSettingsFileSize))) {
-    throw UsageError("cannot read the settings file " + path +
-                     " (--settings-json): " + std::strerror(errno));
-  }
-  if (content->size() > kMaxSettingsFileSize) {
-    throw UsageError("the settings file " + path + " (--settings-json) is larger than " +
-                     std::to_string(kMaxSettingsFileSize / 1024) +
-                     " KiB; give only the settings to change");
-  }
-  return std::move(*content);
 }
 
 // ---------------------------------------------------------------------------
@@ -520,9 +427,7 @@ void resolve_access_token(const OpenOptions& o, const Env& env, const Stdin& in,
         "no access token: set AWSIOT_TUNNEL_ACCESS_TOKEN, use --access-token-file FILE (mode "
         "0600), or pipe the token on standard input");
   }
-  if (!tunnel::is_header_safe_token(token)) {
-    throw UsageError("the access token from " + origin + " " + std::string(kNotHeaderSafe));
-  }
+  cli::require_header_safe_access_token(token, origin);
   req.set_access_token(std::move(token));
 }
 
@@ -531,18 +436,13 @@ void resolve_client_token(const OpenOptions& o, const Env& env, pb::OpenRequest&
   std::optional<std::string> token = get(o.client_token);
   std::string origin = o.client_token.display;
   if (token) {
-    warnings.push_back(
-        "the client token given with -i is visible to other users in process listings; set "
-        "AWSIOT_TUNNEL_CLIENT_TOKEN instead");
+    warnings.emplace_back(cli::kClientTokenOnArgvWarning);
   } else {
     token = env(kClientTokenEnv);
     origin = std::string(kClientTokenEnv);
   }
   if (!token) return;
-  if (!is_valid_client_token(*token)) {
-    throw UsageError("the client token from " + origin +
-                     " must be 32 to 128 characters of letters, digits and '-'");
-  }
+  cli::require_valid_client_token(*token, origin);
   req.set_client_token(std::move(*token));
 }
 
@@ -551,25 +451,16 @@ void resolve_tls(const OpenOptions& o, pb::OpenRequest& req, std::vector<std::st
   namespace fs = std::filesystem;
   std::error_code ec;
   if (const auto dir = get(o.capath)) {
-    if (!fs::is_directory(*dir, ec)) {
-      throw UsageError("-c/--capath: " + *dir +
-                       " is not a directory (expected a directory of hashed CA certificates, as "
-                       "made by openssl rehash)");
-    }
+    cli::require_ca_directory(*dir, o.capath.display);
     req.set_capath(fs::absolute(*dir, ec).lexically_normal().string());
   }
   if (const auto file = get(o.cafile)) {
-    if (!fs::is_regular_file(*file, ec)) {
-      throw UsageError("--cafile: " + *file +
-                       " is not a file (expected a PEM bundle of CA certificates)");
-    }
+    cli::require_ca_file(*file, o.cafile.display);
     req.set_cafile(fs::absolute(*file, ec).lexically_normal().string());
   }
   if (o.no_verify) {
     req.set_no_ssl_host_verify(true);
-    warnings.push_back(
-        "TLS host verification is off (-k): anyone on the network path can impersonate the "
-        "service; do not use this in production");
+    warnings.emplace_back(cli::kNoHostVerifyWarning);
   }
 }
 
@@ -595,13 +486,7 @@ void resolve_proxy(const OpenOptions& o, pb::OpenRequest& req, std::vector<std::
 void resolve_settings(const OpenOptions& o, pb::OpenRequest& req) {
   const auto path = get(o.settings);
   if (!path) return;
-  std::string text = read_settings_file(*path);
-  try {
-    validate(settings_from_json(text, Settings{}));
-  } catch (const std::exception& e) {
-    throw UsageError("settings file " + *path + ": " + e.what());
-  }
-  req.set_settings_json(std::move(text));
+  req.set_settings_json(cli::read_settings_file(*path).json);
 }
 
 pb::OpenRequest resolve_open(const OpenOptions& o, const Env& env, const Stdin& in,
@@ -958,14 +843,6 @@ Outcome render_ok(const Invocation& inv, const pb::Response& r) {
 
 }  // namespace
 
-Env process_env() {
-  return [](std::string_view name) -> std::optional<std::string> {
-    const char* v = std::getenv(std::string(name).c_str());
-    if (v == nullptr || *v == '\0') return std::nullopt;
-    return std::string(v);
-  };
-}
-
 Stdin process_stdin() {
   Stdin in;
   in.is_terminal = ::isatty(STDIN_FILENO) == 1;
@@ -979,15 +856,15 @@ Stdin process_stdin() {
 }
 
 Invocation parse_command_line(int argc, const char* const* argv, const Env& env, const Stdin& in) {
-  std::vector<std::string> secrets = argv_client_tokens(argc, argv);
-  for (auto& url : argv_proxy_urls(argc, argv)) secrets.push_back(std::move(url));
+  std::vector<std::string> secrets =
+      cli::secrets_on_argv(argc, argv, {{"-i", "client-token"}, {"", "https-proxy"}});
   for (const auto name : {kTokenEnv, kClientTokenEnv}) {
     if (auto v = env(name)) secrets.push_back(std::move(*v));
   }
   try {
     return parse(argc, argv, env, in);
   } catch (const UsageError& e) {
-    throw UsageError(redact(e.what(), secrets));
+    throw UsageError(cli::redact(e.what(), secrets));
   }
 }
 

@@ -13,11 +13,11 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "command_line.h"
 #include "control.pb.h"
 #include "control_client.h"
 
@@ -56,13 +56,11 @@ struct Invocation {
 
 // A mistake in how tunnelctl was invoked. what() is one line that says what
 // to do, and never contains a token.
-class UsageError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+using UsageError = cli::UsageError;
 
 // Looks up an environment variable; nullopt when unset or empty.
-using Env = std::function<std::optional<std::string>(std::string_view name)>;
+using Env = cli::Env;
+using cli::process_env;
 
 // Standard input, as far as the access token is concerned.
 struct Stdin {
@@ -71,7 +69,6 @@ struct Stdin {
   std::function<std::optional<std::string>()> read_line;
 };
 
-Env process_env();
 Stdin process_stdin();
 
 // Parses argv (argv[0] is the program name). Throws UsageError. Standard
