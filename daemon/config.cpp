@@ -28,6 +28,8 @@ namespace {
 // Token files are small; anything bigger is the wrong file.
 constexpr std::size_t kMaxTokenFileSize = std::size_t{64} * 1024;
 constexpr std::size_t kMaxNameLength = 64;
+// The prefix of the keys of a [[session]] table in messages.
+constexpr std::string_view kSession = "session";
 
 std::string in_quotes(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
@@ -559,120 +561,156 @@ class Parser {
   }
 
   SessionConfig read_session(const toml::table& t, const tunnel::Settings& defaults) {
-    constexpr std::string_view P = "session";
     SessionConfig s;
     s.line = line_of(t.source());
-    check_keys(t, P,
+    check_keys(t, kSession,
                {"name", "mode", "target", "listen", "endpoint", "region", "access_token_file",
                 "client_token_file", "capath", "cafile", "verify", "bind_address", "settings",
                 "https_proxy", "services", "protocol"});
     tunnel::ProxyConfig& p = s.proxy;
+    p.name = read_session_name(t, s.line);
+    p.mode = read_session_mode(t, s.line);
+    if (const auto* settings = get_table(t, kSession, "settings")) {
+      const int line = line_of(settings->source());
+      p.settings = read_settings(*settings, "session.settings", defaults, line ? line : s.line);
+    } else {
+      p.settings = defaults;
+    }
+    const auto bind_address = get_string(t, kSession, "bind_address");
+    read_session_protocol(t, p);
+    if (const auto* services = get_table(t, kSession, "services")) {
+      read_session_services(t, *services, bind_address, p);
+    } else {
+      read_session_local_address(t, s.line, bind_address, p);
+    }
+    p.endpoint = read_session_endpoint(t, s.line);
+    read_session_tokens(t, s);
+    if (const auto v = get_string(t, kSession, "capath")) {
+      p.capath = resolve(*v);
+      require_path(*t.get("capath"), "session.capath", p.capath, true);
+    }
+    if (const auto v = get_string(t, kSession, "cafile")) {
+      p.cafile = resolve(*v);
+      require_path(*t.get("cafile"), "session.cafile", p.cafile, false);
+    }
+    if (const auto v = get_bool(t, kSession, "verify")) p.verify_tls = *v;
+    read_session_https_proxy(t, p);
+    return s;
+  }
 
-    const auto name = get_string(t, P, "name");
-    if (!name) fail_at(s.line, "session.name", "missing; every [[session]] needs a unique name");
+  std::string read_session_name(const toml::table& t, int session_line) {
+    const auto name = get_string(t, kSession, "name");
+    if (!name) {
+      fail_at(session_line, "session.name", "missing; every [[session]] needs a unique name");
+    }
     name_line_ = line_of(t.get("name")->source());
     if (!is_valid_session_name(*name)) {
       fail(*t.get("name"), "session.name",
            "expected " + std::string(kSessionNameRule) + ", got " + in_quotes(*name));
     }
-    p.name = *name;
+    return *name;
+  }
 
-    const auto mode = get_string(t, P, "mode");
+  tunnel::Mode read_session_mode(const toml::table& t, int session_line) {
+    const auto mode = get_string(t, kSession, "mode");
     if (!mode) {
-      fail_at(s.line, "session.mode", "missing; expected \"source\" or \"destination\"");
+      fail_at(session_line, "session.mode", "missing; expected \"source\" or \"destination\"");
     }
     // The short forms are tunnelctl's and localproxy's spellings.
-    if (*mode == "source" || *mode == "src") {
-      p.mode = tunnel::Mode::source;
-    } else if (*mode == "destination" || *mode == "dest" || *mode == "dst") {
-      p.mode = tunnel::Mode::destination;
-    } else {
-      fail(*t.get("mode"), "session.mode",
-           "expected \"source\" or \"destination\", got " + in_quotes(*mode));
+    if (*mode == "source" || *mode == "src") return tunnel::Mode::source;
+    if (*mode == "destination" || *mode == "dest" || *mode == "dst") {
+      return tunnel::Mode::destination;
     }
+    fail(*t.get("mode"), "session.mode",
+         "expected \"source\" or \"destination\", got " + in_quotes(*mode));
+  }
+
+  void read_session_protocol(const toml::table& t, tunnel::ProxyConfig& p) {
+    const auto v = get_string(t, kSession, "protocol");
+    if (!v) return;
+    const std::string& w = *v;
+    if (w == "V1" || w == "V2" || w == "V3" || w == "v1" || w == "v2" || w == "v3") {
+      p.protocol_version = w[1] - '0';
+    } else if (w != "auto") {
+      fail(*t.get("protocol"), "session.protocol",
+           "expected \"auto\", \"V1\", \"V2\" or \"V3\", got " + in_quotes(w));
+    }
+  }
+
+  // services = { SSH1 = "22", HTTP1 = "127.0.0.1:80" } (V2/V3): replaces
+  // listen/target; each value is what listen/target would be.
+  void read_session_services(const toml::table& t, const toml::table& services,
+                             const std::optional<std::string>& bind_address,
+                             tunnel::ProxyConfig& p) {
     const bool source = p.mode == tunnel::Mode::source;
-
-    if (const auto* t_settings = get_table(t, P, "settings")) {
-      int line = line_of(t_settings->source());
-      p.settings = read_settings(*t_settings, "session.settings", defaults, line ? line : s.line);
-    } else {
-      p.settings = defaults;
-    }
-
-    const auto bind_address = get_string(t, P, "bind_address");
-    if (const auto v = get_string(t, P, "protocol")) {
-      const std::string& w = *v;
-      if (w == "V1" || w == "V2" || w == "V3" || w == "v1" || w == "v2" || w == "v3") {
-        p.protocol_version = w[1] - '0';
-      } else if (w != "auto") {
-        fail(*t.get("protocol"), "session.protocol",
-             "expected \"auto\", \"V1\", \"V2\" or \"V3\", got " + in_quotes(w));
+    for (const char* k : {"listen", "target"}) {
+      if (const toml::node* n = t.get(k)) {
+        fail(*n, join_key(kSession, k), "give either services or " + std::string(k) + ", not both");
       }
     }
-    if (const auto* services = get_table(t, P, "services")) {
-      // services = { SSH1 = "22", HTTP1 = "127.0.0.1:80" } (V2/V3): replaces
-      // listen/target; each value is what listen/target would be.
-      for (const char* k : {"listen", "target"}) {
-        if (const toml::node* n = t.get(k)) {
-          fail(*n, join_key(P, k), "give either services or " + std::string(k) + ", not both");
-        }
+    const std::string default_host =
+        source && bind_address ? *bind_address : p.settings.default_bind_address;
+    for (auto&& [key, node] : services) {
+      const std::string name(key.str());
+      if (!tunnel::is_valid_service_id(name)) {
+        fail(node, "session.services",
+             "a service name must be " + std::string(tunnel::kServiceIdRule));
       }
-      std::string default_host = p.settings.default_bind_address;
-      if (source && bind_address) default_host = *bind_address;
-      for (auto&& [key, node] : *services) {
-        const std::string name(key.str());
-        if (!tunnel::is_valid_service_id(name)) {
-          fail(node, "session.services",
-               "a service name must be " + std::string(tunnel::kServiceIdRule));
-        }
-        const auto value = node.value<std::string>();
-        if (!value) fail(node, "session.services." + name, "expected a \"[host:]port\" string");
-        std::string error;
-        const auto hp = tunnel::parse_host_port(*value, source ? default_host : "localhost", error);
-        if (!hp) fail(node, "session.services." + name, error);
-        if (!source && hp->port == 0) {
-          fail(node, "session.services." + name, "port 0 is not a service port");
-        }
-        p.services.push_back(tunnel::ServiceMapping{name, *hp});
-      }
-      if (p.services.empty() || p.services.size() > 3) {
-        fail(*t.get("services"), "session.services", "give 1 to 3 services");
-      }
-      p.local = p.services.front().local;
-      if (!source && bind_address) p.bind_address = *bind_address;
-    } else {
-      const std::string_view wanted = source ? "listen" : "target";
-      const std::string_view other = source ? "target" : "listen";
-      if (const toml::node* n = t.get(other)) {
-        fail(*n, join_key(P, other),
-             "a " + std::string(source ? "source" : "destination") + " session takes " +
-                 std::string(wanted) + ", not " + std::string(other));
-      }
-      const auto local = get_string(t, P, wanted);
-      if (!local) {
-        fail_at(s.line, join_key(P, wanted),
-                source ? "missing; a source session needs listen = \"[host:]port\""
-                       : "missing; a destination session needs target = \"[host:]port\"");
-      }
-      const toml::node& local_node = *t.get(wanted);
+      const auto value = node.value<std::string>();
+      if (!value) fail(node, "session.services." + name, "expected a \"[host:]port\" string");
       std::string error;
-      std::string default_host = p.settings.default_bind_address;
-      if (source && bind_address) default_host = *bind_address;
-      // A destination's bare port means localhost, as in localproxy's -d.
-      const auto hp = tunnel::parse_host_port(*local, source ? default_host : "localhost", error);
-      if (!hp) fail(local_node, join_key(P, wanted), error);
-      if (source && bind_address && hp->host != *bind_address) {
-        fail(local_node, "session.listen",
-             "listens on " + in_quotes(hp->host) + " but bind_address is " +
-                 in_quotes(*bind_address) + "; give the address in one place");
+      const auto hp = tunnel::parse_host_port(*value, source ? default_host : "localhost", error);
+      if (!hp) fail(node, "session.services." + name, error);
+      if (!source && hp->port == 0) {
+        fail(node, "session.services." + name, "port 0 is not a service port");
       }
-      p.local = *hp;
-      if (!source && bind_address) p.bind_address = *bind_address;
+      p.services.push_back(tunnel::ServiceMapping{name, *hp});
     }
+    if (p.services.empty() || p.services.size() > 3) {
+      fail(*t.get("services"), "session.services", "give 1 to 3 services");
+    }
+    p.local = p.services.front().local;
+    if (!source && bind_address) p.bind_address = *bind_address;
+  }
 
+  // listen = "[host:]port" for a source, target = "[host:]port" for a destination.
+  void read_session_local_address(const toml::table& t, int session_line,
+                                  const std::optional<std::string>& bind_address,
+                                  tunnel::ProxyConfig& p) {
+    const bool source = p.mode == tunnel::Mode::source;
+    const std::string_view wanted = source ? "listen" : "target";
+    const std::string_view other = source ? "target" : "listen";
+    if (const toml::node* n = t.get(other)) {
+      fail(*n, join_key(kSession, other),
+           "a " + std::string(source ? "source" : "destination") + " session takes " +
+               std::string(wanted) + ", not " + std::string(other));
+    }
+    const auto local = get_string(t, kSession, wanted);
+    if (!local) {
+      fail_at(session_line, join_key(kSession, wanted),
+              source ? "missing; a source session needs listen = \"[host:]port\""
+                     : "missing; a destination session needs target = \"[host:]port\"");
+    }
+    const toml::node& local_node = *t.get(wanted);
     std::string error;
-    const auto endpoint = get_string(t, P, "endpoint");
-    const auto region = get_string(t, P, "region");
+    const std::string default_host =
+        source && bind_address ? *bind_address : p.settings.default_bind_address;
+    // A destination's bare port means localhost, as in localproxy's -d.
+    const auto hp = tunnel::parse_host_port(*local, source ? default_host : "localhost", error);
+    if (!hp) fail(local_node, join_key(kSession, wanted), error);
+    if (source && bind_address && hp->host != *bind_address) {
+      fail(local_node, "session.listen",
+           "listens on " + in_quotes(hp->host) + " but bind_address is " +
+               in_quotes(*bind_address) + "; give the address in one place");
+    }
+    p.local = *hp;
+    if (!source && bind_address) p.bind_address = *bind_address;
+  }
+
+  tunnel::ServiceEndpoint read_session_endpoint(const toml::table& t, int session_line) {
+    std::string error;
+    const auto endpoint = get_string(t, kSession, "endpoint");
+    const auto region = get_string(t, kSession, "region");
     if (endpoint && region) {
       fail(*t.get("region"), "session.region",
            "give either endpoint or region, not both (endpoint is at line " +
@@ -681,17 +719,20 @@ class Parser {
     if (endpoint) {
       const auto ep = tunnel::parse_endpoint(*endpoint, error);
       if (!ep) fail(*t.get("endpoint"), "session.endpoint", error);
-      p.endpoint = *ep;
-    } else if (region) {
+      return *ep;
+    }
+    if (region) {
       const auto ep = tunnel::endpoint_for_region(*region, error);
       if (!ep) fail(*t.get("region"), "session.region", error);
-      p.endpoint = *ep;
-    } else {
-      fail_at(s.line, "session.endpoint",
-              "missing; give endpoint = \"host[:port]\" or region = \"us-east-1\"");
+      return *ep;
     }
+    fail_at(session_line, "session.endpoint",
+            "missing; give endpoint = \"host[:port]\" or region = \"us-east-1\"");
+  }
 
-    const auto access = get_string(t, P, "access_token_file");
+  void read_session_tokens(const toml::table& t, SessionConfig& s) {
+    tunnel::ProxyConfig& p = s.proxy;
+    const auto access = get_string(t, kSession, "access_token_file");
     if (!access) {
       fail_at(s.line, "session.access_token_file",
               "missing; give the path of a file (mode 0600) holding the access token");
@@ -699,8 +740,7 @@ class Parser {
     s.access_token_file = resolve(*access);
     p.access_token = read_token_file(*t.get("access_token_file"), "session.access_token_file",
                                      s.access_token_file);
-
-    if (const auto client = get_string(t, P, "client_token_file")) {
+    if (const auto client = get_string(t, kSession, "client_token_file")) {
       s.client_token_file = resolve(*client);
       const toml::node& n = *t.get("client_token_file");
       p.client_token = read_token_file(n, "session.client_token_file", s.client_token_file);
@@ -711,27 +751,19 @@ class Parser {
                  "and '-')");
       }
     }
+  }
 
-    if (const auto v = get_string(t, P, "capath")) {
-      p.capath = resolve(*v);
-      require_path(*t.get("capath"), "session.capath", p.capath, true);
+  // Overrides the settings' https_proxy (and so the daemon's HTTPS_PROXY).
+  // The message never repeats the value: it may hold a password.
+  void read_session_https_proxy(const toml::table& t, tunnel::ProxyConfig& p) {
+    const auto v = get_string(t, kSession, "https_proxy");
+    if (!v) return;
+    std::string proxy_error;
+    if (!tunnel::is_direct(*v) && !tunnel::parse_proxy_url(*v, proxy_error)) {
+      fail(*t.get("https_proxy"), "session.https_proxy", proxy_error);
     }
-    if (const auto v = get_string(t, P, "cafile")) {
-      p.cafile = resolve(*v);
-      require_path(*t.get("cafile"), "session.cafile", p.cafile, false);
-    }
-    if (const auto v = get_bool(t, P, "verify")) p.verify_tls = *v;
-    // Overrides the settings' https_proxy (and so the daemon's HTTPS_PROXY).
-    // The message never repeats the value: it may hold a password.
-    if (const auto v = get_string(t, P, "https_proxy")) {
-      std::string proxy_error;
-      if (!tunnel::is_direct(*v) && !tunnel::parse_proxy_url(*v, proxy_error)) {
-        fail(*t.get("https_proxy"), "session.https_proxy", proxy_error);
-      }
-      refuse_proxy_credentials(*v, line_of(t.get("https_proxy")->source()), "session.https_proxy");
-      p.settings.https_proxy = *v;
-    }
-    return s;
+    refuse_proxy_credentials(*v, line_of(t.get("https_proxy")->source()), "session.https_proxy");
+    p.settings.https_proxy = *v;
   }
 };
 
