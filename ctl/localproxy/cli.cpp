@@ -13,8 +13,8 @@
 namespace tunnel::localproxy {
 namespace {
 
-// ---------------------------------------------------------------------------
-// From sources to Options.
+// From sources to Options: each resolve_* turns the options of one concern
+// into fields of the result.
 
 int resolve_verbosity(const Sources& sources) {
   const auto f = sources.pick(kVerbose);
