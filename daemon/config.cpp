@@ -16,8 +16,10 @@
 #include <optional>
 #include <set>
 
+#include "config_keys.h"
 #include "endpoint.h"
 #include "notify/notify_message.h"
+#include "secret_file.h"
 
 static_assert(TOML_EXCEPTIONS, "config.cpp expects toml::parse to throw toml::parse_error");
 
@@ -27,100 +29,8 @@ namespace {
 // Token files are small; anything bigger is the wrong file.
 constexpr std::size_t kMaxTokenFileSize = std::size_t{64} * 1024;
 constexpr std::size_t kMaxNameLength = 64;
-
-std::string in_quotes(std::string_view s) { return "\"" + std::string(s) + "\""; }
-
-int line_of(const toml::source_region& r) { return static_cast<int>(r.begin.line); }
-
-std::string_view type_name(const toml::node& n) {
-  switch (n.type()) {
-    case toml::node_type::table:
-      return "a table";
-    case toml::node_type::array:
-      return "an array";
-    case toml::node_type::string:
-      return "a string";
-    case toml::node_type::integer:
-      return "an integer";
-    case toml::node_type::floating_point:
-      return "a float";
-    case toml::node_type::boolean:
-      return "a boolean";
-    case toml::node_type::date:
-    case toml::node_type::time:
-    case toml::node_type::date_time:
-      return "a date/time";
-    case toml::node_type::none:
-      break;
-  }
-  return "nothing";
-}
-
-std::size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<std::size_t> row(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    std::size_t diagonal = row[0];
-    row[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      const std::size_t above = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
-}
-
-// "did you mean ..." for a close match, else the list of known keys.
-std::string unknown_key_hint(std::string_view key, const std::vector<std::string>& known) {
-  const std::string* best = nullptr;
-  std::size_t best_distance = 3;  // typos within two edits
-  for (const auto& k : known) {
-    const std::size_t d = edit_distance(key, k);
-    if (d < best_distance) {
-      best_distance = d;
-      best = &k;
-    }
-  }
-  if (best != nullptr) return "unknown key; did you mean " + in_quotes(*best) + "?";
-  std::string list;
-  for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-  return "unknown key; expected one of: " + list;
-}
-
-std::string join_key(std::string_view prefix, std::string_view name) {
-  if (prefix.empty()) return std::string(name);
-  return std::string(prefix) + "." + std::string(name);
-}
-
-// The keys of the fine-grained settings relative to "tunneling.proxy", taken
-// from the engine's own export so that the two never disagree.
-struct SettingKeys {
-  std::vector<std::string> leaves;  // "websocket.ping_period_ms", "default_bind_address"
-  std::set<std::string> groups;     // "websocket", "tcp", "message"
-};
-
-void collect_setting_keys(const nlohmann::json& node, const std::string& prefix, SettingKeys& out) {
-  for (const auto& [name, value] : node.items()) {
-    const std::string key = join_key(prefix, name);
-    if (value.is_object()) {
-      out.groups.insert(key);
-      collect_setting_keys(value, key, out);
-    } else {
-      out.leaves.push_back(key);
-    }
-  }
-}
-
-const SettingKeys& setting_keys() {
-  static const SettingKeys keys = [] {
-    SettingKeys k;
-    const auto root = nlohmann::json::parse(tunnel::settings_to_json(tunnel::Settings{}));
-    collect_setting_keys(root.at("tunneling").at("proxy"), "", k);
-    return k;
-  }();
-  return keys;
-}
+// The prefix of the keys of a [[session]] table in messages.
+constexpr std::string_view kSession = "session";
 
 bool parse_octal_mode(std::string_view text, unsigned& mode) {
   if (text.size() < 3 || text.size() > 4) return false;
@@ -132,12 +42,6 @@ bool parse_octal_mode(std::string_view text, unsigned& mode) {
   if (value > 0777) return false;
   mode = value;
   return true;
-}
-
-std::string mode_text(unsigned mode) {
-  char buf[8];
-  std::snprintf(buf, sizeof buf, "%04o", mode & 07777);
-  return buf;
 }
 
 class Parser {
@@ -394,54 +298,36 @@ class Parser {
 
   // Reads a secret from a file that only its owner may access.
   std::string read_token_file(const toml::node& n, std::string_view key, const std::string& file) {
-    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) fail(n, key, "cannot open " + file + ": " + std::strerror(errno));
-    struct stat st {};
-    std::string content;
-    std::string problem;
-    if (::fstat(fd, &st) != 0) {
-      problem = "cannot stat " + file + ": " + std::strerror(errno);
-    } else if (!S_ISREG(st.st_mode)) {
-      problem = file + " is not a regular file";
-    } else if ((st.st_mode & 077) != 0) {
-      problem = file + " is accessible by group or others (mode " + mode_text(st.st_mode) +
-                "); a token file must be private: chmod 600 " + file;
-    } else if (static_cast<std::size_t>(st.st_size) > kMaxTokenFileSize) {
-      problem = file + " is " + std::to_string(st.st_size) + " bytes; a token file holds one token";
-    } else {
-      char buf[4096];
-      for (;;) {
-        const ssize_t r = ::read(fd, buf, sizeof buf);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-          problem = "cannot read " + file + ": " + std::strerror(errno);
-          break;
-        }
-        if (r == 0) break;
-        content.append(buf, static_cast<std::size_t>(r));
-        if (content.size() > kMaxTokenFileSize) {
-          problem = file + " is too large; a token file holds one token";
-          break;
-        }
-      }
+    using tunnel::TokenFileProblem;
+    const tunnel::TokenFile f = tunnel::read_token_file(file, {.max_size = kMaxTokenFileSize});
+    const auto system_error = [&f] { return std::string(std::strerror(f.error_number)); };
+    switch (f.problem) {
+      case TokenFileProblem::none:
+        return f.token;
+      case TokenFileProblem::cannot_open:
+        fail(n, key, "cannot open " + file + ": " + system_error());
+      case TokenFileProblem::cannot_stat:
+        fail(n, key, "cannot stat " + file + ": " + system_error());
+      case TokenFileProblem::is_directory:
+      case TokenFileProblem::not_regular_file:
+        fail(n, key, file + " is not a regular file");
+      case TokenFileProblem::too_open:
+        fail(n, key,
+             file + " is accessible by group or others (mode " + tunnel::octal_mode(f.mode) +
+                 "); a token file must be private: chmod 600 " + file);
+      case TokenFileProblem::too_large:
+        fail(n, key,
+             file + (f.size != 0 ? " is " + std::to_string(f.size) + " bytes" : " is too large") +
+                 "; a token file holds one token");
+      case TokenFileProblem::cannot_read:
+        fail(n, key, "cannot read " + file + ": " + system_error());
+      case TokenFileProblem::empty:
+        fail(n, key, file + " is empty; it must hold the token");
+      case TokenFileProblem::not_header_safe:
+        // Tokens travel in an HTTP header: printable ASCII without spaces only.
+        fail(n, key, file + " holds spaces or control characters; it must hold the token alone");
     }
-    ::close(fd);
-    if (!problem.empty()) fail(n, key, problem);
-
-    const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
-    while (!content.empty() && is_space(content.back())) content.pop_back();
-    std::size_t start = 0;
-    while (start < content.size() && is_space(content[start])) ++start;
-    content.erase(0, start);
-    if (content.empty()) fail(n, key, file + " is empty; it must hold the token");
-    // Tokens travel in an HTTP header: printable ASCII without spaces only.
-    const bool printable = std::all_of(content.begin(), content.end(), [](char c) {
-      return static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
-    });
-    if (!printable) {
-      fail(n, key, file + " holds spaces or control characters; it must hold the token alone");
-    }
-    return content;
+    fail(n, key, "cannot read " + file);
   }
 
   // A private key: a regular file only its owner may access (as token files).
@@ -453,7 +339,7 @@ class Parser {
     if (!S_ISREG(st.st_mode)) fail(n, key, file + " is not a regular file");
     if ((st.st_mode & 077) != 0) {
       fail(n, key,
-           file + " is accessible by group or others (mode " + mode_text(st.st_mode) +
+           file + " is accessible by group or others (mode " + tunnel::octal_mode(st.st_mode) +
                "); a key file must be private: chmod 600 " + file);
     }
     if (::access(file.c_str(), R_OK) != 0) {
@@ -615,120 +501,156 @@ class Parser {
   }
 
   SessionConfig read_session(const toml::table& t, const tunnel::Settings& defaults) {
-    constexpr std::string_view P = "session";
     SessionConfig s;
     s.line = line_of(t.source());
-    check_keys(t, P,
+    check_keys(t, kSession,
                {"name", "mode", "target", "listen", "endpoint", "region", "access_token_file",
                 "client_token_file", "capath", "cafile", "verify", "bind_address", "settings",
                 "https_proxy", "services", "protocol"});
     tunnel::ProxyConfig& p = s.proxy;
+    p.name = read_session_name(t, s.line);
+    p.mode = read_session_mode(t, s.line);
+    if (const auto* settings = get_table(t, kSession, "settings")) {
+      const int line = line_of(settings->source());
+      p.settings = read_settings(*settings, "session.settings", defaults, line ? line : s.line);
+    } else {
+      p.settings = defaults;
+    }
+    const auto bind_address = get_string(t, kSession, "bind_address");
+    read_session_protocol(t, p);
+    if (const auto* services = get_table(t, kSession, "services")) {
+      read_session_services(t, *services, bind_address, p);
+    } else {
+      read_session_local_address(t, s.line, bind_address, p);
+    }
+    p.endpoint = read_session_endpoint(t, s.line);
+    read_session_tokens(t, s);
+    if (const auto v = get_string(t, kSession, "capath")) {
+      p.capath = resolve(*v);
+      require_path(*t.get("capath"), "session.capath", p.capath, true);
+    }
+    if (const auto v = get_string(t, kSession, "cafile")) {
+      p.cafile = resolve(*v);
+      require_path(*t.get("cafile"), "session.cafile", p.cafile, false);
+    }
+    if (const auto v = get_bool(t, kSession, "verify")) p.verify_tls = *v;
+    read_session_https_proxy(t, p);
+    return s;
+  }
 
-    const auto name = get_string(t, P, "name");
-    if (!name) fail_at(s.line, "session.name", "missing; every [[session]] needs a unique name");
+  std::string read_session_name(const toml::table& t, int session_line) {
+    const auto name = get_string(t, kSession, "name");
+    if (!name) {
+      fail_at(session_line, "session.name", "missing; every [[session]] needs a unique name");
+    }
     name_line_ = line_of(t.get("name")->source());
     if (!is_valid_session_name(*name)) {
       fail(*t.get("name"), "session.name",
            "expected " + std::string(kSessionNameRule) + ", got " + in_quotes(*name));
     }
-    p.name = *name;
+    return *name;
+  }
 
-    const auto mode = get_string(t, P, "mode");
+  tunnel::Mode read_session_mode(const toml::table& t, int session_line) {
+    const auto mode = get_string(t, kSession, "mode");
     if (!mode) {
-      fail_at(s.line, "session.mode", "missing; expected \"source\" or \"destination\"");
+      fail_at(session_line, "session.mode", "missing; expected \"source\" or \"destination\"");
     }
     // The short forms are tunnelctl's and localproxy's spellings.
-    if (*mode == "source" || *mode == "src") {
-      p.mode = tunnel::Mode::source;
-    } else if (*mode == "destination" || *mode == "dest" || *mode == "dst") {
-      p.mode = tunnel::Mode::destination;
-    } else {
-      fail(*t.get("mode"), "session.mode",
-           "expected \"source\" or \"destination\", got " + in_quotes(*mode));
+    if (*mode == "source" || *mode == "src") return tunnel::Mode::source;
+    if (*mode == "destination" || *mode == "dest" || *mode == "dst") {
+      return tunnel::Mode::destination;
     }
+    fail(*t.get("mode"), "session.mode",
+         "expected \"source\" or \"destination\", got " + in_quotes(*mode));
+  }
+
+  void read_session_protocol(const toml::table& t, tunnel::ProxyConfig& p) {
+    const auto v = get_string(t, kSession, "protocol");
+    if (!v) return;
+    const std::string& w = *v;
+    if (w == "V1" || w == "V2" || w == "V3" || w == "v1" || w == "v2" || w == "v3") {
+      p.protocol_version = w[1] - '0';
+    } else if (w != "auto") {
+      fail(*t.get("protocol"), "session.protocol",
+           "expected \"auto\", \"V1\", \"V2\" or \"V3\", got " + in_quotes(w));
+    }
+  }
+
+  // services = { SSH1 = "22", HTTP1 = "127.0.0.1:80" } (V2/V3): replaces
+  // listen/target; each value is what listen/target would be.
+  void read_session_services(const toml::table& t, const toml::table& services,
+                             const std::optional<std::string>& bind_address,
+                             tunnel::ProxyConfig& p) {
     const bool source = p.mode == tunnel::Mode::source;
-
-    if (const auto* t_settings = get_table(t, P, "settings")) {
-      int line = line_of(t_settings->source());
-      p.settings = read_settings(*t_settings, "session.settings", defaults, line ? line : s.line);
-    } else {
-      p.settings = defaults;
-    }
-
-    const auto bind_address = get_string(t, P, "bind_address");
-    if (const auto v = get_string(t, P, "protocol")) {
-      const std::string& w = *v;
-      if (w == "V1" || w == "V2" || w == "V3" || w == "v1" || w == "v2" || w == "v3") {
-        p.protocol_version = w[1] - '0';
-      } else if (w != "auto") {
-        fail(*t.get("protocol"), "session.protocol",
-             "expected \"auto\", \"V1\", \"V2\" or \"V3\", got " + in_quotes(w));
+    for (const char* k : {"listen", "target"}) {
+      if (const toml::node* n = t.get(k)) {
+        fail(*n, join_key(kSession, k), "give either services or " + std::string(k) + ", not both");
       }
     }
-    if (const auto* services = get_table(t, P, "services")) {
-      // services = { SSH1 = "22", HTTP1 = "127.0.0.1:80" } (V2/V3): replaces
-      // listen/target; each value is what listen/target would be.
-      for (const char* k : {"listen", "target"}) {
-        if (const toml::node* n = t.get(k)) {
-          fail(*n, join_key(P, k), "give either services or " + std::string(k) + ", not both");
-        }
+    const std::string default_host =
+        source && bind_address ? *bind_address : p.settings.default_bind_address;
+    for (auto&& [key, node] : services) {
+      const std::string name(key.str());
+      if (!tunnel::is_valid_service_id(name)) {
+        fail(node, "session.services",
+             "a service name must be " + std::string(tunnel::kServiceIdRule));
       }
-      std::string default_host = p.settings.default_bind_address;
-      if (source && bind_address) default_host = *bind_address;
-      for (auto&& [key, node] : *services) {
-        const std::string name(key.str());
-        if (!tunnel::is_valid_service_id(name)) {
-          fail(node, "session.services",
-               "a service name must be " + std::string(tunnel::kServiceIdRule));
-        }
-        const auto value = node.value<std::string>();
-        if (!value) fail(node, "session.services." + name, "expected a \"[host:]port\" string");
-        std::string error;
-        const auto hp = tunnel::parse_host_port(*value, source ? default_host : "localhost", error);
-        if (!hp) fail(node, "session.services." + name, error);
-        if (!source && hp->port == 0) {
-          fail(node, "session.services." + name, "port 0 is not a service port");
-        }
-        p.services.push_back(tunnel::ServiceMapping{name, *hp});
-      }
-      if (p.services.empty() || p.services.size() > 3) {
-        fail(*t.get("services"), "session.services", "give 1 to 3 services");
-      }
-      p.local = p.services.front().local;
-      if (!source && bind_address) p.bind_address = *bind_address;
-    } else {
-      const std::string_view wanted = source ? "listen" : "target";
-      const std::string_view other = source ? "target" : "listen";
-      if (const toml::node* n = t.get(other)) {
-        fail(*n, join_key(P, other),
-             "a " + std::string(source ? "source" : "destination") + " session takes " +
-                 std::string(wanted) + ", not " + std::string(other));
-      }
-      const auto local = get_string(t, P, wanted);
-      if (!local) {
-        fail_at(s.line, join_key(P, wanted),
-                source ? "missing; a source session needs listen = \"[host:]port\""
-                       : "missing; a destination session needs target = \"[host:]port\"");
-      }
-      const toml::node& local_node = *t.get(wanted);
+      const auto value = node.value<std::string>();
+      if (!value) fail(node, "session.services." + name, "expected a \"[host:]port\" string");
       std::string error;
-      std::string default_host = p.settings.default_bind_address;
-      if (source && bind_address) default_host = *bind_address;
-      // A destination's bare port means localhost, as in localproxy's -d.
-      const auto hp = tunnel::parse_host_port(*local, source ? default_host : "localhost", error);
-      if (!hp) fail(local_node, join_key(P, wanted), error);
-      if (source && bind_address && hp->host != *bind_address) {
-        fail(local_node, "session.listen",
-             "listens on " + in_quotes(hp->host) + " but bind_address is " +
-                 in_quotes(*bind_address) + "; give the address in one place");
+      const auto hp = tunnel::parse_host_port(*value, source ? default_host : "localhost", error);
+      if (!hp) fail(node, "session.services." + name, error);
+      if (!source && hp->port == 0) {
+        fail(node, "session.services." + name, "port 0 is not a service port");
       }
-      p.local = *hp;
-      if (!source && bind_address) p.bind_address = *bind_address;
+      p.services.push_back(tunnel::ServiceMapping{name, *hp});
     }
+    if (p.services.empty() || p.services.size() > 3) {
+      fail(*t.get("services"), "session.services", "give 1 to 3 services");
+    }
+    p.local = p.services.front().local;
+    if (!source && bind_address) p.bind_address = *bind_address;
+  }
 
+  // listen = "[host:]port" for a source, target = "[host:]port" for a destination.
+  void read_session_local_address(const toml::table& t, int session_line,
+                                  const std::optional<std::string>& bind_address,
+                                  tunnel::ProxyConfig& p) {
+    const bool source = p.mode == tunnel::Mode::source;
+    const std::string_view wanted = source ? "listen" : "target";
+    const std::string_view other = source ? "target" : "listen";
+    if (const toml::node* n = t.get(other)) {
+      fail(*n, join_key(kSession, other),
+           "a " + std::string(source ? "source" : "destination") + " session takes " +
+               std::string(wanted) + ", not " + std::string(other));
+    }
+    const auto local = get_string(t, kSession, wanted);
+    if (!local) {
+      fail_at(session_line, join_key(kSession, wanted),
+              source ? "missing; a source session needs listen = \"[host:]port\""
+                     : "missing; a destination session needs target = \"[host:]port\"");
+    }
+    const toml::node& local_node = *t.get(wanted);
     std::string error;
-    const auto endpoint = get_string(t, P, "endpoint");
-    const auto region = get_string(t, P, "region");
+    const std::string default_host =
+        source && bind_address ? *bind_address : p.settings.default_bind_address;
+    // A destination's bare port means localhost, as in localproxy's -d.
+    const auto hp = tunnel::parse_host_port(*local, source ? default_host : "localhost", error);
+    if (!hp) fail(local_node, join_key(kSession, wanted), error);
+    if (source && bind_address && hp->host != *bind_address) {
+      fail(local_node, "session.listen",
+           "listens on " + in_quotes(hp->host) + " but bind_address is " +
+               in_quotes(*bind_address) + "; give the address in one place");
+    }
+    p.local = *hp;
+    if (!source && bind_address) p.bind_address = *bind_address;
+  }
+
+  tunnel::ServiceEndpoint read_session_endpoint(const toml::table& t, int session_line) {
+    std::string error;
+    const auto endpoint = get_string(t, kSession, "endpoint");
+    const auto region = get_string(t, kSession, "region");
     if (endpoint && region) {
       fail(*t.get("region"), "session.region",
            "give either endpoint or region, not both (endpoint is at line " +
@@ -737,17 +659,20 @@ class Parser {
     if (endpoint) {
       const auto ep = tunnel::parse_endpoint(*endpoint, error);
       if (!ep) fail(*t.get("endpoint"), "session.endpoint", error);
-      p.endpoint = *ep;
-    } else if (region) {
+      return *ep;
+    }
+    if (region) {
       const auto ep = tunnel::endpoint_for_region(*region, error);
       if (!ep) fail(*t.get("region"), "session.region", error);
-      p.endpoint = *ep;
-    } else {
-      fail_at(s.line, "session.endpoint",
-              "missing; give endpoint = \"host[:port]\" or region = \"us-east-1\"");
+      return *ep;
     }
+    fail_at(session_line, "session.endpoint",
+            "missing; give endpoint = \"host[:port]\" or region = \"us-east-1\"");
+  }
 
-    const auto access = get_string(t, P, "access_token_file");
+  void read_session_tokens(const toml::table& t, SessionConfig& s) {
+    tunnel::ProxyConfig& p = s.proxy;
+    const auto access = get_string(t, kSession, "access_token_file");
     if (!access) {
       fail_at(s.line, "session.access_token_file",
               "missing; give the path of a file (mode 0600) holding the access token");
@@ -755,8 +680,7 @@ class Parser {
     s.access_token_file = resolve(*access);
     p.access_token = read_token_file(*t.get("access_token_file"), "session.access_token_file",
                                      s.access_token_file);
-
-    if (const auto client = get_string(t, P, "client_token_file")) {
+    if (const auto client = get_string(t, kSession, "client_token_file")) {
       s.client_token_file = resolve(*client);
       const toml::node& n = *t.get("client_token_file");
       p.client_token = read_token_file(n, "session.client_token_file", s.client_token_file);
@@ -767,27 +691,19 @@ class Parser {
                  "and '-')");
       }
     }
+  }
 
-    if (const auto v = get_string(t, P, "capath")) {
-      p.capath = resolve(*v);
-      require_path(*t.get("capath"), "session.capath", p.capath, true);
+  // Overrides the settings' https_proxy (and so the daemon's HTTPS_PROXY).
+  // The message never repeats the value: it may hold a password.
+  void read_session_https_proxy(const toml::table& t, tunnel::ProxyConfig& p) {
+    const auto v = get_string(t, kSession, "https_proxy");
+    if (!v) return;
+    std::string proxy_error;
+    if (!tunnel::is_direct(*v) && !tunnel::parse_proxy_url(*v, proxy_error)) {
+      fail(*t.get("https_proxy"), "session.https_proxy", proxy_error);
     }
-    if (const auto v = get_string(t, P, "cafile")) {
-      p.cafile = resolve(*v);
-      require_path(*t.get("cafile"), "session.cafile", p.cafile, false);
-    }
-    if (const auto v = get_bool(t, P, "verify")) p.verify_tls = *v;
-    // Overrides the settings' https_proxy (and so the daemon's HTTPS_PROXY).
-    // The message never repeats the value: it may hold a password.
-    if (const auto v = get_string(t, P, "https_proxy")) {
-      std::string proxy_error;
-      if (!tunnel::is_direct(*v) && !tunnel::parse_proxy_url(*v, proxy_error)) {
-        fail(*t.get("https_proxy"), "session.https_proxy", proxy_error);
-      }
-      refuse_proxy_credentials(*v, line_of(t.get("https_proxy")->source()), "session.https_proxy");
-      p.settings.https_proxy = *v;
-    }
-    return s;
+    refuse_proxy_credentials(*v, line_of(t.get("https_proxy")->source()), "session.https_proxy");
+    p.settings.https_proxy = *v;
   }
 };
 

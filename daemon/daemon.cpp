@@ -26,7 +26,7 @@ bool same_proxy_config(const tunnel::ProxyConfig& a, const tunnel::ProxyConfig& 
          a.settings == b.settings && a.name == b.name;
 }
 
-control::Response error(control::Response::Status s, std::string text) {
+control::Response error_response(control::Response::Status s, std::string text) {
   return control::make_error(0, s, std::move(text));
 }
 
@@ -40,17 +40,6 @@ std::size_t loop_handle_count(uv_loop_t* loop) {
 }
 
 auto notify_log() { return tunnel::logging::get("notify"); }
-
-const char* origin_name(int origin) {
-  switch (origin) {
-    case 0:
-      return "config";
-    case 2:
-      return "notify";
-    default:
-      return "tunnelctl";
-  }
-}
 
 }  // namespace
 
@@ -320,13 +309,13 @@ control::Response Daemon::handle(const control::Request& request,
     case Request::kCloseRequest:
       if (!may_modify) {
         log()->warn("control: uid {} (pid {}) may not open or close sessions", peer.uid, peer.pid);
-        return error(
+        return error_response(
             Response::UNAUTHORIZED,
             "permission denied: only root and members of group " +
                 (config_.control.group.empty() ? std::string("tunneld") : config_.control.group) +
                 " may open or close sessions");
       }
-      if (stopping_) return error(Response::INTERNAL, "tunneld is stopping");
+      if (stopping_) return error_response(Response::INTERNAL, "tunneld is stopping");
       return request.body_case() == Request::kOpenRequest
                  ? open(request.open_request())
                  : close_session(request.close_request().session());
@@ -343,7 +332,7 @@ control::Response Daemon::handle(const control::Request& request,
       return r;
     }
     default:
-      return error(Response::MALFORMED, "unknown request");
+      return error_response(Response::MALFORMED, "unknown request");
   }
 }
 
@@ -352,8 +341,8 @@ control::Response Daemon::open(const control::OpenRequest& request) {
   // no control characters. Not echoed. (Notification sessions are named
   // "notify-THING-N" after a validated thing name, in the same rule.)
   if (!request.name().empty() && !is_valid_session_name(request.name())) {
-    return error(control::Response::INVALID_ARGUMENT,
-                 "name: expected " + std::string(kSessionNameRule));
+    return error_response(control::Response::INVALID_ARGUMENT,
+                          "name: expected " + std::string(kSessionNameRule));
   }
   control::OpenRequest r = request;
   // Only tunneld says where a session came from.
@@ -368,12 +357,12 @@ control::Response Daemon::open_session(control::OpenRequest r, Origin origin) {
   try {
     cfg = proxy_config_from(r, config_.settings);
   } catch (const InvalidRequest& e) {
-    return error(Response::INVALID_ARGUMENT, e.what());
+    return error_response(Response::INVALID_ARGUMENT, e.what());
   }
   const std::string id = new_id();
   if (r.name().empty()) r.set_name(id);
   if (find(r.name())) {
-    return error(Response::ALREADY_EXISTS, "a session named '" + r.name() + "' exists");
+    return error_response(Response::ALREADY_EXISTS, "a session named '" + r.name() + "' exists");
   }
   cfg.name = r.name();
   // The client token is what lets this session reconnect (also after a
@@ -384,13 +373,13 @@ control::Response Daemon::open_session(control::OpenRequest r, Origin origin) {
     const std::string why = "cannot persist the session in " + store_->dir() + ": " + ec.message() +
                             "; free space or make it writable, then open again";
     log()->error("session {} not opened: {}", r.name(), why);
-    return error(Response::INTERNAL, why);
+    return error_response(Response::INTERNAL, why);
   }
   std::string err;
   Managed* m = start_session(id, origin, std::move(cfg), err);
   if (!m) {
     store_->remove(id);
-    return error(Response::INVALID_ARGUMENT, err);
+    return error_response(Response::INVALID_ARGUMENT, err);
   }
   m->thing = r.notify_thing();
   log()->info("session {} ({}) opened: {} {}", m->name, id,
@@ -409,7 +398,8 @@ control::Response Daemon::open_session(control::OpenRequest r, Origin origin) {
 control::Response Daemon::close_session(const std::string& key) {
   using control::Response;
   Managed* m = find(key);
-  if (!m) return error(Response::NOT_FOUND, "no session '" + key + "' (see tunnelctl list)");
+  if (!m)
+    return error_response(Response::NOT_FOUND, "no session '" + key + "' (see tunnelctl list)");
   const std::string id = m->id;
   // What runs is what is persisted: a session whose file cannot be deleted
   // would come back after a restart, so it keeps running and the close fails.
@@ -419,7 +409,7 @@ control::Response Daemon::close_session(const std::string& key) {
                               "; the session keeps running (it would come back after a "
                               "restart); make the state directory writable, then close again";
       log()->error("session {} ({}) not closed: {}", m->name, id, why);
-      return error(Response::INTERNAL, why);
+      return error_response(Response::INTERNAL, why);
     }
   }
   log()->info("session {} ({}) closed by request", m->name, id);
@@ -439,7 +429,17 @@ void Daemon::fill_info(const Managed& m, control::SessionInfo& info) const {
   fill_session_info(*m.session, info);
   info.set_rate_in(m.rate_in);
   info.set_rate_out(m.rate_out);
-  info.set_origin(origin_name(static_cast<int>(m.origin)));
+  switch (m.origin) {
+    case Origin::config:
+      info.set_origin("config");
+      break;
+    case Origin::control:
+      info.set_origin("tunnelctl");
+      break;
+    case Origin::notify:
+      info.set_origin("notify");
+      break;
+  }
   info.set_notify_thing(m.thing);
 }
 
@@ -455,7 +455,8 @@ control::Response Daemon::list() {
 control::Response Daemon::status(const std::string& key) {
   Managed* m = find(key);
   if (!m) {
-    return error(control::Response::NOT_FOUND, "no session '" + key + "' (see tunnelctl list)");
+    return error_response(control::Response::NOT_FOUND,
+                          "no session '" + key + "' (see tunnelctl list)");
   }
   control::Response r = control::make_response(0, control::Response::OK);
   fill_info(*m, *r.mutable_status_response()->mutable_session());

@@ -2,86 +2,87 @@
 
 #include <algorithm>
 #include <chrono>
+#include <vector>
 
 #include "endpoint.h"
+#include "secret_file.h"
 #include "settings.h"
 
 namespace tunneld {
-namespace {
-
-bool is_header_safe(std::string_view token) {
-  return !token.empty() && std::all_of(token.begin(), token.end(), [](char c) {
-    return static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
-  });
-}
-
-}  // namespace
-
 control::Mode to_control_mode(tunnel::Mode m) {
   return m == tunnel::Mode::source ? control::MODE_SOURCE : control::MODE_DESTINATION;
 }
 
-tunnel::ProxyConfig proxy_config_from(const control::OpenRequest& r,
-                                      const tunnel::Settings& defaults) {
-  tunnel::ProxyConfig c;
-  std::string error;
+namespace {
+
+tunnel::Settings settings_of(const control::OpenRequest& r, const tunnel::Settings& defaults) {
   try {
-    c.settings = r.settings_json().empty()
-                     ? defaults
-                     : tunnel::settings_from_json(r.settings_json(), defaults);
-    tunnel::validate(c.settings);
+    tunnel::Settings settings = r.settings_json().empty()
+                                    ? defaults
+                                    : tunnel::settings_from_json(r.settings_json(), defaults);
+    tunnel::validate(settings);
+    return settings;
   } catch (const tunnel::SettingsError& e) {
     throw InvalidRequest(std::string("settings: ") + e.what());
   }
-  if (r.services_size() > 3) throw InvalidRequest("services: a tunnel carries at most 3");
-  if (r.protocol_version() > 3) throw InvalidRequest("protocol_version: expected 0..3");
-  c.protocol_version = static_cast<int>(r.protocol_version());
+}
+
+// A source listens on the bind address (else the settings' default); a
+// destination's bare port means localhost.
+std::string default_host(const control::OpenRequest& r, const tunnel::Settings& settings) {
+  if (r.mode() != control::MODE_SOURCE) return "localhost";
+  return r.bind_address().empty() ? settings.default_bind_address : r.bind_address();
+}
+
+std::vector<tunnel::ServiceMapping> services_of(const control::OpenRequest& r,
+                                                const std::string& host) {
+  std::vector<tunnel::ServiceMapping> services;
   for (const auto& m : r.services()) {
     if (!tunnel::is_valid_service_id(m.name())) {
       throw InvalidRequest("services: a service name must be " +
                            std::string(tunnel::kServiceIdRule));
     }
-    for (const auto& other : c.services) {
+    for (const auto& other : services) {
       if (other.id == m.name()) throw InvalidRequest("services: " + m.name() + " given twice");
     }
-    const bool source = r.mode() == control::MODE_SOURCE;
-    const std::string& host =
-        source ? (r.bind_address().empty() ? c.settings.default_bind_address : r.bind_address())
-               : std::string("localhost");
+    std::string error;
     auto hp = tunnel::parse_host_port(m.address(), host, error);
     if (!hp) throw InvalidRequest("service " + m.name() + ": " + error);
-    if (!source && hp->port == 0) {
+    if (r.mode() != control::MODE_SOURCE && hp->port == 0) {
       throw InvalidRequest("service " + m.name() + ": port 0 is not a service port");
     }
-    c.services.push_back(tunnel::ServiceMapping{m.name(), *hp});
+    services.push_back(tunnel::ServiceMapping{m.name(), *hp});
   }
+  return services;
+}
+
+// The mode and the local side: the services, or one listen or target address.
+void set_local_side(const control::OpenRequest& r, tunnel::ProxyConfig& c) {
   const bool multi = !c.services.empty();
+  std::string error;
   switch (r.mode()) {
     case control::MODE_SOURCE: {
+      c.mode = tunnel::Mode::source;
       if (multi) {
-        c.mode = tunnel::Mode::source;
         c.local = c.services.front().local;
         if (!r.target().empty() || !r.listen().empty())
           throw InvalidRequest("listen: give either services or one listen address");
-        break;
+        return;
       }
-      c.mode = tunnel::Mode::source;
       if (!r.target().empty()) throw InvalidRequest("target: a source session listens (--listen)");
-      const std::string& bind =
-          r.bind_address().empty() ? c.settings.default_bind_address : r.bind_address();
-      auto hp = tunnel::parse_host_port(r.listen(), bind, error);
+      auto hp = tunnel::parse_host_port(r.listen(), default_host(r, c.settings), error);
       if (!hp) throw InvalidRequest("listen: " + error);
       c.local = *hp;
-      break;
+      return;
     }
     case control::MODE_DESTINATION: {
       c.mode = tunnel::Mode::destination;
+      c.bind_address = r.bind_address();
       if (multi) {
         c.local = c.services.front().local;
-        c.bind_address = r.bind_address();
         if (!r.target().empty() || !r.listen().empty())
           throw InvalidRequest("target: give either services or one target");
-        break;
+        return;
       }
       if (!r.listen().empty())
         throw InvalidRequest("listen: a destination session connects (--target)");
@@ -89,28 +90,34 @@ tunnel::ProxyConfig proxy_config_from(const control::OpenRequest& r,
       if (!hp) throw InvalidRequest("target: " + error);
       if (hp->port == 0) throw InvalidRequest("target: port 0 is not a service port");
       c.local = *hp;
-      c.bind_address = r.bind_address();
-      break;
+      return;
     }
     default:
       throw InvalidRequest("mode: say source (--listen) or destination (--target)");
   }
+}
+
+tunnel::ServiceEndpoint endpoint_of(const control::OpenRequest& r) {
   if (!r.endpoint().empty() && !r.region().empty()) {
     throw InvalidRequest("endpoint and region are mutually exclusive");
   }
+  std::string error;
   if (!r.endpoint().empty()) {
     auto ep = tunnel::parse_endpoint(r.endpoint(), error);
     if (!ep) throw InvalidRequest("endpoint: " + error);
-    c.endpoint = *ep;
-  } else if (!r.region().empty()) {
+    return *ep;
+  }
+  if (!r.region().empty()) {
     auto ep = tunnel::endpoint_for_region(r.region(), error);
     if (!ep) throw InvalidRequest("region: " + error);
-    c.endpoint = *ep;
-  } else {
-    throw InvalidRequest("endpoint: give -e ENDPOINT or -r REGION");
+    return *ep;
   }
+  throw InvalidRequest("endpoint: give -e ENDPOINT or -r REGION");
+}
+
+void set_tokens(const control::OpenRequest& r, tunnel::ProxyConfig& c) {
   if (r.access_token().empty()) throw InvalidRequest("access token: missing");
-  if (!is_header_safe(r.access_token())) {
+  if (!tunnel::is_header_safe_token(r.access_token())) {
     throw InvalidRequest("access token: contains spaces or control characters");
   }
   c.access_token = r.access_token();
@@ -120,6 +127,21 @@ tunnel::ProxyConfig proxy_config_from(const control::OpenRequest& r,
     }
     c.client_token = r.client_token();
   }
+}
+
+}  // namespace
+
+tunnel::ProxyConfig proxy_config_from(const control::OpenRequest& r,
+                                      const tunnel::Settings& defaults) {
+  tunnel::ProxyConfig c;
+  c.settings = settings_of(r, defaults);
+  if (r.services_size() > 3) throw InvalidRequest("services: a tunnel carries at most 3");
+  if (r.protocol_version() > 3) throw InvalidRequest("protocol_version: expected 0..3");
+  c.protocol_version = static_cast<int>(r.protocol_version());
+  c.services = services_of(r, default_host(r, c.settings));
+  set_local_side(r, c);
+  c.endpoint = endpoint_of(r);
+  set_tokens(r, c);
   if (!r.https_proxy().empty()) {
     // Overrides the settings' https_proxy; the daemon's environment is only
     // consulted when neither is set (Daemon::start_session resolves).

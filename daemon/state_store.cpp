@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "control/control_codec.h"
+#include "secret_file.h"
 
 namespace tunneld {
 namespace {
@@ -54,13 +55,8 @@ std::uint32_t get_u32(const char* p) {
          std::uint32_t{u[3]};
 }
 
-std::string mode_text(mode_t mode) {
-  char buf[8];
-  std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
-  return buf;
-}
-
-std::error_code last_error() { return {errno, std::system_category()}; }
+// errno as an error_code.
+std::error_code errno_code() { return {errno, std::system_category()}; }
 
 bool ends_with(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
@@ -94,7 +90,7 @@ std::string read_session_file(int dir_fd, const std::string& name, std::string& 
     problem = "owned by uid " + std::to_string(st.st_uid) + ", not by this user (uid " +
               std::to_string(::geteuid()) + ")";
   } else if ((st.st_mode & 077) != 0) {
-    problem = "mode " + mode_text(st.st_mode) +
+    problem = "mode " + tunnel::octal_mode(st.st_mode) +
               " lets others read its tokens (expected 0600); check who changed it";
   } else if (static_cast<std::size_t>(st.st_size) > kHeaderSize + kMaxBody) {
     problem = "too large (" + std::to_string(st.st_size) + " bytes)";
@@ -179,7 +175,7 @@ StateStore::StateStore(std::string dir) : dir_(std::move(dir)) {
               ", not by the user tunneld runs as (uid " + std::to_string(::geteuid()) +
               "); chown it or choose another state directory";
   } else if ((st.st_mode & 022) != 0) {
-    problem = "writable by group or others (mode " + mode_text(st.st_mode) +
+    problem = "writable by group or others (mode " + tunnel::octal_mode(st.st_mode) +
               "); it holds tokens: chmod 700 " + dir_;
   } else if ((st.st_mode & 077) != 0 && ::fchmod(dir_fd_, 0700) != 0) {
     problem = std::string("cannot restrict it to mode 0700: ") + std::strerror(errno);
@@ -229,19 +225,19 @@ std::error_code StateStore::save(std::string_view id, const control::OpenRequest
   ::unlinkat(dir_fd_, temp_name.c_str(), 0);
   const int fd = ::openat(dir_fd_, temp_name.c_str(),
                           O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return last_error();
+  if (fd < 0) return errno_code();
   std::error_code ec;
   // The umask can only remove bits, but say exactly what the file must be.
-  if (::fchmod(fd, 0600) != 0 || !write_all(fd, content) || ::fsync(fd) != 0) ec = last_error();
-  if (::close(fd) != 0 && !ec) ec = last_error();
+  if (::fchmod(fd, 0600) != 0 || !write_all(fd, content) || ::fsync(fd) != 0) ec = errno_code();
+  if (::close(fd) != 0 && !ec) ec = errno_code();
   if (!ec && ::renameat(dir_fd_, temp_name.c_str(), dir_fd_, final_name.c_str()) != 0) {
-    ec = last_error();
+    ec = errno_code();
   }
   if (ec) {
     ::unlinkat(dir_fd_, temp_name.c_str(), 0);
     return ec;
   }
-  if (::fsync(dir_fd_) != 0) return last_error();
+  if (::fsync(dir_fd_) != 0) return errno_code();
   return {};
 }
 
@@ -288,8 +284,8 @@ StateLoadResult StateStore::load_all() {
 std::error_code StateStore::remove(std::string_view id) {
   if (!is_valid_id(id)) return std::make_error_code(std::errc::invalid_argument);
   const std::string name = std::string(id) + std::string(kSuffix);
-  if (::unlinkat(dir_fd_, name.c_str(), 0) != 0) return last_error();
-  if (::fsync(dir_fd_) != 0) return last_error();
+  if (::unlinkat(dir_fd_, name.c_str(), 0) != 0) return errno_code();
+  if (::fsync(dir_fd_) != 0) return errno_code();
   return {};
 }
 

@@ -18,11 +18,11 @@
 
 #include <functional>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "command_line.h"
 #include "proxy_config.h"
 
 namespace tunnel::localproxy {
@@ -61,17 +61,14 @@ struct Options {
 
 // A mistake in how localproxy was invoked or configured. what() is one line,
 // says what to do about it, and never contains an access or client token.
-class UsageError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+using UsageError = cli::UsageError;
 
 // Looks up an environment variable; nullopt when unset. An empty value counts
 // as unset.
-using Env = std::function<std::optional<std::string>(std::string_view name)>;
+using Env = cli::Env;
 
 // The real environment (getenv).
-Env process_env();
+using cli::process_env;
 
 // Parses argv (argv[0] is the program name) plus the files and environment it
 // refers to. Throws UsageError. --help and --version win over everything

@@ -20,7 +20,6 @@ using tunneld::control::Response;
 using Clock = std::chrono::steady_clock;
 
 constexpr std::string_view kSeeJournal = "see journalctl -u tunneld";
-constexpr std::string_view kSameRelease = "use a tunnelctl of the same release as tunneld";
 
 ControlError fail(ControlErrorKind kind, std::string message) { return {kind, std::move(message)}; }
 

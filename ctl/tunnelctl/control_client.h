@@ -24,6 +24,8 @@ inline constexpr std::string_view kDefaultSocketPath = "/run/tunneld/control.soc
 // Whole exchange: connect, send, receive. The daemon answers from its loop
 // without waiting for the network, so this is generous.
 inline constexpr std::chrono::milliseconds kDefaultTimeout{10'000};
+// The advice for an answer that this tunnelctl does not understand.
+inline constexpr std::string_view kSameRelease = "use a tunnelctl of the same release as tunneld";
 
 enum class ControlErrorKind {
   unreachable,        // no socket, nobody listening (ENOENT, ECONNREFUSED, ...)
