@@ -35,7 +35,7 @@
 #include "logging.h"
 #include "record_codec.h"
 #include "service_link.h"
-#include "ws_context.h"
+#include "loop_context.h"
 #include "ws_frame.h"
 #include "ws_handshake.h"
 
@@ -536,13 +536,13 @@ class OursClient final : public ClientRun, public tunnel::ServiceLinkEvents {
   void pump() {
     while (link_.queued() < kOursRoom && !all_given()) {
       const auto c = next_chunk();
-      link_.send_record({}, {reinterpret_cast<const char*>(c.data()), c.size()}, {});
+      link_.send_record_parts({}, {reinterpret_cast<const char*>(c.data()), c.size()}, {});
     }
     link_.flush();
   }
 
   uv_loop_t* loop_;
-  tunnel::WsContext ctx_;
+  tunnel::LoopContext ctx_;
   tunnel::ServiceLink link_;
 };
 

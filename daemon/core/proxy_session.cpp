@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "logging.h"
+#include "net_socket.h"
 
 namespace tunnel {
 namespace {
@@ -93,8 +94,8 @@ std::string_view to_string(SessionState s) {
   return "?";
 }
 
-ProxySession::ProxySession(WsContext& ws, ProxyConfig config, DoneFn done)
-    : ws_(ws),
+ProxySession::ProxySession(LoopContext& ctx, ProxyConfig config, DoneFn done)
+    : ctx_(ctx),
       config_(std::move(config)),
       done_(std::move(done)),
       log_(logging::get("session")),
@@ -104,7 +105,7 @@ ProxySession::ProxySession(WsContext& ws, ProxyConfig config, DoneFn done)
                static_cast<std::uint32_t>(std::max(config_.settings.ws_retry_delay_ms,
                                                    config_.settings.ws_retry_max_delay_ms)),
                std::random_device{}()),
-      link_(ws, *this) {
+      link_(ctx, *this) {
   if (config_.client_token.empty()) config_.client_token = generate_client_token();
 }
 
@@ -114,7 +115,7 @@ ProxySession::~ProxySession() {
 
 void ProxySession::start() {
   if (state_ != SessionState::idle) return;
-  uv_loop_t* loop = ws_.loop();
+  uv_loop_t* loop = ctx_.loop();
   for (uv_timer_t* t : {&retry_timer_, &accept_timer_, &nudge_timer_, &stuck_timer_}) {
     uv_timer_init(loop, t);
     t->data = this;
@@ -223,8 +224,9 @@ void ProxySession::on_link_closed(const LinkEnd& end) {
     finish({true, "stopped", 0});
     return;
   }
-  if (end.proxy_status == 407) {
-    // Like a 4xx handshake: the credentials are wrong, a retry cannot help.
+  if (proxy_refusal_is_final(end.proxy_status)) {
+    // Like a 4xx handshake: the credentials or the proxy's policy refused
+    // us, a retry cannot help.
     finish({false, end.reason, end.proxy_status});
     return;
   }
@@ -296,7 +298,7 @@ void ProxySession::send_record(const Message& m) {
 
 void ProxySession::send_data(const WireAddress& to, std::string_view chunk) {
   const DataRecordFraming f(to.stream_id, chunk.size(), to.service_id, to.connection_id);
-  link_.send_record(f.head(), chunk, f.tail());
+  link_.send_record_parts(f.head(), chunk, f.tail());
   stats_.bytes_to_service += chunk.size();
   link_.flush();
 }
@@ -314,7 +316,7 @@ void ProxySession::open_local(const ConnRef& ref) {
   o.retry_delay_ms = config_.settings.tcp_connection_retry_delay_ms;
   log_->debug("{}: connecting to {}:{}", conn_name(ref), o.target.host, o.target.port);
   LocalConnection* c =
-      LocalConnection::connect(ws_.loop(), o, ref.stream_id, *this,
+      LocalConnection::connect(ctx_.loop(), o, ref.stream_id, *this,
                                static_cast<std::size_t>(config_.settings.tcp_read_buffer_size));
   c->set_low_watermark(static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit) / 2);
   streams_.add(ref, c);
@@ -597,7 +599,7 @@ bool ProxySession::bind_listener(Listener& l, std::string& error) {
     return false;
   }
   l.tcp = new uv_tcp_t;
-  uv_tcp_init(ws_.loop(), l.tcp);
+  uv_tcp_init(ctx_.loop(), l.tcp);
   l.tcp->data = &l;
   ++open_handles_;
   rc = uv_tcp_bind(l.tcp, res->ai_addr, 0);
@@ -613,7 +615,7 @@ bool ProxySession::bind_listener(Listener& l, std::string& error) {
     });
   }
   if (rc != 0) {
-    error = "cannot listen on " + sockaddr_to_string(res->ai_addr) + ": " + uv_strerror(rc);
+    error = "cannot listen on " + net::address_text(res->ai_addr) + ": " + uv_strerror(rc);
     if (!l.service.empty()) error += " (service " + l.service + ")";
     uv_close(reinterpret_cast<uv_handle_t*>(l.tcp), [](uv_handle_t* h) {
       auto* lis = static_cast<Listener*>(h->data);

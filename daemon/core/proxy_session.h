@@ -1,7 +1,7 @@
 // One tunnel session: the V1/V2/V3 machine, its WebSocket link to the
 // service and its local TCP side (the stream table: every local connection
 // of every service), running on a libuv loop. localproxy hosts one; tunneld
-// hosts many on the same loop and WsContext.
+// hosts many on the same loop and LoopContext.
 //
 // Flow control (bounded memory, both directions; docs/architecture.md):
 //  - tunnel-bound: each connection holds at most one read chunk; chunks are
@@ -30,7 +30,7 @@
 #include "service_link.h"
 #include "session_machine.h"
 #include "stream_table.h"
-#include "ws_context.h"
+#include "loop_context.h"
 
 namespace spdlog {
 class logger;
@@ -74,7 +74,7 @@ class ProxySession final : public ServiceLinkEvents,
   // about it, with the channel-id the service gave it (empty when none).
   using ChannelFn = std::function<void(const std::string& channel_id)>;
 
-  ProxySession(WsContext& ws, ProxyConfig config, DoneFn done);
+  ProxySession(LoopContext& ctx, ProxyConfig config, DoneFn done);
   ~ProxySession() override;
   ProxySession(const ProxySession&) = delete;
   ProxySession& operator=(const ProxySession&) = delete;
@@ -153,7 +153,7 @@ class ProxySession final : public ServiceLinkEvents,
   void set_rx_paused(bool paused);
   void schedule_accept();
 
-  WsContext& ws_;
+  LoopContext& ctx_;
   ProxyConfig config_;
   DoneFn done_;
   ListeningFn on_listening_;
