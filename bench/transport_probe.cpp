@@ -33,9 +33,9 @@
 
 #include "bench_setup.h"
 #include "logging.h"
+#include "loop_context.h"
 #include "record_codec.h"
 #include "service_link.h"
-#include "loop_context.h"
 #include "ws_frame.h"
 #include "ws_handshake.h"
 
@@ -308,7 +308,7 @@ class ProbeServer {
     const double t0 = wall_s();
     const Pattern pattern(cfg.payload);
     FrameBatch out;
-    ws::FrameDecoder dec(ws::Role::server, tunnel::kMaxFrameSize);
+    ws::FrameDecoder dec(ws::Side::server, tunnel::kMaxFrameSize);
     std::uint64_t count = 0;
     bool peer_closed = false;
     // Decodes what the client sent: payload is counted and checked.
@@ -756,7 +756,7 @@ class LwsClient final : public ClientRun {
   lws* wsi_ = nullptr;
   ws::UpgradeRequest upgrade_;
   ws::HttpResponseHead response_;
-  ws::FrameDecoder decoder_{ws::Role::client, tunnel::kMaxFrameSize};
+  ws::FrameDecoder decoder_{ws::Side::client, tunnel::kMaxFrameSize};
   Bytes tx_;
   bool request_sent_ = false;
   bool echo_close_ = false;

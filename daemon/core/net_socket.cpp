@@ -27,7 +27,9 @@ std::string last_error_text() { return error_text(errno); }
 
 bool would_block() { return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR; }
 
-Socket open_stream(int family) { return ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0); }
+Socket open_stream(int family) {
+  return ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+}
 
 bool start_connect(Socket s, const sockaddr* addr, std::size_t addr_len) {
   return ::connect(s, addr, static_cast<socklen_t>(addr_len)) == 0 || errno == EINPROGRESS;

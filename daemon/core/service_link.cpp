@@ -43,7 +43,9 @@ struct ServiceLink::Handles {
   uv_timer_t end_timer{};  // delivers on_link_closed when no connection does
   int open = 0;
 
-  static ServiceLink* owner_of(const uv_timer_t* t) { return static_cast<Handles*>(t->data)->owner; }
+  static ServiceLink* owner_of(const uv_timer_t* t) {
+    return static_cast<Handles*>(t->data)->owner;
+  }
   static void closed(uv_handle_t* h) {
     auto* self = static_cast<Handles*>(h->data);
     if (--self->open == 0) delete self;
@@ -121,7 +123,8 @@ void ServiceLink::connect(const LinkOptions& options) {
   hints.ai_flags = AI_NUMERICSERV;
   // Through a proxy, the TCP connection goes to the proxy; the service's name
   // is only resolved by the proxy.
-  const std::string& host = options_.https_proxy ? options_.https_proxy->host : options_.endpoint.host;
+  const std::string& host =
+      options_.https_proxy ? options_.https_proxy->host : options_.endpoint.host;
   const std::string port =
       std::to_string(options_.https_proxy ? options_.https_proxy->port : options_.endpoint.port);
   const int rc = uv_getaddrinfo(
@@ -149,8 +152,7 @@ void ServiceLink::connect(const LinkOptions& options) {
 void ServiceLink::on_connect_timeout() {
   if (stage_ == Stage::proxy_connect) {
     fail("timed out waiting for " + tcp_peer_text() + " to answer CONNECT");
-  } else if (options_.https_proxy &&
-             (stage_ == Stage::resolving || stage_ == Stage::connecting)) {
+  } else if (options_.https_proxy && (stage_ == Stage::resolving || stage_ == Stage::connecting)) {
     fail("timed out connecting to " + tcp_peer_text());
   } else {
     fail("timed out connecting to the service");
@@ -171,10 +173,10 @@ void ServiceLink::on_resolved(int status, addrinfo* res) {
   }
   if (status != 0 || !res) {
     if (res) uv_freeaddrinfo(res);
-    fail(options_.https_proxy ? "cannot resolve the HTTPS proxy host " + options_.https_proxy->host +
-                                    ": " + uv_strerror(status)
-                              : "cannot resolve " + options_.endpoint.host + ": " +
-                                    uv_strerror(status));
+    fail(options_.https_proxy
+             ? "cannot resolve the HTTPS proxy host " + options_.https_proxy->host + ": " +
+                   uv_strerror(status)
+             : "cannot resolve " + options_.endpoint.host + ": " + uv_strerror(status));
     return;
   }
   addrs_ = res;
@@ -197,7 +199,7 @@ void ServiceLink::try_next_address() {
       continue;
     }
     WsConnectionOptions o;
-    o.role = ws::Role::client;
+    o.side = ws::Side::client;
     o.output_low_watermark = options_.write_low_watermark;
     o.max_pending_output = 2 * options_.write_low_watermark + kControlOutputAllowance;
     WsConnectionEvents& events = *this;
@@ -509,12 +511,13 @@ void ServiceLink::fail(std::string reason, int http_status, bool protocol_error)
     conn_->abort(protocol_error ? 1002 : 0);  // on_closed ends the link
     return;
   }
-  if (!conn_) uv_timer_start(
-      &h_->end_timer,
-      [](uv_timer_t* t) {
-        if (ServiceLink* self = Handles::owner_of(t)) self->deliver_link_end();
-      },
-      0, 0);
+  if (!conn_)
+    uv_timer_start(
+        &h_->end_timer,
+        [](uv_timer_t* t) {
+          if (ServiceLink* self = Handles::owner_of(t)) self->deliver_link_end();
+        },
+        0, 0);
 }
 
 // Stops what the link itself runs for the connection being given up.
@@ -556,9 +559,9 @@ std::string ServiceLink::describe_end(const WsConnectionEnd& end) const {
     case Cause::close_timeout:
       return "the service did not acknowledge the close";
     default:
-      return end.peer_close_code ? "closed by the service (close code " +
-                                       std::to_string(end.peer_close_code) + ")"
-                                 : std::string("closed");
+      return end.peer_close_code
+                 ? "closed by the service (close code " + std::to_string(end.peer_close_code) + ")"
+                 : std::string("closed");
   }
 }
 

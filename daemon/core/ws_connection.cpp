@@ -65,7 +65,7 @@ WsConnection::WsConnection(LoopContext& ctx, WsConnectionEvents& events,
       events_(events),
       options_(options),
       h_(new Handles),
-      decoder_(options.role, options.max_message_size) {
+      decoder_(options.side, options.max_message_size) {
   h_->owner = this;
   uv_timer_init(ctx_.loop(), &h_->deadline);
   h_->deadline.data = h_;
@@ -444,7 +444,7 @@ void WsConnection::send_message(std::initializer_list<std::string_view> parts) {
   if (close_sent_ || stopped()) return;
   std::size_t n = 0;
   for (const std::string_view part : parts) n += part.size();
-  const bool masked = options_.role == ws::Role::client;
+  const bool masked = options_.side == ws::Side::client;
   const auto mask = masked ? mask_keys_.next() : std::array<std::uint8_t, 4>{};
   std::uint8_t* p = out_.extend(ws::frame_header_size(n, masked) + n);
   p += ws::write_frame_header(p, ws::Opcode::binary, n, masked ? &mask : nullptr);
@@ -469,7 +469,7 @@ void WsConnection::send_ping(std::span<const std::uint8_t> payload) {
 
 void WsConnection::queue_control(ws::Opcode op, std::span<const std::uint8_t> payload) {
   if (close_sent_ || stopped()) return;  // nothing may follow a close frame
-  const bool masked = options_.role == ws::Role::client;
+  const bool masked = options_.side == ws::Side::client;
   const auto mask = masked ? mask_keys_.next() : std::array<std::uint8_t, 4>{};
   const std::size_t hdr = ws::frame_header_size(payload.size(), masked);
   std::uint8_t* p = out_.extend(hdr + payload.size());

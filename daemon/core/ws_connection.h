@@ -48,7 +48,7 @@
 namespace tunnel {
 
 struct WsConnectionOptions {
-  ws::Role role = ws::Role::client;  // a client masks what it sends
+  ws::Side side = ws::Side::client;  // a client masks what it sends
   std::size_t max_message_size = kMaxFrameSize;
   // TCP_NOTSENT_LOWAT of the socket: at most this much unsent in the kernel,
   // so bulk data cannot park megabytes there ahead of a later, more urgent

@@ -114,8 +114,8 @@ std::size_t write_frame_header(std::uint8_t* out, Opcode op, std::uint64_t paylo
   return n;
 }
 
-FrameDecoder::FrameDecoder(Role role, std::size_t max_message_size)
-    : role_(role), max_message_(max_message_size) {}
+FrameDecoder::FrameDecoder(Side side, std::size_t max_message_size)
+    : side_(side), max_message_(max_message_size) {}
 
 void FrameDecoder::reset() {
   error_ = FrameError::none;
@@ -143,7 +143,7 @@ FrameError FrameDecoder::parse_header() {
   if ((b0 & 0x70) != 0) return FrameError::reserved_bits;
   fin_ = (b0 & 0x80) != 0;
   masked_ = (b1 & 0x80) != 0;
-  if (masked_ != (role_ == Role::server)) return FrameError::bad_masking;
+  if (masked_ != (side_ == Side::server)) return FrameError::bad_masking;
   std::size_t idx = 2;
   std::uint64_t len = b1 & 0x7F;
   if (len == 126) {

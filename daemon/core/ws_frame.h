@@ -26,7 +26,7 @@ enum class Opcode : std::uint8_t {
 
 // Which end of the connection decodes: a client receives unmasked frames, a
 // server masked ones (RFC 6455 section 5.1: anything else fails the link).
-enum class Role { client, server };
+enum class Side { client, server };
 
 enum class FrameError {
   none,
@@ -73,7 +73,7 @@ struct FrameEvent {
 
 class FrameDecoder {
  public:
-  explicit FrameDecoder(Role role, std::size_t max_message_size);
+  explicit FrameDecoder(Side side, std::size_t max_message_size);
 
   // Decodes from `in` up to the next event. Call again with
   // in.subspan(event.consumed) until the event is need_more. Data payload
@@ -89,7 +89,7 @@ class FrameDecoder {
   FrameEvent fail(FrameError e);
   FrameError parse_header();
 
-  Role role_;
+  Side side_;
   std::size_t max_message_;
   FrameError error_ = FrameError::none;
   // header being collected
