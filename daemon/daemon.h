@@ -17,12 +17,12 @@
 
 #include "config.h"
 #include "control/control_server.h"
+#include "loop_context.h"
 #include "notify/mqtt_link.h"
 #include "notify/notify_gate.h"
 #include "proxy_session.h"
 #include "state_store.h"
 #include "systemd_notify.h"
-#include "loop_context.h"
 
 namespace tunneld {
 

@@ -1,7 +1,7 @@
 // The records waiting to be sent to one tunnel end.
 //
 // Bytes are stored in fixed chunks, each the size of the largest WebSocket
-// message (protocol.md section 3: 131076 bytes) plus writable headroom in front
+// message (protocol.md section 3: tunnel::kMaxFrameSize, 131076 bytes) plus writable headroom in front
 // (for the WebSocket frame header), so a chunk is sent as one frame straight from
 // where the record bytes were first copied: one copy from the receive buffer,
 // none on the way out. A record never straddles two chunks, so every message

@@ -110,7 +110,7 @@ ProxySession::ProxySession(LoopContext& ctx, ProxyConfig config, DoneFn done)
 }
 
 ProxySession::~ProxySession() {
-  for (LocalConnection* c : streams_.take_all()) c->close(false);
+  for (LocalConnection* c : connections_.take_all()) c->close(false);
 }
 
 void ProxySession::start() {
@@ -319,11 +319,11 @@ void ProxySession::open_local(const ConnRef& ref) {
       LocalConnection::connect(ctx_.loop(), o, ref.stream_id, *this,
                                static_cast<std::size_t>(config_.settings.tcp_read_buffer_size));
   c->set_low_watermark(static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit) / 2);
-  streams_.add(ref, c);
+  connections_.add(ref, c);
 }
 
 void ProxySession::write_local(const ConnRef& ref, std::string_view bytes) {
-  StreamEntry* e = streams_.find(ref);
+  ConnectionEntry* e = connections_.find(ref);
   if (!e || !e->conn) return;
   stats_.bytes_from_service += bytes.size();
   e->bytes_from_tunnel += bytes.size();
@@ -331,7 +331,7 @@ void ProxySession::write_local(const ConnRef& ref, std::string_view bytes) {
   check_local_bound(*e);
 }
 
-void ProxySession::check_local_bound(StreamEntry& e) {
+void ProxySession::check_local_bound(ConnectionEntry& e) {
   const auto limit = static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit);
   const std::size_t pending = e.conn->pending_write_bytes();
   if (!several_connections()) {
@@ -348,7 +348,7 @@ void ProxySession::check_local_bound(StreamEntry& e) {
   if (pending > 4 * limit) {
     set_rx_paused(true);
     if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&stuck_timer_)) && !handles_closing_) {
-      streams_.stuck_connections(4 * limit, std::chrono::milliseconds(kStuckReaderMs),
+      connections_.stuck_connections(4 * limit, std::chrono::milliseconds(kStuckReaderMs),
                                  Clock::now());  // starts the watch
       uv_timer_start(
           &stuck_timer_,
@@ -358,18 +358,18 @@ void ProxySession::check_local_bound(StreamEntry& e) {
     return;
   }
   // Memory bound of the session whatever the number of connections.
-  if (streams_.local_bound_bytes() > 16 * limit) set_rx_paused(true);
+  if (connections_.local_bound_bytes() > 16 * limit) set_rx_paused(true);
 }
 
 bool ProxySession::several_connections() const {
-  return machine_.peer_connections() == PeerConnections::multiple && streams_.size() > 1;
+  return machine_.peer_connections() == PeerConnections::multiple && connections_.size() > 1;
 }
 
 void ProxySession::check_stuck_readers() {
   const auto limit = static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit);
-  for (const ConnRef& ref : streams_.stuck_connections(
+  for (const ConnRef& ref : connections_.stuck_connections(
            4 * limit, std::chrono::milliseconds(kStuckReaderMs), Clock::now())) {
-    StreamEntry* e = streams_.find(ref);
+    ConnectionEntry* e = connections_.find(ref);
     // A connection whose local connect still runs has not read anything yet:
     // not stuck (the paused WebSocket bounds what waits for it meanwhile).
     if (!e || !e->conn || !e->conn->connected()) continue;
@@ -377,10 +377,10 @@ void ProxySession::check_stuck_readers() {
         "{}: the local reader is stuck (took nothing for {} ms, {} bytes pending); resetting this "
         "connection",
         conn_name(ref), kStuckReaderMs, e->conn->pending_write_bytes());
-    if (LocalConnection* c = streams_.remove(ref)) c->close(false);
+    if (LocalConnection* c = connections_.remove(ref)) c->close(false);
     machine_.on_local_closed(ref);
   }
-  if (!streams_.any_over(4 * limit)) uv_timer_stop(&stuck_timer_);
+  if (!connections_.any_over(4 * limit)) uv_timer_stop(&stuck_timer_);
   maybe_resume_rx();
 }
 
@@ -388,16 +388,16 @@ void ProxySession::maybe_resume_rx() {
   if (!rx_paused_) return;
   const auto limit = static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit);
   if (!several_connections()) {
-    if (streams_.local_bound_bytes() <= limit / 2) set_rx_paused(false);
+    if (connections_.local_bound_bytes() <= limit / 2) set_rx_paused(false);
     return;
   }
-  if (streams_.local_bound_bytes() <= 8 * limit && !streams_.any_over(2 * limit)) {
+  if (connections_.local_bound_bytes() <= 8 * limit && !connections_.any_over(2 * limit)) {
     set_rx_paused(false);
   }
 }
 
 void ProxySession::close_local(const ConnRef& ref, bool flush) {
-  LocalConnection* c = streams_.remove(ref);
+  LocalConnection* c = connections_.remove(ref);
   if (!c) return;
   log_->info("{}: closed by the tunnel{}", conn_name(ref), flush ? "" : " (aborted)");
   // Closing with flush lets the local peer read what the tunnel delivered.
@@ -406,7 +406,7 @@ void ProxySession::close_local(const ConnRef& ref, bool flush) {
 }
 
 void ProxySession::abort_all_local() {
-  for (LocalConnection* c : streams_.take_all()) c->close(false);
+  for (LocalConnection* c : connections_.take_all()) c->close(false);
   set_rx_paused(false);
 }
 
@@ -457,16 +457,16 @@ void ProxySession::pump_local() {
   const auto room = static_cast<std::size_t>(config_.settings.ws_write_buffer_size);
   const std::size_t chunk = data_chunk_size();
   while (link_.queued() < room) {
-    StreamEntry* e = streams_.next_ready();
+    ConnectionEntry* e = connections_.next_ready();
     if (!e) break;
     const std::size_t n = std::min(e->pending_bytes(), chunk);
     machine_.on_local_data(e->ref, std::string_view(e->pending).substr(e->pending_off, n));
-    streams_.consumed(*e, n);
+    connections_.consumed(*e, n);
   }
 }
 
 void ProxySession::on_local_connected(LocalConnection& c) {
-  StreamEntry* e = streams_.find(&c);
+  ConnectionEntry* e = connections_.find(&c);
   if (!e) return;
   e->peer = c.peer();
   log_->info("{}: connected to {}", conn_name(e->ref), c.peer());
@@ -474,24 +474,24 @@ void ProxySession::on_local_connected(LocalConnection& c) {
 }
 
 void ProxySession::on_local_connect_failed(LocalConnection& c, const std::string& reason) {
-  StreamEntry* e = streams_.find(&c);
+  ConnectionEntry* e = connections_.find(&c);
   if (!e) return;
   const ConnRef ref = e->ref;
   log_->warn("{}: {}; resetting it", conn_name(ref), reason);
   stats_.last_error = reason;
-  streams_.remove(ref);
+  connections_.remove(ref);
   c.close(false);
   maybe_resume_rx();
   machine_.on_local_connect_failed(ref);
 }
 
 void ProxySession::on_local_read(LocalConnection& c, std::string_view bytes) {
-  StreamEntry* e = streams_.find(&c);
+  ConnectionEntry* e = connections_.find(&c);
   if (!e) return;
   // Fast path: nobody else is waiting for the WebSocket and it has room, so
   // records are made straight from the loop's read buffer; only what does
   // not fit is stashed (a copy, and the socket paused until it is sent).
-  if (e->pending_bytes() == 0 && streams_.none_waiting()) {
+  if (e->pending_bytes() == 0 && connections_.none_waiting()) {
     const ConnRef ref = e->ref;
     const auto room = static_cast<std::size_t>(config_.settings.ws_write_buffer_size);
     const std::size_t chunk = data_chunk_size();
@@ -499,18 +499,18 @@ void ProxySession::on_local_read(LocalConnection& c, std::string_view bytes) {
       const std::size_t n = std::min(bytes.size(), chunk);
       machine_.on_local_data(ref, bytes.substr(0, n));
       bytes.remove_prefix(n);
-      e = streams_.find(ref);
+      e = connections_.find(ref);
       if (!e) return;  // the machine ended the connection
       e->bytes_to_tunnel += n;
     }
   }
   if (bytes.empty()) return;
-  streams_.stash(*e, bytes);
+  connections_.stash(*e, bytes);
   pump_local();
 }
 
 void ProxySession::on_local_closed(LocalConnection& c, const std::string& reason) {
-  StreamEntry* e = streams_.find(&c);
+  ConnectionEntry* e = connections_.find(&c);
   if (!e) return;
   const ConnRef ref = e->ref;
   log_->info("{}: local connection ended ({})", conn_name(ref), reason);
@@ -520,14 +520,14 @@ void ProxySession::on_local_closed(LocalConnection& c, const std::string& reason
     machine_.on_local_data(ref, std::string_view(e->pending).substr(e->pending_off, n));
     e->pending_off += n;
   }
-  streams_.remove(ref);
+  connections_.remove(ref);
   c.close(true);
   maybe_resume_rx();
   machine_.on_local_closed(ref);
 }
 
 void ProxySession::on_local_drained(LocalConnection& c) {
-  if (!streams_.find(&c)) return;
+  if (!connections_.find(&c)) return;
   maybe_resume_rx();
 }
 
@@ -662,7 +662,7 @@ void ProxySession::try_accept(Listener& l) {
   }
   c->set_stream_id(ref->stream_id);
   c->set_low_watermark(static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit) / 2);
-  streams_.add(*ref, c);
+  connections_.add(*ref, c);
   log_->info("{}: accepted {}", conn_name(*ref), c->peer());
 }
 
@@ -680,9 +680,9 @@ void ProxySession::stop() {
     // Reset every connection toward the peer (CONNECTION_RESET or
     // STREAM_RESET, as the peer speaks).
     std::vector<ConnRef> refs;
-    for (const auto& [ref, e] : streams_.entries()) refs.push_back(ref);
+    for (const auto& [ref, e] : connections_.entries()) refs.push_back(ref);
     for (const ConnRef& ref : refs) {
-      if (LocalConnection* c = streams_.remove(ref)) c->close(false);
+      if (LocalConnection* c = connections_.remove(ref)) c->close(false);
       machine_.on_local_closed(ref);
     }
     // Flushes, sends the close frame (1000) and waits up to 2 s for the

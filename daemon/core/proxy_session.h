@@ -25,12 +25,12 @@
 
 #include "backoff.h"
 #include "local_connection.h"
+#include "loop_context.h"
 #include "proxy_config.h"
 #include "record_codec.h"
 #include "service_link.h"
 #include "session_machine.h"
-#include "stream_table.h"
-#include "loop_context.h"
+#include "connection_table.h"
 
 namespace spdlog {
 class logger;
@@ -98,7 +98,7 @@ class ProxySession final : public ServiceLinkEvents,
   std::uint16_t listen_port() const;
   // Source: (service id, bound port) of every listener, once listening.
   std::vector<std::pair<std::string, std::uint16_t>> listen_ports() const;
-  const StreamTable& streams() const { return streams_; }
+  const ConnectionTable& connections() const { return connections_; }
   const SessionMachine& machine() const { return machine_; }
   std::optional<std::int32_t> active_stream() const { return machine_.active_stream(); }
 
@@ -144,7 +144,7 @@ class ProxySession final : public ServiceLinkEvents,
   static constexpr std::uint64_t kStuckCheckMs = 250;
   // Payload bytes per DATA record (the setting, within the protocol's limit).
   std::size_t data_chunk_size() const;
-  void check_local_bound(StreamEntry& e);
+  void check_local_bound(ConnectionEntry& e);
   void maybe_resume_rx();
   void abort_all_local();
   void finish(SessionOutcome outcome);
@@ -182,7 +182,7 @@ class ProxySession final : public ServiceLinkEvents,
     bool pending = false;     // a client waits in the backlog
     std::uint16_t port = 0;
   };
-  StreamTable streams_;
+  ConnectionTable connections_;
   std::vector<std::unique_ptr<Listener>> listeners_;  // source: one per service
   bool listening_ = false;                            // every listener is bound
   int listen_attempts_ = 0;

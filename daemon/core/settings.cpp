@@ -71,7 +71,7 @@ std::span<const Field> fields() {
        IntField{&Settings::ws_connect_retry_count, -1, kIntMax}},
       {"websocket", "reconnect_on_data_error", BoolField{&Settings::ws_reconnect_on_data_error}},
       {"websocket", "subprotocol", StringField{&Settings::ws_subprotocol}},
-      {"websocket", "max_frame_size", IntField{&Settings::ws_max_frame_size, 1, 131076}},
+      {"websocket", "max_frame_size", IntField{&Settings::ws_max_frame_size, 1, static_cast<int>(kMaxFrameSize)}},
       {"websocket", "write_buffer_size", IntField{&Settings::ws_write_buffer_size, 1, kBufferMax}},
       {"websocket", "read_buffer_size", IntField{&Settings::ws_read_buffer_size, 1, kBufferMax}},
       {"websocket", "pong_timeout_ms", IntField{&Settings::ws_pong_timeout_ms, 1, kOneDayMs}},
