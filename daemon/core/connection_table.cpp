@@ -5,7 +5,7 @@
 namespace tunnel {
 
 ConnectionEntry& ConnectionTable::add(const ConnRef& ref, LocalConnection* conn,
-                              std::chrono::steady_clock::time_point now) {
+                                      std::chrono::steady_clock::time_point now) {
   remove(ref);
   ConnectionEntry& e = entries_[ref];
   e.ref = ref;
@@ -101,9 +101,9 @@ bool ConnectionTable::any_over(std::size_t limit, const BacklogFn& backlog) cons
 }
 
 std::vector<ConnRef> ConnectionTable::stuck_connections(std::size_t limit,
-                                                    std::chrono::milliseconds stuck_after,
-                                                    std::chrono::steady_clock::time_point now,
-                                                    const BacklogFn& backlog) {
+                                                        std::chrono::milliseconds stuck_after,
+                                                        std::chrono::steady_clock::time_point now,
+                                                        const BacklogFn& backlog) {
   std::vector<ConnRef> stuck;
   for (auto& [ref, e] : entries_) {
     const std::size_t n = backlog(e);

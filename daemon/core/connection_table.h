@@ -56,8 +56,9 @@ class ConnectionTable {
   ConnectionTable& operator=(const ConnectionTable&) = delete;
 
   // Replaces an entry with the same ref (the caller closed the old one).
-  ConnectionEntry& add(const ConnRef& ref, LocalConnection* conn,
-                   std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+  ConnectionEntry& add(
+      const ConnRef& ref, LocalConnection* conn,
+      std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
   ConnectionEntry* find(const ConnRef& ref);
   ConnectionEntry* find(const LocalConnection* conn);
   // Forgets the entry; returns its connection for the caller to close.

@@ -9,6 +9,7 @@
 
 #include "logging.h"
 #include "net_socket.h"
+#include "text.h"
 
 namespace tunnel {
 namespace {
@@ -77,21 +78,10 @@ void start_timer(uv_timer_t* t, std::uint64_t delay_ms, F f) {
 }  // namespace
 
 std::string_view to_string(SessionState s) {
-  switch (s) {
-    case SessionState::idle:
-      return "idle";
-    case SessionState::connecting:
-      return "connecting";
-    case SessionState::connected:
-      return "connected";
-    case SessionState::backing_off:
-      return "reconnecting";
-    case SessionState::stopping:
-      return "stopping";
-    case SessionState::ended:
-      return "ended";
-  }
-  return "?";
+  static constexpr std::string_view kNames[] = {"idle",         "connecting", "connected",
+                                                "reconnecting", "stopping",   "ended"};
+  static_assert(std::size(kNames) == static_cast<std::size_t>(SessionState::ended) + 1);
+  return text::enum_name(s, kNames);
 }
 
 ProxySession::ProxySession(LoopContext& ctx, ProxyConfig config, DoneFn done)
@@ -349,7 +339,7 @@ void ProxySession::check_local_bound(ConnectionEntry& e) {
     set_rx_paused(true);
     if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&stuck_timer_)) && !handles_closing_) {
       connections_.stuck_connections(4 * limit, std::chrono::milliseconds(kStuckReaderMs),
-                                 Clock::now());  // starts the watch
+                                     Clock::now());  // starts the watch
       uv_timer_start(
           &stuck_timer_,
           [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->check_stuck_readers(); },

@@ -24,13 +24,13 @@
 #include <string>
 
 #include "backoff.h"
+#include "connection_table.h"
 #include "local_connection.h"
 #include "loop_context.h"
 #include "proxy_config.h"
 #include "record_codec.h"
 #include "service_link.h"
 #include "session_machine.h"
-#include "connection_table.h"
 
 namespace spdlog {
 class logger;

@@ -4,6 +4,8 @@
 #include <cassert>
 #include <cstring>
 
+#include "text.h"
+
 namespace tunnel {
 
 namespace {
@@ -37,17 +39,14 @@ std::uint64_t int32_wire_value(std::int32_t v) {
 }  // namespace
 
 std::string_view to_string(CodecError e) {
-  switch (e) {
-    case CodecError::none:
-      return "no error";
-    case CodecError::record_too_large:
-      return "record length prefix exceeds the record size limit";
-    case CodecError::malformed_message:
-      return "record body is not a valid protobuf Message";
-    case CodecError::payload_too_large:
-      return "record payload exceeds the payload size limit";
-  }
-  return "unknown codec error";
+  static constexpr std::string_view kNames[] = {
+      "no error",
+      "record length prefix exceeds the record size limit",
+      "record body is not a valid protobuf Message",
+      "record payload exceeds the payload size limit",
+  };
+  static_assert(std::size(kNames) == static_cast<std::size_t>(CodecError::payload_too_large) + 1);
+  return text::enum_name(e, kNames);
 }
 
 RecordDecoder::RecordDecoder(std::size_t max_record_size, std::size_t max_payload_size)

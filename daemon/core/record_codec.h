@@ -17,7 +17,6 @@ namespace tunnel {
 
 using Message = com::amazonaws::iot::securedtunneling::Message;
 
-
 enum class CodecError {
   none,
   record_too_large,   // the length prefix exceeds the configured record limit

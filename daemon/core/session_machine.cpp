@@ -225,11 +225,12 @@ SessionMachine::Service* SessionMachine::resolve_incoming(const Message& m) {
   if (services_.size() == 1) return &services_.front();
   if (id.empty()) {
     effects_.protocol_error(fmt::format("{} without serviceId on a tunnel with {} services",
-                                   type_name(m.type()), services_.size()));
+                                        type_name(m.type()), services_.size()));
     return nullptr;
   }
   ++counters_.stale_records_ignored;
-  effects_.note(fmt::format("{} for unknown service '{}' ignored", type_name(m.type()), shown_id(id)));
+  effects_.note(
+      fmt::format("{} for unknown service '{}' ignored", type_name(m.type()), shown_id(id)));
   return nullptr;
 }
 
@@ -237,7 +238,7 @@ void SessionMachine::learn_peer(bool has_connection_id) {
   if (version_ < 3 || peer_ != PeerConnections::unknown) return;
   peer_ = has_connection_id ? PeerConnections::multiple : PeerConnections::single;
   effects_.note(has_connection_id ? "peer speaks V3: several connections per service"
-                             : "peer speaks V1/V2: one connection per service at a time");
+                                  : "peer speaks V1/V2: one connection per service at a time");
   if (mode_ == Mode::source && has_connection_id) effects_.accept_ready();
 }
 
@@ -272,7 +273,8 @@ void SessionMachine::on_stream_start(Service& s, const Message& m) {
   // A new start replaces the service's active stream. The service already
   // knows the old stream is over, so no STREAM_RESET is sent for it.
   if (s.stream != 0) {
-    effects_.note(fmt::format("STREAM_START for stream {} replaces active stream {}", id, s.stream));
+    effects_.note(
+        fmt::format("STREAM_START for stream {} replaces active stream {}", id, s.stream));
   }
   end_stream(s, false);
   if (version_ >= 3) {
@@ -311,15 +313,16 @@ void SessionMachine::on_connection_start(Service& s, const Message& m) {
   if (s.conns.count(conn) != 0) {
     // protocol.md section 6: a duplicate id is answered with CONNECTION_RESET;
     // both ends then forget that id.
-    effects_.note(fmt::format("CONNECTION_START for existing connection {} of stream {}", conn, id));
+    effects_.note(
+        fmt::format("CONNECTION_START for existing connection {} of stream {}", conn, id));
     end_connection(s, conn, false);
     send_control(Message::CONNECTION_RESET, s, id, conn);
     return;
   }
   if (s.conns.size() >= options_.max_connections) {
     ++counters_.connections_refused;
-    effects_.note(fmt::format("connection {} of stream {} refused: {} simultaneous connections", conn,
-                         id, options_.max_connections));
+    effects_.note(fmt::format("connection {} of stream {} refused: {} simultaneous connections",
+                              conn, id, options_.max_connections));
     send_control(Message::CONNECTION_RESET, s, id, conn);
     return;
   }
@@ -372,7 +375,7 @@ void SessionMachine::on_service_ids(const Message& m) {
     if (id.size() > kMaxServiceIdSize) {
       // It is echoed in every record we send; the service limits names to 128.
       effects_.protocol_error(fmt::format("SERVICE_IDS names a service id of {} bytes (limit {})",
-                                     id.size(), kMaxServiceIdSize));
+                                          id.size(), kMaxServiceIdSize));
       return;
     }
     announced.insert(id);
@@ -420,7 +423,7 @@ std::optional<ConnRef> SessionMachine::on_local_accepted(std::string_view servic
     if (s->conns.size() >= options_.max_connections) {
       ++counters_.connections_refused;
       effects_.note(fmt::format("local client refused: {} simultaneous connections on service '{}'",
-                           options_.max_connections, s->id));
+                                options_.max_connections, s->id));
       return std::nullopt;
     }
     if (s->next_conn == std::numeric_limits<std::uint32_t>::max()) {
@@ -458,7 +461,8 @@ void SessionMachine::on_local_connected(const ConnRef& c) {
   Service* s = find(c.service);
   if (!live(c) || !s->conns[c.connection_id].connecting) {
     // Replaced or reset while connecting; close_local() was already issued.
-    effects_.note(fmt::format("local connect for inactive stream {} completed; ignored", c.stream_id));
+    effects_.note(
+        fmt::format("local connect for inactive stream {} completed; ignored", c.stream_id));
     return;
   }
   s->conns[c.connection_id].connecting = false;

@@ -87,7 +87,15 @@ class FrameDecoder {
 
  private:
   FrameEvent fail(FrameError e);
+  // Gathers the header's bytes from in[pos..]; false: it needs more.
+  bool collect_header(std::span<const std::uint8_t> in, std::size_t& pos);
   FrameError parse_header();
+  // The next piece of a data frame's payload, unmasked in place; false when
+  // there is none to report (an empty non-final fragment).
+  bool data_piece(std::span<std::uint8_t> in, std::size_t& pos, FrameEvent& ev);
+  // Gathers a control frame's payload; false: it needs more.
+  bool collect_control(std::span<const std::uint8_t> in, std::size_t& pos);
+  FrameEvent control_event(std::size_t consumed);
 
   Side side_;
   std::size_t max_message_;

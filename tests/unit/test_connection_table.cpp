@@ -1,4 +1,4 @@
-// The stream table's round robin and bookkeeping (no sockets: entries
+// The connection table's round robin and bookkeeping (no sockets: entries
 // without a LocalConnection).
 #include <doctest/doctest.h>
 
@@ -9,9 +9,9 @@
 
 #include "connection_table.h"
 
-using tunnel::ConnRef;
 using tunnel::ConnectionEntry;
 using tunnel::ConnectionTable;
+using tunnel::ConnRef;
 
 namespace {
 
