@@ -544,6 +544,7 @@ void RelayServer::finish_shutdown() {
 void RelayServer::finish() {
   // Every connection is gone (finish_shutdown); the context's own handles
   // close here and the loop drains them.
+  clients_.clear();
   ctx_.reset();
 }
 
