@@ -66,8 +66,8 @@ CodecError RecordDecoder::fail(CodecError e) {
   return e;
 }
 
-CodecError RecordDecoder::deliver(const std::uint8_t* body, std::size_t size, Message& msg,
-                                  const Sink& sink) {
+CodecError RecordDecoder::parse_record(const std::uint8_t* body, std::size_t size, Message& msg,
+                                       const Sink& sink) {
   if (!msg.ParseFromArray(body, static_cast<int>(size))) {
     return fail(CodecError::malformed_message);
   }
@@ -119,8 +119,8 @@ CodecError RecordDecoder::feed(std::span<const std::uint8_t> bytes, const Sink& 
       return CodecError::none;
     }
     const CodecError e =
-        deliver(reinterpret_cast<const std::uint8_t*>(partial_.data()) + kLengthPrefixSize, body,
-                msg, sink);
+        parse_record(reinterpret_cast<const std::uint8_t*>(partial_.data()) + kLengthPrefixSize,
+                     body, msg, sink);
     partial_.clear();  // keeps its capacity for the next split record
     if (e != CodecError::none || stopped_) {
       return e;
@@ -136,7 +136,7 @@ CodecError RecordDecoder::feed(std::span<const std::uint8_t> bytes, const Sink& 
     if (left < kLengthPrefixSize + body) {
       break;
     }
-    const CodecError e = deliver(p + kLengthPrefixSize, body, msg, sink);
+    const CodecError e = parse_record(p + kLengthPrefixSize, body, msg, sink);
     p += kLengthPrefixSize + body;
     left -= kLengthPrefixSize + body;
     consumed_ += kLengthPrefixSize + body;

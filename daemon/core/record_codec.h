@@ -66,7 +66,9 @@ class RecordDecoder {
   std::size_t consumed_ = 0;
 
   CodecError fail(CodecError e);
-  CodecError deliver(const std::uint8_t* body, std::size_t size, Message& msg, const Sink& sink);
+  // Parses one record body and hands it to the sink.
+  CodecError parse_record(const std::uint8_t* body, std::size_t size, Message& msg,
+                          const Sink& sink);
 };
 
 // Appends one record for `m` to `out`. Returns false (appending nothing) when
