@@ -132,7 +132,7 @@ TEST_CASE("WsConnection: a peer that pings and never reads is paused at the outp
     Recorder events;
     WsConnectionOptions o;
     o.side = ws::Side::server;
-    o.max_pending_output = 64 * 1024;
+    o.max_pending_output = std::size_t{64} * 1024;
     WsConnection server(ctx, events, o);
     server.accept(fds[1]);
     server.open_websocket();
