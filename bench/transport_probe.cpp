@@ -34,9 +34,9 @@
 
 #include "bench_setup.h"
 #include "logging.h"
+#include "loop_context.h"
 #include "record_codec.h"
 #include "service_link.h"
-#include "ws_context.h"
 #include "ws_frame.h"
 #include "ws_handshake.h"
 
@@ -309,7 +309,7 @@ class ProbeServer {
     const double t0 = wall_s();
     const Pattern pattern(cfg.payload);
     FrameBatch out;
-    ws::FrameDecoder dec(ws::Role::server, tunnel::kMaxFrameSize);
+    ws::FrameDecoder dec(ws::Side::server, tunnel::kMaxFrameSize);
     std::uint64_t count = 0;
     bool peer_closed = false;
     // Decodes what the client sent: payload is counted and checked.
@@ -537,13 +537,13 @@ class OursClient final : public ClientRun, public tunnel::ServiceLinkEvents {
   void pump() {
     while (link_.queued() < kOursRoom && !all_given()) {
       const auto c = next_chunk();
-      link_.send_record({}, {reinterpret_cast<const char*>(c.data()), c.size()}, {});
+      link_.send_record_parts({}, {reinterpret_cast<const char*>(c.data()), c.size()}, {});
     }
     link_.flush();
   }
 
   uv_loop_t* loop_;
-  tunnel::WsContext ctx_;
+  tunnel::LoopContext ctx_;
   tunnel::ServiceLink link_;
 };
 
@@ -757,7 +757,7 @@ class LwsClient final : public ClientRun {
   lws* wsi_ = nullptr;
   ws::UpgradeRequest upgrade_;
   ws::HttpResponseHead response_;
-  ws::FrameDecoder decoder_{ws::Role::client, tunnel::kMaxFrameSize};
+  ws::FrameDecoder decoder_{ws::Side::client, tunnel::kMaxFrameSize};
   Bytes tx_;
   bool request_sent_ = false;
   bool echo_close_ = false;

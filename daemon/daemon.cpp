@@ -72,7 +72,7 @@ int Daemon::run() {
   uv_loop_init(&loop_);
   int status = 0;
   try {
-    ws_ = std::make_unique<tunnel::WsContext>(&loop_);
+    loop_context_ = std::make_unique<tunnel::LoopContext>(&loop_);
     store_.emplace(config_.state_dir);
     control::ControlServerOptions o;
     o.path = config_.control.socket;
@@ -122,13 +122,12 @@ int Daemon::run() {
                 sessions_.size(), config_.control.socket);
   } else {
     if (control_) control_->close();
-    if (ws_) ws_->begin_shutdown();
   }
   uv_run(&loop_, UV_RUN_DEFAULT);
   mqtt_.reset();
   sessions_.clear();
   control_.reset();
-  ws_.reset();
+  loop_context_.reset();
   uv_run(&loop_, UV_RUN_DEFAULT);
   if (uv_loop_close(&loop_) != 0) log()->debug("event loop closed with handles open");
   if (status == 0) log()->info("stopped");
@@ -168,7 +167,7 @@ Daemon::Managed* Daemon::start_session(std::string id, Origin origin, tunnel::Pr
        {std::string(platform::kFieldMode), std::string(tunnel::to_string(cfg.mode))},
        {std::string(platform::kFieldEndpoint), endpoint}});
   m->session = std::make_unique<tunnel::ProxySession>(
-      *ws_, std::move(cfg),
+      *loop_context_, std::move(cfg),
       [this, id](const tunnel::SessionOutcome& o) { on_session_done(id, o); });
   // Every line about a connection to the service carries its channel-id,
   // the id the service side logs too (TUNNEL_CHANNEL_ID, docs/systemd.md).
@@ -530,7 +529,6 @@ void Daemon::finish_stop() {
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&tick_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&stop_deadline_), nullptr);
-  ws_->begin_shutdown();
 }
 
 void Daemon::tick() {

@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "control/control_server.h"
+#include "loop_context.h"
 #include "notify/mqtt_link.h"
 #include "notify/notify_gate.h"
 #include "notify/notify_message.h"
@@ -24,7 +25,6 @@
 #include "proxy_session.h"
 #include "state_store.h"
 #include "systemd_notify.h"
-#include "ws_context.h"
 
 namespace tunneld {
 
@@ -111,7 +111,7 @@ class Daemon final : public control::RequestHandler {
   std::string config_path_;
   Overrides overrides_;
   uv_loop_t loop_{};
-  std::unique_ptr<tunnel::WsContext> ws_;
+  std::unique_ptr<tunnel::LoopContext> loop_context_;
   std::unique_ptr<control::ControlServer> control_;
   std::optional<StateStore> store_;
   platform::SystemdNotifier notifier_;

@@ -210,7 +210,7 @@ void fill_session_info(const tunnel::ProxySession& s, control::SessionInfo& info
     sm->set_address(m.local.host + ":" + std::to_string(port));
   }
   const auto now = std::chrono::steady_clock::now();
-  for (const auto& [ref, e] : s.streams().entries()) {
+  for (const auto& [ref, e] : s.connections().entries()) {
     auto* c = info.add_connections();
     c->set_service(ref.service);
     c->set_stream_id(ref.stream_id);

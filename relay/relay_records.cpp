@@ -66,29 +66,31 @@ RecordVerdict inspect_control_record(Role from, std::span<const std::uint8_t> bo
   return RecordVerdict::forward;
 }
 
-std::string encode_relay_record(const Message& m) {
-  const std::size_t n = m.ByteSizeLong();
-  if (n > tunnel::kMaxRecordSize) return {};
-  std::string out(2 + n, '\0');
-  out[0] = static_cast<char>((n >> 8) & 0xff);
-  out[1] = static_cast<char>(n & 0xff);
-  m.SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(out.data() + 2));
+namespace {
+
+// One record for `m`; empty if it would not fit (the relay's own records
+// always do).
+std::string record_of(const Message& m) {
+  std::string out;
+  tunnel::encode_record(m, out);
   return out;
 }
+
+}  // namespace
 
 std::string stream_reset_record(const std::string& service_id, std::int32_t stream_id) {
   Message m;
   m.set_type(Message::STREAM_RESET);
   m.set_streamid(stream_id);
   if (!service_id.empty()) m.set_serviceid(service_id);
-  return encode_relay_record(m);
+  return record_of(m);
 }
 
 std::string service_ids_record(const std::vector<std::string>& services) {
   Message m;
   m.set_type(Message::SERVICE_IDS);
   for (const std::string& s : services) m.add_availableserviceids(s);
-  return encode_relay_record(m);
+  return record_of(m);
 }
 
 }  // namespace relay

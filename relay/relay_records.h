@@ -38,8 +38,6 @@ class StreamTracker {
 RecordVerdict inspect_control_record(Role from, std::span<const std::uint8_t> body,
                                      StreamTracker& streams, std::string& reason, int& close_code);
 
-// [u16 BE length][serialized message]; empty if it would not fit a record.
-std::string encode_relay_record(const tunnel::Message& m);
 std::string stream_reset_record(const std::string& service_id, std::int32_t stream_id);
 std::string service_ids_record(const std::vector<std::string>& services);
 

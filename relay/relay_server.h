@@ -1,21 +1,19 @@
-// The WebSocket side of tunnel-relay, on the caller's libuv loop, with our
-// own code (no libwebsockets): a listening socket and one uv_poll per
-// connection, OpenSSL on the file descriptor (socket_io.h), the HTTP/1.1
-// upgrade parsed by ws::HttpRequestHead and decided by handshake.h, RFC 6455
-// frames decoded by ws::FrameDecoder (server role: client frames must be
-// masked). It pairs the two ends of each tunnel and forwards whole records
-// between them with bounded memory:
+// The WebSocket side of tunnel-relay, on the caller's libuv loop: a
+// listening socket, and for every accepted client a tunnel::WsConnection in
+// the server role (OpenSSL on the socket, RFC 6455 frames; client frames
+// must be masked). The relay adds what only a relay does: the upgrade
+// request parsed by ws::HttpRequestHead and decided by handshake.h, the
+// registry of tunnels, and the pairing of each tunnel's two ends, whose
+// records it forwards with bounded memory:
 //
 //   records for end X live in X's RecordQueue (whether X is connected or not);
-//   when that queue reaches its limit, reading from X's peer pauses (its
-//   socket is no longer polled for reading; the rest of the read it was
-//   decoding is kept, at most one read) and resumes once X drained it to half
-//   the limit.
+//   when that queue reaches its limit, reading from X's peer pauses (the
+//   rest of the read it was decoding is kept, at most one read) and resumes
+//   once X drained it to half the limit.
 //
-// Each queued chunk goes out as one unmasked frame written with one
-// SSL_write straight from the chunk (the header goes into its headroom);
-// what the I/O callbacks of one loop iteration queued is written in a
-// uv_check after the I/O phase.
+// X's connection pulls its frames from that queue (FrameSource): each chunk
+// goes out as one unmasked frame written straight from the chunk (the
+// header goes into its headroom).
 //
 // When an end's connection goes away (closed, or replaced by a reconnect with
 // the same client token), records still queued for it are dropped, the peer
@@ -23,7 +21,6 @@
 // connection was sending is discarded.
 #pragma once
 
-#include <openssl/ssl.h>
 #include <uv.h>
 
 #include <array>
@@ -37,12 +34,14 @@
 #include <vector>
 
 #include "admin_api.h"
+#include "handshake.h"
+#include "loop_context.h"
 #include "record_queue.h"
 #include "record_splitter.h"
 #include "relay_config.h"
 #include "relay_records.h"
 #include "tunnel_registry.h"
-#include "ws_frame.h"
+#include "ws_connection.h"
 #include "ws_handshake.h"
 
 namespace relay {
@@ -77,82 +76,67 @@ class RelayServer final : public TunnelControl {
   static constexpr std::size_t kMaxMessage = tunnel::kMaxFrameSize;
 
  private:
-  struct Link;
-  struct Connection;
+  struct ClientConnection;
 
-  // The forwarding state of one open tunnel.
-  struct Link {
-    explicit Link(ChunkPool& pool) : queues{RecordQueue(pool), RecordQueue(pool)} {}
+  // The forwarding state of one open tunnel: its two ends.
+  struct TunnelPair {
+    explicit TunnelPair(ChunkPool& pool) : queues{RecordQueue(pool), RecordQueue(pool)} {}
     RelayServer* owner = nullptr;
     std::string id;
-    std::array<Connection*, 2> conns{nullptr, nullptr};  // by index_of(Role)
-    std::array<RecordQueue, 2> queues;                   // records waiting for each end
+    std::array<ClientConnection*, 2> ends{nullptr, nullptr};  // by index_of(Role)
+    std::array<RecordQueue, 2> queues;                        // records waiting for each end
     StreamTracker streams;
     uv_timer_t* expiry = nullptr;  // owned; freed from its close callback
   };
 
-  // Listener, flush check and idle guards: freed from their close callbacks.
+  // Listener: freed from its close callback.
   struct Handles;
 
+  // relay_server.cpp: listening, the upgrade, shutdown
+  bool listen(std::string& error);
   void on_accept();
-  void on_poll(Connection& c, int status, int events);
-  void step_tls(Connection& c);
-  void do_read(Connection& c);
-  void on_head_bytes(Connection& c, std::span<std::uint8_t> bytes);
-  void on_request(Connection& c, std::span<std::uint8_t> rest);
-  // Decodes frames; false when the connection stopped taking them (paused
-  // with the rest kept, or closing).
-  bool deliver(Connection& c, std::span<std::uint8_t> bytes);
-  void on_data(Connection& c, std::span<const std::uint8_t> payload);
-  void do_write(Connection& c);
-  void update_poll(Connection& c);
-  void want_flush(Connection& c);
-  void want_read(Connection& c);
-  void on_flush_check();
-  void on_read_more();
-
-  void reject_http(Connection& c, int status, const std::string& reason);
-  void queue_control(Connection& c, tunnel::ws::Opcode op, std::span<const std::uint8_t> payload);
-  // The connection's in-flight frame stops pointing into a queue.
-  void take_inflight(Connection& c);
-  // Sends a close frame (after the frame in flight), then waits for the
-  // peer's close or a timeout. `c` stays valid.
-  void request_close(Connection& c, int code, std::string reason);
-  // A protocol error: leaves the tunnel, closes with `code`.
-  void fail_connection(Connection& c, int code, std::string reason);
-  // Closes the socket at once; the object is freed from its handles' close callbacks.
-  void destroy(Connection& c);
-  // Half-closes after an HTTP rejection and drains what the client still
-  // sends, so the response is not lost to a reset.
-  void linger(Connection& c);
+  std::size_t on_head_bytes(ClientConnection& c, std::span<const std::uint8_t> bytes);
+  void on_request(ClientConnection& c);
+  bool parse_target(ClientConnection& c, HandshakeRequest& req);
+  void admit(ClientConnection& c, TunnelPair& pair, const HandshakeDecision& d);
+  void reject_http(ClientConnection& c, int status, const std::string& reason);
+  void on_client_closed(ClientConnection& c, const tunnel::WsConnectionEnd& end);
   void check_shutdown_done();
   void finish_shutdown();
 
-  Link* create_link(const std::string& id, std::chrono::seconds lifetime);
-  void destroy_link(const std::string& id);
+  // relay_forwarding.cpp: the pairs and their records
+  void on_data(ClientConnection& c, std::span<const std::uint8_t> payload);
+  void on_frame_error(ClientConnection& c, tunnel::ws::FrameError e);
+  // Sends a close frame (after the frame in flight), then waits for the
+  // client's close or a timeout.
+  void close_client(ClientConnection& c, int code, const std::string& reason);
+  // A protocol error: leaves the tunnel, closes with `code`, drains.
+  void fail_client(ClientConnection& c, int code, const std::string& reason);
+  void attach(ClientConnection& c, TunnelPair& pair, Role role);
   // The end's connection goes away; see the file comment.
-  void detach(Connection& c);
-  std::size_t queue_limit(const Link& l, Role receiver) const;
-  void maybe_resume(Link& l, Role receiver);
-  void wake_writer(Link& l, Role receiver);
+  void detach(ClientConnection& c);
+  // The connection stops being an end of its tunnel without closing the
+  // tunnel's queues' memory under it (tunnel closed, relay shutting down).
+  void release_from_pair(ClientConnection& c);
+  std::size_t queue_limit(const TunnelPair& p, Role receiver) const;
+  void maybe_resume(TunnelPair& p, Role receiver);
+  void wake_writer(TunnelPair& p, Role receiver);
+  TunnelPair* create_pair(const std::string& id, std::chrono::seconds lifetime);
+  void destroy_pair(const std::string& id);
   static void on_expiry(uv_timer_t* t);
 
   uv_loop_t* loop_;
   RelayConfig config_;
   TunnelRegistry registry_;
   ChunkPool pool_;
+  std::unique_ptr<tunnel::LoopContext> ctx_;  // from start(): the loop is initialised by then
   SSL_CTX* tls_ = nullptr;
-  int listen_fd_ = -1;
+  tunnel::net::Socket listen_socket_ = tunnel::net::kNoSocket;
   Handles* h_ = nullptr;
   HostPort bound_;
-  std::unordered_map<std::string, std::unique_ptr<Link>> links_;
-  // Every accepted connection by id; a Connection is freed from its handles'
-  // close callbacks, after it left this map.
-  std::unordered_map<std::uint64_t, Connection*> connections_;
+  std::unordered_map<std::string, std::unique_ptr<TunnelPair>> pairs_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<ClientConnection>> clients_;
   std::uint64_t next_id_ = 1;
-  std::vector<std::uint64_t> flush_list_;  // connections with bytes to write
-  std::vector<std::uint64_t> read_list_;   // connections to read again next iteration
-  std::unique_ptr<std::uint8_t[]> read_buf_;
   bool shutting_down_ = false;
   bool shutdown_finished_ = false;
   std::function<void()> shutdown_done_;

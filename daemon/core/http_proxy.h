@@ -91,6 +91,15 @@ class ConnectReplyParser {
   std::string error_;
 };
 
+// Whether a proxy's non-2xx answer to CONNECT is final: 407 (credentials
+// missing or refused), 401 (what some proxies, tinyproxy among them, answer
+// instead) and 403 (refused by the proxy's policy or for these credentials).
+// Retrying cannot change those; every other failure is retried, because
+// proxies restart and shed load.
+constexpr bool proxy_refusal_is_final(int status) {
+  return status == 401 || status == 403 || status == 407;
+}
+
 // Looks up an environment variable; nullopt when unset or empty.
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;
 // This process's environment (getenv).

@@ -6,6 +6,9 @@
 #include <utility>
 #include <vector>
 
+#include "loop_context.h"
+#include "net_socket.h"
+
 namespace tunnel {
 namespace {
 
@@ -13,33 +16,7 @@ constexpr std::uint64_t kFlushLingerMs = 10000;
 
 std::string uv_error(int status) { return uv_strerror(status); }
 
-// One read buffer per thread (a libuv loop is single-threaded) for every
-// connection of that loop: libuv asks for a buffer and hands the bytes to
-// the read callback before anything else runs, and on_local_read copies or
-// sends what it keeps. So an idle connection holds no read buffer, and 3000
-// idle connections cost no 3000 x 128 KiB (issue 7's memory target).
-char* shared_read_buffer(std::size_t size) {
-  thread_local std::vector<char> buf;
-  if (buf.size() < size) buf.resize(size);  // once per thread: the size is fixed
-  return buf.data();
-}
-
 }  // namespace
-
-std::string sockaddr_to_string(const sockaddr* sa) {
-  char host[INET6_ADDRSTRLEN] = {0};
-  if (sa->sa_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
-    uv_ip4_name(in, host, sizeof host);
-    return std::string(host) + ":" + std::to_string(ntohs(in->sin_port));
-  }
-  if (sa->sa_family == AF_INET6) {
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
-    uv_ip6_name(in6, host, sizeof host);
-    return "[" + std::string(host) + "]:" + std::to_string(ntohs(in6->sin6_port));
-  }
-  return "?";
-}
 
 struct LocalConnection::WriteReq {
   uv_write_t req{};
@@ -218,7 +195,7 @@ void LocalConnection::on_connected() {
   sockaddr_storage ss{};
   int len = sizeof ss;
   if (uv_tcp_getpeername(tcp_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
-    peer_ = sockaddr_to_string(reinterpret_cast<sockaddr*>(&ss));
+    peer_ = net::address_text(reinterpret_cast<sockaddr*>(&ss));
   }
   flush_queue();
   if (lingering_) {
@@ -241,7 +218,8 @@ void LocalConnection::start_reading() {
       reinterpret_cast<uv_stream_t*>(tcp_),
       [](uv_handle_t* h, std::size_t, uv_buf_t* buf) {
         auto* self = static_cast<LocalConnection*>(h->data);
-        buf->base = shared_read_buffer(self->read_size_);
+        // The loop's shared buffer: an idle connection holds no read buffer.
+        buf->base = reinterpret_cast<char*>(shared_read_buffer(self->read_size_).data());
         buf->len = self->read_size_;
       },
       [](uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {

@@ -119,8 +119,3 @@ class LocalConnection {
 };
 
 }  // namespace tunnel
-
-namespace tunnel {
-// "127.0.0.1:22" or "[::1]:22".
-std::string sockaddr_to_string(const sockaddr* sa);
-}  // namespace tunnel

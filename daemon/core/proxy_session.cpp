@@ -8,6 +8,8 @@
 #include <cstring>
 
 #include "logging.h"
+#include "net_socket.h"
+#include "text.h"
 
 namespace tunnel {
 namespace {
@@ -76,25 +78,14 @@ void start_timer(uv_timer_t* t, std::uint64_t delay_ms, F f) {
 }  // namespace
 
 std::string_view to_string(SessionState s) {
-  switch (s) {
-    case SessionState::idle:
-      return "idle";
-    case SessionState::connecting:
-      return "connecting";
-    case SessionState::connected:
-      return "connected";
-    case SessionState::backing_off:
-      return "reconnecting";
-    case SessionState::stopping:
-      return "stopping";
-    case SessionState::ended:
-      return "ended";
-  }
-  return "?";
+  static constexpr std::string_view kNames[] = {"idle",         "connecting", "connected",
+                                                "reconnecting", "stopping",   "ended"};
+  static_assert(std::size(kNames) == static_cast<std::size_t>(SessionState::ended) + 1);
+  return text::enum_name(s, kNames);
 }
 
-ProxySession::ProxySession(WsContext& ws, ProxyConfig config, DoneFn done)
-    : ws_(ws),
+ProxySession::ProxySession(LoopContext& ctx, ProxyConfig config, DoneFn done)
+    : ctx_(ctx),
       config_(std::move(config)),
       done_(std::move(done)),
       log_(logging::get("session")),
@@ -104,17 +95,17 @@ ProxySession::ProxySession(WsContext& ws, ProxyConfig config, DoneFn done)
                static_cast<std::uint32_t>(std::max(config_.settings.ws_retry_delay_ms,
                                                    config_.settings.ws_retry_max_delay_ms)),
                std::random_device{}()),
-      link_(ws, *this) {
+      link_(ctx, *this) {
   if (config_.client_token.empty()) config_.client_token = generate_client_token();
 }
 
 ProxySession::~ProxySession() {
-  for (LocalConnection* c : streams_.take_all()) c->close(false);
+  for (LocalConnection* c : connections_.take_all()) c->close(false);
 }
 
 void ProxySession::start() {
   if (state_ != SessionState::idle) return;
-  uv_loop_t* loop = ws_.loop();
+  uv_loop_t* loop = ctx_.loop();
   for (uv_timer_t* t : {&retry_timer_, &accept_timer_, &nudge_timer_, &stuck_timer_}) {
     uv_timer_init(loop, t);
     t->data = this;
@@ -223,8 +214,9 @@ void ProxySession::on_link_closed(const LinkEnd& end) {
     finish({true, "stopped", 0});
     return;
   }
-  if (end.proxy_status == 407) {
-    // Like a 4xx handshake: the credentials are wrong, a retry cannot help.
+  if (proxy_refusal_is_final(end.proxy_status)) {
+    // Like a 4xx handshake: the credentials or the proxy's policy refused
+    // us, a retry cannot help.
     finish({false, end.reason, end.proxy_status});
     return;
   }
@@ -296,7 +288,7 @@ void ProxySession::send_record(const Message& m) {
 
 void ProxySession::send_data(const WireAddress& to, std::string_view chunk) {
   const DataRecordFraming f(to.stream_id, chunk.size(), to.service_id, to.connection_id);
-  link_.send_record(f.head(), chunk, f.tail());
+  link_.send_record_parts(f.head(), chunk, f.tail());
   stats_.bytes_to_service += chunk.size();
   link_.flush();
 }
@@ -314,14 +306,14 @@ void ProxySession::open_local(const ConnRef& ref) {
   o.retry_delay_ms = config_.settings.tcp_connection_retry_delay_ms;
   log_->debug("{}: connecting to {}:{}", conn_name(ref), o.target.host, o.target.port);
   LocalConnection* c =
-      LocalConnection::connect(ws_.loop(), o, ref.stream_id, *this,
+      LocalConnection::connect(ctx_.loop(), o, ref.stream_id, *this,
                                static_cast<std::size_t>(config_.settings.tcp_read_buffer_size));
   c->set_low_watermark(static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit) / 2);
-  streams_.add(ref, c);
+  connections_.add(ref, c);
 }
 
 void ProxySession::write_local(const ConnRef& ref, std::string_view bytes) {
-  StreamEntry* e = streams_.find(ref);
+  ConnectionEntry* e = connections_.find(ref);
   if (!e || !e->conn) return;
   stats_.bytes_from_service += bytes.size();
   e->bytes_from_tunnel += bytes.size();
@@ -329,7 +321,7 @@ void ProxySession::write_local(const ConnRef& ref, std::string_view bytes) {
   check_local_bound(*e);
 }
 
-void ProxySession::check_local_bound(StreamEntry& e) {
+void ProxySession::check_local_bound(ConnectionEntry& e) {
   const auto limit = static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit);
   const std::size_t pending = e.conn->pending_write_bytes();
   if (!several_connections()) {
@@ -346,8 +338,8 @@ void ProxySession::check_local_bound(StreamEntry& e) {
   if (pending > 4 * limit) {
     set_rx_paused(true);
     if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&stuck_timer_)) && !handles_closing_) {
-      streams_.stuck_connections(4 * limit, std::chrono::milliseconds(kStuckReaderMs),
-                                 Clock::now());  // starts the watch
+      connections_.stuck_connections(4 * limit, std::chrono::milliseconds(kStuckReaderMs),
+                                     Clock::now());  // starts the watch
       uv_timer_start(
           &stuck_timer_,
           [](uv_timer_t* t) { static_cast<ProxySession*>(t->data)->check_stuck_readers(); },
@@ -356,18 +348,18 @@ void ProxySession::check_local_bound(StreamEntry& e) {
     return;
   }
   // Memory bound of the session whatever the number of connections.
-  if (streams_.local_bound_bytes() > 16 * limit) set_rx_paused(true);
+  if (connections_.local_bound_bytes() > 16 * limit) set_rx_paused(true);
 }
 
 bool ProxySession::several_connections() const {
-  return machine_.peer_connections() == PeerConnections::multiple && streams_.size() > 1;
+  return machine_.peer_connections() == PeerConnections::multiple && connections_.size() > 1;
 }
 
 void ProxySession::check_stuck_readers() {
   const auto limit = static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit);
-  for (const ConnRef& ref : streams_.stuck_connections(
+  for (const ConnRef& ref : connections_.stuck_connections(
            4 * limit, std::chrono::milliseconds(kStuckReaderMs), Clock::now())) {
-    StreamEntry* e = streams_.find(ref);
+    ConnectionEntry* e = connections_.find(ref);
     // A connection whose local connect still runs has not read anything yet:
     // not stuck (the paused WebSocket bounds what waits for it meanwhile).
     if (!e || !e->conn || !e->conn->connected()) continue;
@@ -375,10 +367,10 @@ void ProxySession::check_stuck_readers() {
         "{}: the local reader is stuck (took nothing for {} ms, {} bytes pending); resetting this "
         "connection",
         conn_name(ref), kStuckReaderMs, e->conn->pending_write_bytes());
-    if (LocalConnection* c = streams_.remove(ref)) c->close(false);
+    if (LocalConnection* c = connections_.remove(ref)) c->close(false);
     machine_.on_local_closed(ref);
   }
-  if (!streams_.any_over(4 * limit)) uv_timer_stop(&stuck_timer_);
+  if (!connections_.any_over(4 * limit)) uv_timer_stop(&stuck_timer_);
   maybe_resume_rx();
 }
 
@@ -386,16 +378,16 @@ void ProxySession::maybe_resume_rx() {
   if (!rx_paused_) return;
   const auto limit = static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit);
   if (!several_connections()) {
-    if (streams_.local_bound_bytes() <= limit / 2) set_rx_paused(false);
+    if (connections_.local_bound_bytes() <= limit / 2) set_rx_paused(false);
     return;
   }
-  if (streams_.local_bound_bytes() <= 8 * limit && !streams_.any_over(2 * limit)) {
+  if (connections_.local_bound_bytes() <= 8 * limit && !connections_.any_over(2 * limit)) {
     set_rx_paused(false);
   }
 }
 
 void ProxySession::close_local(const ConnRef& ref, bool flush) {
-  LocalConnection* c = streams_.remove(ref);
+  LocalConnection* c = connections_.remove(ref);
   if (!c) return;
   log_->info("{}: closed by the tunnel{}", conn_name(ref), flush ? "" : " (aborted)");
   // Closing with flush lets the local peer read what the tunnel delivered.
@@ -404,7 +396,7 @@ void ProxySession::close_local(const ConnRef& ref, bool flush) {
 }
 
 void ProxySession::abort_all_local() {
-  for (LocalConnection* c : streams_.take_all()) c->close(false);
+  for (LocalConnection* c : connections_.take_all()) c->close(false);
   set_rx_paused(false);
 }
 
@@ -455,16 +447,16 @@ void ProxySession::pump_local() {
   const auto room = static_cast<std::size_t>(config_.settings.ws_write_buffer_size);
   const std::size_t chunk = data_chunk_size();
   while (link_.queued() < room) {
-    StreamEntry* e = streams_.next_ready();
+    ConnectionEntry* e = connections_.next_ready();
     if (!e) break;
     const std::size_t n = std::min(e->pending_bytes(), chunk);
     machine_.on_local_data(e->ref, std::string_view(e->pending).substr(e->pending_off, n));
-    streams_.consumed(*e, n);
+    connections_.consumed(*e, n);
   }
 }
 
 void ProxySession::on_local_connected(LocalConnection& c) {
-  StreamEntry* e = streams_.find(&c);
+  ConnectionEntry* e = connections_.find(&c);
   if (!e) return;
   e->peer = c.peer();
   log_->info("{}: connected to {}", conn_name(e->ref), c.peer());
@@ -472,24 +464,24 @@ void ProxySession::on_local_connected(LocalConnection& c) {
 }
 
 void ProxySession::on_local_connect_failed(LocalConnection& c, const std::string& reason) {
-  StreamEntry* e = streams_.find(&c);
+  ConnectionEntry* e = connections_.find(&c);
   if (!e) return;
   const ConnRef ref = e->ref;
   log_->warn("{}: {}; resetting it", conn_name(ref), reason);
   stats_.last_error = reason;
-  streams_.remove(ref);
+  connections_.remove(ref);
   c.close(false);
   maybe_resume_rx();
   machine_.on_local_connect_failed(ref);
 }
 
 void ProxySession::on_local_read(LocalConnection& c, std::string_view bytes) {
-  StreamEntry* e = streams_.find(&c);
+  ConnectionEntry* e = connections_.find(&c);
   if (!e) return;
   // Fast path: nobody else is waiting for the WebSocket and it has room, so
   // records are made straight from the loop's read buffer; only what does
   // not fit is stashed (a copy, and the socket paused until it is sent).
-  if (e->pending_bytes() == 0 && streams_.none_waiting()) {
+  if (e->pending_bytes() == 0 && connections_.none_waiting()) {
     const ConnRef ref = e->ref;
     const auto room = static_cast<std::size_t>(config_.settings.ws_write_buffer_size);
     const std::size_t chunk = data_chunk_size();
@@ -497,18 +489,18 @@ void ProxySession::on_local_read(LocalConnection& c, std::string_view bytes) {
       const std::size_t n = std::min(bytes.size(), chunk);
       machine_.on_local_data(ref, bytes.substr(0, n));
       bytes.remove_prefix(n);
-      e = streams_.find(ref);
+      e = connections_.find(ref);
       if (!e) return;  // the machine ended the connection
       e->bytes_to_tunnel += n;
     }
   }
   if (bytes.empty()) return;
-  streams_.stash(*e, bytes);
+  connections_.stash(*e, bytes);
   pump_local();
 }
 
 void ProxySession::on_local_closed(LocalConnection& c, const std::string& reason) {
-  StreamEntry* e = streams_.find(&c);
+  ConnectionEntry* e = connections_.find(&c);
   if (!e) return;
   const ConnRef ref = e->ref;
   log_->info("{}: local connection ended ({})", conn_name(ref), reason);
@@ -518,14 +510,14 @@ void ProxySession::on_local_closed(LocalConnection& c, const std::string& reason
     machine_.on_local_data(ref, std::string_view(e->pending).substr(e->pending_off, n));
     e->pending_off += n;
   }
-  streams_.remove(ref);
+  connections_.remove(ref);
   c.close(true);
   maybe_resume_rx();
   machine_.on_local_closed(ref);
 }
 
 void ProxySession::on_local_drained(LocalConnection& c) {
-  if (!streams_.find(&c)) return;
+  if (!connections_.find(&c)) return;
   maybe_resume_rx();
 }
 
@@ -597,7 +589,7 @@ bool ProxySession::bind_listener(Listener& l, std::string& error) {
     return false;
   }
   l.tcp = new uv_tcp_t;
-  uv_tcp_init(ws_.loop(), l.tcp);
+  uv_tcp_init(ctx_.loop(), l.tcp);
   l.tcp->data = &l;
   ++open_handles_;
   rc = uv_tcp_bind(l.tcp, res->ai_addr, 0);
@@ -613,7 +605,7 @@ bool ProxySession::bind_listener(Listener& l, std::string& error) {
     });
   }
   if (rc != 0) {
-    error = "cannot listen on " + sockaddr_to_string(res->ai_addr) + ": " + uv_strerror(rc);
+    error = "cannot listen on " + net::address_text(res->ai_addr) + ": " + uv_strerror(rc);
     if (!l.service.empty()) error += " (service " + l.service + ")";
     uv_close(reinterpret_cast<uv_handle_t*>(l.tcp), [](uv_handle_t* h) {
       auto* lis = static_cast<Listener*>(h->data);
@@ -660,7 +652,7 @@ void ProxySession::try_accept(Listener& l) {
   }
   c->set_stream_id(ref->stream_id);
   c->set_low_watermark(static_cast<std::size_t>(config_.settings.tcp_write_buffer_limit) / 2);
-  streams_.add(*ref, c);
+  connections_.add(*ref, c);
   log_->info("{}: accepted {}", conn_name(*ref), c->peer());
 }
 
@@ -678,9 +670,9 @@ void ProxySession::stop() {
     // Reset every connection toward the peer (CONNECTION_RESET or
     // STREAM_RESET, as the peer speaks).
     std::vector<ConnRef> refs;
-    for (const auto& [ref, e] : streams_.entries()) refs.push_back(ref);
+    for (const auto& [ref, e] : connections_.entries()) refs.push_back(ref);
     for (const ConnRef& ref : refs) {
-      if (LocalConnection* c = streams_.remove(ref)) c->close(false);
+      if (LocalConnection* c = connections_.remove(ref)) c->close(false);
       machine_.on_local_closed(ref);
     }
     // Flushes, sends the close frame (1000) and waits up to 2 s for the

@@ -1,7 +1,7 @@
 // One tunnel session: the V1/V2/V3 machine, its WebSocket link to the
 // service and its local TCP side (the stream table: every local connection
 // of every service), running on a libuv loop. localproxy hosts one; tunneld
-// hosts many on the same loop and WsContext.
+// hosts many on the same loop and LoopContext.
 //
 // Flow control (bounded memory, both directions; docs/architecture.md):
 //  - tunnel-bound: each connection holds at most one read chunk; chunks are
@@ -24,13 +24,13 @@
 #include <string>
 
 #include "backoff.h"
+#include "connection_table.h"
 #include "local_connection.h"
+#include "loop_context.h"
 #include "proxy_config.h"
 #include "record_codec.h"
 #include "service_link.h"
 #include "session_machine.h"
-#include "stream_table.h"
-#include "ws_context.h"
 
 namespace spdlog {
 class logger;
@@ -74,7 +74,7 @@ class ProxySession final : public ServiceLinkEvents,
   // about it, with the channel-id the service gave it (empty when none).
   using ChannelFn = std::function<void(const std::string& channel_id)>;
 
-  ProxySession(WsContext& ws, ProxyConfig config, DoneFn done);
+  ProxySession(LoopContext& ctx, ProxyConfig config, DoneFn done);
   ~ProxySession() override;
   ProxySession(const ProxySession&) = delete;
   ProxySession& operator=(const ProxySession&) = delete;
@@ -98,7 +98,7 @@ class ProxySession final : public ServiceLinkEvents,
   std::uint16_t listen_port() const;
   // Source: (service id, bound port) of every listener, once listening.
   std::vector<std::pair<std::string, std::uint16_t>> listen_ports() const;
-  const StreamTable& streams() const { return streams_; }
+  const ConnectionTable& connections() const { return connections_; }
   const SessionMachine& machine() const { return machine_; }
   std::optional<std::int32_t> active_stream() const { return machine_.active_stream(); }
 
@@ -144,7 +144,7 @@ class ProxySession final : public ServiceLinkEvents,
   static constexpr std::uint64_t kStuckCheckMs = 250;
   // Payload bytes per DATA record (the setting, within the protocol's limit).
   std::size_t data_chunk_size() const;
-  void check_local_bound(StreamEntry& e);
+  void check_local_bound(ConnectionEntry& e);
   void maybe_resume_rx();
   void abort_all_local();
   void finish(SessionOutcome outcome);
@@ -153,7 +153,7 @@ class ProxySession final : public ServiceLinkEvents,
   void set_rx_paused(bool paused);
   void schedule_accept();
 
-  WsContext& ws_;
+  LoopContext& ctx_;
   ProxyConfig config_;
   DoneFn done_;
   ListeningFn on_listening_;
@@ -182,7 +182,7 @@ class ProxySession final : public ServiceLinkEvents,
     bool pending = false;     // a client waits in the backlog
     std::uint16_t port = 0;
   };
-  StreamTable streams_;
+  ConnectionTable connections_;
   std::vector<std::unique_ptr<Listener>> listeners_;  // source: one per service
   bool listening_ = false;                            // every listener is bound
   int listen_attempts_ = 0;

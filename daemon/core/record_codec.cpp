@@ -4,6 +4,8 @@
 #include <cassert>
 #include <cstring>
 
+#include "text.h"
+
 namespace tunnel {
 
 namespace {
@@ -37,17 +39,14 @@ std::uint64_t int32_wire_value(std::int32_t v) {
 }  // namespace
 
 std::string_view to_string(CodecError e) {
-  switch (e) {
-    case CodecError::none:
-      return "no error";
-    case CodecError::record_too_large:
-      return "record length prefix exceeds the record size limit";
-    case CodecError::malformed_message:
-      return "record body is not a valid protobuf Message";
-    case CodecError::payload_too_large:
-      return "record payload exceeds the payload size limit";
-  }
-  return "unknown codec error";
+  static constexpr std::string_view kNames[] = {
+      "no error",
+      "record length prefix exceeds the record size limit",
+      "record body is not a valid protobuf Message",
+      "record payload exceeds the payload size limit",
+  };
+  static_assert(std::size(kNames) == static_cast<std::size_t>(CodecError::payload_too_large) + 1);
+  return text::enum_name(e, kNames);
 }
 
 RecordDecoder::RecordDecoder(std::size_t max_record_size, std::size_t max_payload_size)
@@ -67,8 +66,8 @@ CodecError RecordDecoder::fail(CodecError e) {
   return e;
 }
 
-CodecError RecordDecoder::deliver(const std::uint8_t* body, std::size_t size, Message& msg,
-                                  const Sink& sink) {
+CodecError RecordDecoder::parse_record(const std::uint8_t* body, std::size_t size, Message& msg,
+                                       const Sink& sink) {
   if (!msg.ParseFromArray(body, static_cast<int>(size))) {
     return fail(CodecError::malformed_message);
   }
@@ -120,8 +119,8 @@ CodecError RecordDecoder::feed(std::span<const std::uint8_t> bytes, const Sink& 
       return CodecError::none;
     }
     const CodecError e =
-        deliver(reinterpret_cast<const std::uint8_t*>(partial_.data()) + kLengthPrefixSize, body,
-                msg, sink);
+        parse_record(reinterpret_cast<const std::uint8_t*>(partial_.data()) + kLengthPrefixSize,
+                     body, msg, sink);
     partial_.clear();  // keeps its capacity for the next split record
     if (e != CodecError::none || stopped_) {
       return e;
@@ -137,7 +136,7 @@ CodecError RecordDecoder::feed(std::span<const std::uint8_t> bytes, const Sink& 
     if (left < kLengthPrefixSize + body) {
       break;
     }
-    const CodecError e = deliver(p + kLengthPrefixSize, body, msg, sink);
+    const CodecError e = parse_record(p + kLengthPrefixSize, body, msg, sink);
     p += kLengthPrefixSize + body;
     left -= kLengthPrefixSize + body;
     consumed_ += kLengthPrefixSize + body;

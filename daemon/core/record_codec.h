@@ -11,18 +11,11 @@
 #include <string_view>
 
 #include "tunnel.pb.h"
+#include "wire_limits.h"
 
 namespace tunnel {
 
 using Message = com::amazonaws::iot::securedtunneling::Message;
-
-inline constexpr std::size_t kLengthPrefixSize = 2;
-inline constexpr std::size_t kMaxPayloadSize = 64512;  // 63 KiB: a record's payload field
-inline constexpr std::size_t kMaxRecordSize = 65535;   // u16 length, by construction
-inline constexpr std::size_t kMaxFrameSize = 131076;   // a WebSocket message payload
-// Longest serviceId encode_data_record accepts (the service limits service
-// names to 128 characters).
-inline constexpr std::size_t kMaxServiceIdSize = 128;
 
 enum class CodecError {
   none,
@@ -73,7 +66,9 @@ class RecordDecoder {
   std::size_t consumed_ = 0;
 
   CodecError fail(CodecError e);
-  CodecError deliver(const std::uint8_t* body, std::size_t size, Message& msg, const Sink& sink);
+  // Parses one record body and hands it to the sink.
+  CodecError parse_record(const std::uint8_t* body, std::size_t size, Message& msg,
+                          const Sink& sink);
 };
 
 // Appends one record for `m` to `out`. Returns false (appending nothing) when

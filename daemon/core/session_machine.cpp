@@ -54,14 +54,14 @@ std::string_view to_string(Mode m) {
 }
 
 SessionMachine::SessionMachine(Mode mode, SessionEffects& effects, MachineOptions options)
-    : mode_(mode), fx_(effects), opt_(std::move(options)) {
-  opt_.max_payload = std::clamp<std::size_t>(opt_.max_payload, 1, kMaxPayloadSize);
-  opt_.max_connections = std::max<std::size_t>(opt_.max_connections, 1);
-  if (opt_.services.empty()) opt_.services.emplace_back();
-  for (const auto& id : opt_.services) {
+    : mode_(mode), effects_(effects), options_(std::move(options)) {
+  options_.max_payload = std::clamp<std::size_t>(options_.max_payload, 1, kMaxPayloadSize);
+  options_.max_connections = std::max<std::size_t>(options_.max_connections, 1);
+  if (options_.services.empty()) options_.services.emplace_back();
+  for (const auto& id : options_.services) {
     Service s;
     s.id = id;
-    svc_.push_back(std::move(s));
+    services_.push_back(std::move(s));
     service_names_.push_back(id);
   }
 }
@@ -70,22 +70,22 @@ SessionMachine::SessionMachine(Mode mode, SessionEffects& effects, std::size_t m
     : SessionMachine(mode, effects, MachineOptions{{}, max_payload, 128, false}) {}
 
 SessionMachine::Service* SessionMachine::find(std::string_view configured) {
-  for (auto& s : svc_) {
+  for (auto& s : services_) {
     if (s.id == configured) return &s;
   }
   return nullptr;
 }
 
 const SessionMachine::Service* SessionMachine::find(std::string_view configured) const {
-  for (const auto& s : svc_) {
+  for (const auto& s : services_) {
     if (s.id == configured) return &s;
   }
   return nullptr;
 }
 
 std::optional<std::int32_t> SessionMachine::active_stream() const {
-  if (svc_.front().stream == 0) return std::nullopt;
-  return svc_.front().stream;
+  if (services_.front().stream == 0) return std::nullopt;
+  return services_.front().stream;
 }
 
 std::optional<std::int32_t> SessionMachine::active_stream(std::string_view service) const {
@@ -101,11 +101,11 @@ bool SessionMachine::live(const ConnRef& c) const {
 
 std::size_t SessionMachine::connection_count() const {
   std::size_t n = 0;
-  for (const auto& s : svc_) n += s.conns.size();
+  for (const auto& s : services_) n += s.conns.size();
   return n;
 }
 
-const std::string& SessionMachine::service_id() const { return svc_.front().wire_id; }
+const std::string& SessionMachine::service_id() const { return services_.front().wire_id; }
 
 std::string_view SessionMachine::wire_service_id(std::string_view service) const {
   const Service* s = find(service);
@@ -117,17 +117,17 @@ void SessionMachine::on_link_up(int version) {
   version_ = std::clamp(version, 1, 3);
   if (version_ < 3) {
     peer_ = PeerConnections::single;
-  } else if (mode_ == Mode::source && opt_.assume_v3_peer) {
+  } else if (mode_ == Mode::source && options_.assume_v3_peer) {
     peer_ = PeerConnections::multiple;
   } else {
     peer_ = PeerConnections::unknown;
   }
-  for (auto& s : svc_) s.wire_id = version_ >= 2 ? s.id : std::string();
-  if (version_ == 1 && svc_.size() > 1) {
-    fx_.session_error(fmt::format(
+  for (auto& s : services_) s.wire_id = version_ >= 2 ? s.id : std::string();
+  if (version_ == 1 && services_.size() > 1) {
+    effects_.session_error(fmt::format(
         "the service chose protocol V1, which carries one service; this session has {} ({}): use "
         "a service that speaks V2 or V3, or one service per tunnel",
-        svc_.size(), set_text({service_names_.begin(), service_names_.end()})));
+        services_.size(), set_text({service_names_.begin(), service_names_.end()})));
   }
 }
 
@@ -136,7 +136,7 @@ void SessionMachine::on_link_down() {
   peer_ = PeerConnections::unknown;
   // protocol.md section 7: losing the WebSocket kills every stream; the peer
   // will not see our bytes, so local connections are aborted, not flushed.
-  for (auto& s : svc_) end_stream(s, false);
+  for (auto& s : services_) end_stream(s, false);
 }
 
 void SessionMachine::on_record(Message& m) {
@@ -144,19 +144,19 @@ void SessionMachine::on_record(Message& m) {
   const int type = static_cast<int>(m.type());
 
   if (type == Message::UNKNOWN) {
-    fx_.protocol_error("record with type UNKNOWN (0); every record must carry a type");
+    effects_.protocol_error("record with type UNKNOWN (0); every record must carry a type");
     return;
   }
   if (!Message::Type_IsValid(type)) {
     if (m.ignorable()) {
-      fx_.note(fmt::format("ignorable record of unknown type {} skipped", type));
+      effects_.note(fmt::format("ignorable record of unknown type {} skipped", type));
       return;
     }
-    fx_.protocol_error(fmt::format("record of unknown type {} not marked ignorable", type));
+    effects_.protocol_error(fmt::format("record of unknown type {} not marked ignorable", type));
     return;
   }
   if (is_stream_message(type) && m.streamid() == 0) {
-    fx_.protocol_error(fmt::format("{} record with stream id 0", type_name(type)));
+    effects_.protocol_error(fmt::format("{} record with stream id 0", type_name(type)));
     return;
   }
   if (type == Message::SESSION_RESET) {
@@ -165,13 +165,13 @@ void SessionMachine::on_record(Message& m) {
     // for a local close, or its clients would wait on a stream that is gone
     // (and a V3 source would keep opening connections on it). A peer that was
     // reset too ignores it as stale.
-    for (auto& s : svc_) {
+    for (auto& s : services_) {
       const std::int32_t id = s.stream;
       if (id == 0) continue;
       end_stream(s, true);
       send_control(Message::STREAM_RESET, s, id);
     }
-    if (mode_ == Mode::source) fx_.accept_ready();
+    if (mode_ == Mode::source) effects_.accept_ready();
     return;
   }
   if (type == Message::SERVICE_IDS) {
@@ -179,7 +179,7 @@ void SessionMachine::on_record(Message& m) {
     return;
   }
   if ((type == Message::CONNECTION_START || type == Message::CONNECTION_RESET) && version_ < 3) {
-    fx_.protocol_error(
+    effects_.protocol_error(
         fmt::format("{} received, but this session speaks V{} (one connection per stream)",
                     type_name(type), version_));
     return;
@@ -187,7 +187,7 @@ void SessionMachine::on_record(Message& m) {
   if (!is_stream_message(type)) {
     // Type_IsValid() admitted it, so a newer schema added it without
     // teaching this machine: treat like any other unknown type.
-    fx_.protocol_error(fmt::format("record of unhandled type {}", type));
+    effects_.protocol_error(fmt::format("record of unhandled type {}", type));
     return;
   }
   Service* s = resolve_incoming(m);
@@ -216,29 +216,30 @@ void SessionMachine::on_record(Message& m) {
 SessionMachine::Service* SessionMachine::resolve_incoming(const Message& m) {
   const std::string& id = m.serviceid();
   if (!id.empty()) {
-    for (auto& s : svc_) {
+    for (auto& s : services_) {
       if (s.wire_id == id || s.id == id) return &s;
     }
   }
   // One service: records without serviceId (a V1 peer) or naming one the
   // service never announced to us (a V1 link) are that service's.
-  if (svc_.size() == 1) return &svc_.front();
+  if (services_.size() == 1) return &services_.front();
   if (id.empty()) {
-    fx_.protocol_error(fmt::format("{} without serviceId on a tunnel with {} services",
-                                   type_name(m.type()), svc_.size()));
+    effects_.protocol_error(fmt::format("{} without serviceId on a tunnel with {} services",
+                                        type_name(m.type()), services_.size()));
     return nullptr;
   }
   ++counters_.stale_records_ignored;
-  fx_.note(fmt::format("{} for unknown service '{}' ignored", type_name(m.type()), shown_id(id)));
+  effects_.note(
+      fmt::format("{} for unknown service '{}' ignored", type_name(m.type()), shown_id(id)));
   return nullptr;
 }
 
 void SessionMachine::learn_peer(bool has_connection_id) {
   if (version_ < 3 || peer_ != PeerConnections::unknown) return;
   peer_ = has_connection_id ? PeerConnections::multiple : PeerConnections::single;
-  fx_.note(has_connection_id ? "peer speaks V3: several connections per service"
-                             : "peer speaks V1/V2: one connection per service at a time");
-  if (mode_ == Mode::source && has_connection_id) fx_.accept_ready();
+  effects_.note(has_connection_id ? "peer speaks V3: several connections per service"
+                                  : "peer speaks V1/V2: one connection per service at a time");
+  if (mode_ == Mode::source && has_connection_id) effects_.accept_ready();
 }
 
 void SessionMachine::on_data(Service& s, Message& m) {
@@ -252,27 +253,28 @@ void SessionMachine::on_data(Service& s, Message& m) {
   const std::uint32_t conn = m.connectionid() == 0 ? 1 : m.connectionid();
   if (s.conns.count(conn) == 0) {
     ++counters_.stale_records_ignored;
-    fx_.note(
+    effects_.note(
         fmt::format("DATA for connection {} of stream {} ignored: no such connection", conn, id));
     return;
   }
   // An empty DATA carries nothing (a source's nudge, docs/interop.md).
   if (m.payload().empty()) return;
   // Destination: also while the local connect runs; the connection queues it.
-  fx_.write_local(ref(s, conn), m.payload());
+  effects_.write_local(ref(s, conn), m.payload());
 }
 
 void SessionMachine::on_stream_start(Service& s, const Message& m) {
   const std::int32_t id = m.streamid();
   if (mode_ == Mode::source) {
-    fx_.protocol_error(fmt::format(
+    effects_.protocol_error(fmt::format(
         "STREAM_START (stream {}) received by a source; only a source starts streams", id));
     return;
   }
   // A new start replaces the service's active stream. The service already
   // knows the old stream is over, so no STREAM_RESET is sent for it.
   if (s.stream != 0) {
-    fx_.note(fmt::format("STREAM_START for stream {} replaces active stream {}", id, s.stream));
+    effects_.note(
+        fmt::format("STREAM_START for stream {} replaces active stream {}", id, s.stream));
   }
   end_stream(s, false);
   if (version_ >= 3) {
@@ -288,19 +290,19 @@ void SessionMachine::on_stream_start(Service& s, const Message& m) {
   s.conns[conn] = Service::Conn{.connecting = true};
   ++counters_.streams_started;
   ++counters_.connections_started;
-  fx_.open_local(ref(s, conn));
+  effects_.open_local(ref(s, conn));
 }
 
 void SessionMachine::on_connection_start(Service& s, const Message& m) {
   const std::int32_t id = m.streamid();
   const std::uint32_t conn = m.connectionid();
   if (mode_ == Mode::source) {
-    fx_.protocol_error(fmt::format(
+    effects_.protocol_error(fmt::format(
         "CONNECTION_START (stream {}) received by a source; only a source starts connections", id));
     return;
   }
   if (conn == 0) {
-    fx_.protocol_error(fmt::format("CONNECTION_START (stream {}) without connectionId", id));
+    effects_.protocol_error(fmt::format("CONNECTION_START (stream {}) without connectionId", id));
     return;
   }
   if (id != s.stream) {
@@ -311,21 +313,22 @@ void SessionMachine::on_connection_start(Service& s, const Message& m) {
   if (s.conns.count(conn) != 0) {
     // protocol.md section 6: a duplicate id is answered with CONNECTION_RESET;
     // both ends then forget that id.
-    fx_.note(fmt::format("CONNECTION_START for existing connection {} of stream {}", conn, id));
+    effects_.note(
+        fmt::format("CONNECTION_START for existing connection {} of stream {}", conn, id));
     end_connection(s, conn, false);
     send_control(Message::CONNECTION_RESET, s, id, conn);
     return;
   }
-  if (s.conns.size() >= opt_.max_connections) {
+  if (s.conns.size() >= options_.max_connections) {
     ++counters_.connections_refused;
-    fx_.note(fmt::format("connection {} of stream {} refused: {} simultaneous connections", conn,
-                         id, opt_.max_connections));
+    effects_.note(fmt::format("connection {} of stream {} refused: {} simultaneous connections",
+                              conn, id, options_.max_connections));
     send_control(Message::CONNECTION_RESET, s, id, conn);
     return;
   }
   s.conns[conn] = Service::Conn{.connecting = true};
   ++counters_.connections_started;
-  fx_.open_local(ref(s, conn));
+  effects_.open_local(ref(s, conn));
 }
 
 void SessionMachine::on_stream_reset(Service& s, std::int32_t id) {
@@ -335,14 +338,14 @@ void SessionMachine::on_stream_reset(Service& s, std::int32_t id) {
   }
   // The peer closed its side: deliver what is queued, then close.
   end_stream(s, true);
-  if (mode_ == Mode::source) fx_.accept_ready();
+  if (mode_ == Mode::source) effects_.accept_ready();
 }
 
 void SessionMachine::on_connection_reset(Service& s, const Message& m) {
   const std::int32_t id = m.streamid();
   const std::uint32_t conn = m.connectionid();
   if (conn == 0) {
-    fx_.protocol_error(fmt::format("CONNECTION_RESET (stream {}) without connectionId", id));
+    effects_.protocol_error(fmt::format("CONNECTION_RESET (stream {}) without connectionId", id));
     return;
   }
   if (id != s.stream) {
@@ -352,54 +355,54 @@ void SessionMachine::on_connection_reset(Service& s, const Message& m) {
   if (mode_ == Mode::source) learn_peer(true);
   if (s.conns.count(conn) == 0) {
     ++counters_.stale_records_ignored;
-    fx_.note(
+    effects_.note(
         fmt::format("CONNECTION_RESET for unknown connection {} of stream {} ignored", conn, id));
     return;
   }
   end_connection(s, conn, true);
-  if (mode_ == Mode::source) fx_.accept_ready();
+  if (mode_ == Mode::source) effects_.accept_ready();
 }
 
 void SessionMachine::on_service_ids(const Message& m) {
   const int count = m.availableserviceids_size();
   if (count == 0) {
     // Some services send an empty list to every client, V1 ones included.
-    fx_.note("empty SERVICE_IDS ignored");
+    effects_.note("empty SERVICE_IDS ignored");
     return;
   }
   std::set<std::string> announced;
   for (const auto& id : m.availableserviceids()) {
     if (id.size() > kMaxServiceIdSize) {
       // It is echoed in every record we send; the service limits names to 128.
-      fx_.protocol_error(fmt::format("SERVICE_IDS names a service id of {} bytes (limit {})",
-                                     id.size(), kMaxServiceIdSize));
+      effects_.protocol_error(fmt::format("SERVICE_IDS names a service id of {} bytes (limit {})",
+                                          id.size(), kMaxServiceIdSize));
       return;
     }
     announced.insert(id);
   }
-  if (svc_.size() == 1 && svc_.front().id.empty()) {
+  if (services_.size() == 1 && services_.front().id.empty()) {
     // One unnamed service (-s PORT): it is whatever single service the
     // tunnel has.
     if (announced.size() > 1) {
-      fx_.session_error(
+      effects_.session_error(
           fmt::format("tunnel has {} services {}; {}name a local port or target for each (e.g. -s "
                       "{}=PORT,...)",
                       announced.size(), set_text(announced),
                       version_ == 1 ? "V1 carries one; " : "", shown_id(*announced.begin())));
       return;
     }
-    svc_.front().wire_id = *announced.begin();
+    services_.front().wire_id = *announced.begin();
     return;
   }
   const std::set<std::string> configured(service_names_.begin(), service_names_.end());
   if (announced != configured) {
-    fx_.session_error(fmt::format(
+    effects_.session_error(fmt::format(
         "service mismatch: the tunnel has services {} but this session is configured for {}; "
         "configure exactly the tunnel's services",
         set_text(announced), set_text(configured)));
     return;
   }
-  for (auto& s : svc_) s.wire_id = s.id;
+  for (auto& s : services_) s.wire_id = s.id;
 }
 
 bool SessionMachine::can_accept(std::string_view service) const {
@@ -417,14 +420,14 @@ std::optional<ConnRef> SessionMachine::on_local_accepted(std::string_view servic
   Service* s = find(service);
   if (mode_ != Mode::source || !link_up_ || !s) return std::nullopt;
   if (s->stream != 0 && version_ >= 3 && peer_ == PeerConnections::multiple) {
-    if (s->conns.size() >= opt_.max_connections) {
+    if (s->conns.size() >= options_.max_connections) {
       ++counters_.connections_refused;
-      fx_.note(fmt::format("local client refused: {} simultaneous connections on service '{}'",
-                           opt_.max_connections, s->id));
+      effects_.note(fmt::format("local client refused: {} simultaneous connections on service '{}'",
+                                options_.max_connections, s->id));
       return std::nullopt;
     }
     if (s->next_conn == std::numeric_limits<std::uint32_t>::max()) {
-      fx_.note("connection ids exhausted; local connection refused");
+      effects_.note("connection ids exhausted; local connection refused");
       return std::nullopt;
     }
     const std::uint32_t conn = s->next_conn++;
@@ -436,7 +439,7 @@ std::optional<ConnRef> SessionMachine::on_local_accepted(std::string_view servic
   // Stream ids are never reused during the tunnel's life (protocol.md
   // section 4); after 2^31-1 streams there is no fresh id left.
   if (last_stream_id_ == std::numeric_limits<std::int32_t>::max()) {
-    fx_.note("stream ids exhausted; local connection refused");
+    effects_.note("stream ids exhausted; local connection refused");
     return std::nullopt;
   }
   if (s->stream != 0) {
@@ -458,7 +461,8 @@ void SessionMachine::on_local_connected(const ConnRef& c) {
   Service* s = find(c.service);
   if (!live(c) || !s->conns[c.connection_id].connecting) {
     // Replaced or reset while connecting; close_local() was already issued.
-    fx_.note(fmt::format("local connect for inactive stream {} completed; ignored", c.stream_id));
+    effects_.note(
+        fmt::format("local connect for inactive stream {} completed; ignored", c.stream_id));
     return;
   }
   s->conns[c.connection_id].connecting = false;
@@ -466,7 +470,7 @@ void SessionMachine::on_local_connected(const ConnRef& c) {
 
 void SessionMachine::on_local_connect_failed(const ConnRef& c) {
   if (!live(c)) {
-    fx_.note(fmt::format("local connect for inactive stream {} failed; ignored", c.stream_id));
+    effects_.note(fmt::format("local connect for inactive stream {} failed; ignored", c.stream_id));
     return;
   }
   on_local_closed(c);
@@ -477,9 +481,9 @@ void SessionMachine::on_local_data(const ConnRef& c, std::string_view bytes) {
   Service& s = *find(c.service);
   const WireAddress to{s.wire_id, c.stream_id, send_conn_ids() ? c.connection_id : 0};
   while (!bytes.empty()) {
-    const std::size_t n = std::min(bytes.size(), opt_.max_payload);
+    const std::size_t n = std::min(bytes.size(), options_.max_payload);
     ++counters_.records_out;
-    fx_.send_data(to, bytes.substr(0, n));
+    effects_.send_data(to, bytes.substr(0, n));
     bytes.remove_prefix(n);
   }
   // The first DATA of a connection arms the nudges (kNudgeDelaysMs), once:
@@ -489,7 +493,7 @@ void SessionMachine::on_local_data(const ConnRef& c, std::string_view bytes) {
     state.sent_data = true;
     nudge_ = c;
     nudges_sent_ = 0;
-    fx_.schedule_nudge(c, kNudgeDelaysMs[0]);
+    effects_.schedule_nudge(c, kNudgeDelaysMs[0]);
   }
 }
 
@@ -503,10 +507,10 @@ void SessionMachine::on_nudge_due(const ConnRef& c) {
   const Service& s = *find(c.service);
   const WireAddress to{s.wire_id, c.stream_id, send_conn_ids() ? c.connection_id : 0};
   ++counters_.records_out;
-  fx_.send_data(to, {});
+  effects_.send_data(to, {});
   ++nudges_sent_;
   if (nudges_sent_ < std::size(kNudgeDelaysMs)) {
-    fx_.schedule_nudge(c, kNudgeDelaysMs[nudges_sent_] - kNudgeDelaysMs[nudges_sent_ - 1]);
+    effects_.schedule_nudge(c, kNudgeDelaysMs[nudges_sent_] - kNudgeDelaysMs[nudges_sent_ - 1]);
   }
 }
 
@@ -528,7 +532,7 @@ void SessionMachine::on_local_closed(const ConnRef& c) {
     end_stream(s, false);
     send_control(Message::STREAM_RESET, s, id);
   }
-  if (mode_ == Mode::source) fx_.accept_ready();
+  if (mode_ == Mode::source) effects_.accept_ready();
 }
 
 void SessionMachine::end_stream(Service& s, bool flush) {
@@ -537,20 +541,20 @@ void SessionMachine::end_stream(Service& s, bool flush) {
   auto conns = std::move(s.conns);
   s.conns.clear();
   s.stream = 0;
-  for (const auto& [conn, state] : conns) fx_.close_local(ConnRef{s.id, id, conn}, flush);
+  for (const auto& [conn, state] : conns) effects_.close_local(ConnRef{s.id, id, conn}, flush);
 }
 
 void SessionMachine::end_connection(Service& s, std::uint32_t conn, bool flush) {
   if (s.conns.erase(conn) == 0) return;
-  fx_.close_local(ConnRef{s.id, s.stream, conn}, flush);
+  effects_.close_local(ConnRef{s.id, s.stream, conn}, flush);
 }
 
 void SessionMachine::ignore_stale(std::string_view what, const Service& s, std::int32_t id) {
   ++counters_.stale_records_ignored;
   if (s.stream == 0) {
-    fx_.note(fmt::format("{} for stream {} ignored: no active stream", what, id));
+    effects_.note(fmt::format("{} for stream {} ignored: no active stream", what, id));
   } else {
-    fx_.note(fmt::format("{} for stream {} ignored: active stream is {}", what, id, s.stream));
+    effects_.note(fmt::format("{} for stream {} ignored: active stream is {}", what, id, s.stream));
   }
 }
 
@@ -562,7 +566,7 @@ void SessionMachine::send_control(Message::Type type, const Service& s, std::int
   if (!s.wire_id.empty()) m.set_serviceid(s.wire_id);
   if (connection_id != 0) m.set_connectionid(connection_id);
   ++counters_.records_out;
-  fx_.send_record(m);
+  effects_.send_record(m);
 }
 
 }  // namespace tunnel

@@ -1,7 +1,7 @@
 // The local-proxy state machine for protocol V1, V2 and V3 (protocol.md
 // sections 4-6), pure: records and local events in, effects out. No sockets,
 // no clocks, no libuv: the proxy loop (proxy_session.h) feeds it and carries
-// out its effects; the stream table (stream_table.h) holds the connections.
+// out its effects; the connection table (connection_table.h) holds the local connections.
 //
 // Versions. The link reports the subprotocol the service chose
 // (on_link_up(version)). What the *peer* speaks is not negotiated, so the
@@ -193,10 +193,10 @@ class SessionMachine {
   };
 
   Mode mode_;
-  SessionEffects& fx_;
-  MachineOptions opt_;
+  SessionEffects& effects_;
+  MachineOptions options_;
   std::vector<std::string> service_names_;
-  std::vector<Service> svc_;
+  std::vector<Service> services_;
   bool link_up_ = false;
   int version_ = 1;
   PeerConnections peer_ = PeerConnections::unknown;

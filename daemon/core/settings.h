@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "wire_limits.h"
+
 namespace tunnel {
 
 struct Settings {
@@ -24,16 +26,17 @@ struct Settings {
   // tunneling.proxy.tcp.*
   int tcp_connection_retry_count = 5;  // -1 = forever
   int tcp_connection_retry_delay_ms = 1000;
-  int tcp_read_buffer_size = 131076;
+  // The reference's buffer defaults are its largest WebSocket message.
+  int tcp_read_buffer_size = static_cast<int>(kMaxFrameSize);
   // tunneling.proxy.websocket.*
   int ws_ping_period_ms = 5000;
   int ws_retry_delay_ms = 2500;
   int ws_connect_retry_count = -1;  // -1 = forever
   bool ws_reconnect_on_data_error = true;
   std::string ws_subprotocol = "aws.iot.securetunneling-1.0";
-  int ws_max_frame_size = 131076;
-  int ws_write_buffer_size = 131076;
-  int ws_read_buffer_size = 131076;
+  int ws_max_frame_size = static_cast<int>(kMaxFrameSize);
+  int ws_write_buffer_size = static_cast<int>(kMaxFrameSize);
+  int ws_read_buffer_size = static_cast<int>(kMaxFrameSize);
   // tunneld additions
   int ws_pong_timeout_ms = 10000;       // websocket.pong_timeout_ms: no pong by then = dead link
   int ws_retry_max_delay_ms = 30000;    // websocket.retry_max_delay_ms: backoff cap

@@ -1,12 +1,19 @@
 #include "socket_io.h"
 
 #include <openssl/err.h>
-#include <sys/socket.h>
 
-#include <cerrno>
-#include <cstring>
+#include "net_socket.h"
 
 namespace tunnel {
+namespace {
+
+// A failed socket call: an error code, or 0 for the peer's orderly close.
+IoEnd failure_or_close(int code) {
+  return code != 0 ? IoEnd{IoEnd::Kind::failed, net::error_text(code)}
+                   : IoEnd{IoEnd::Kind::closed, {}};
+}
+
+}  // namespace
 
 std::string IoEnd::describe(std::string_view peer) const {
   switch (kind) {
@@ -33,79 +40,62 @@ std::string tls_error_text() {
   return text;
 }
 
-long socket_read(int fd, SSL* ssl, std::uint8_t* buf, std::size_t n, bool& wants_write,
+namespace {
+
+// What an SSL_read_ex / SSL_write_ex that returned `rc` after moving `moved`
+// bytes means, in the convention of socket_read / socket_write. `want_other`
+// is the SSL_ERROR_WANT_* of the other direction (the call must wait for it).
+long tls_result(SSL* ssl, int rc, std::size_t moved, int want_other, bool& wants_other,
+                IoEnd& end) {
+  if (rc == 1) {
+    wants_other = false;
+    return static_cast<long>(moved);
+  }
+  const int err = SSL_get_error(ssl, rc);
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+    wants_other = err == want_other;
+    return 0;
+  }
+  if (err == SSL_ERROR_ZERO_RETURN) {
+    end = IoEnd{IoEnd::Kind::closed, {}};
+  } else if (err == SSL_ERROR_SYSCALL) {
+    end = failure_or_close(net::last_error());
+    ERR_clear_error();
+  } else {
+    std::string detail = tls_error_text();
+    end = detail.find("unexpected eof") != std::string::npos
+              ? IoEnd{IoEnd::Kind::closed, {}}
+              : IoEnd{IoEnd::Kind::tls, std::move(detail)};
+  }
+  return -1;
+}
+
+}  // namespace
+
+long socket_read(net::Socket fd, SSL* ssl, std::uint8_t* buf, std::size_t n, bool& wants_write,
                  IoEnd& end) {
   if (ssl == nullptr) {
-    const ssize_t got = ::recv(fd, buf, n, 0);
-    if (got > 0) return got;
-    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
-    end = got == 0 ? IoEnd{IoEnd::Kind::closed, {}}
-                   : IoEnd{IoEnd::Kind::failed, std::strerror(errno)};
-    return -1;
+    const long got = net::recv_some(fd, buf, n);
+    if (got < 0) end = failure_or_close(net::last_error());
+    return got;
   }
   ERR_clear_error();
   std::size_t got = 0;
   const int rc = SSL_read_ex(ssl, buf, n, &got);
-  if (rc == 1) {
-    wants_write = false;
-    return static_cast<long>(got);
-  }
-  switch (SSL_get_error(ssl, rc)) {
-    case SSL_ERROR_WANT_READ:
-      wants_write = false;
-      return 0;
-    case SSL_ERROR_WANT_WRITE:
-      wants_write = true;
-      return 0;
-    case SSL_ERROR_ZERO_RETURN:
-      end = IoEnd{IoEnd::Kind::closed, {}};
-      return -1;
-    case SSL_ERROR_SYSCALL:
-      end =
-          errno ? IoEnd{IoEnd::Kind::failed, std::strerror(errno)} : IoEnd{IoEnd::Kind::closed, {}};
-      ERR_clear_error();
-      return -1;
-    default: {
-      std::string detail = tls_error_text();
-      end = detail.find("unexpected eof") != std::string::npos
-                ? IoEnd{IoEnd::Kind::closed, {}}
-                : IoEnd{IoEnd::Kind::tls, std::move(detail)};
-      return -1;
-    }
-  }
+  return tls_result(ssl, rc, got, SSL_ERROR_WANT_WRITE, wants_write, end);
 }
 
-long socket_write(int fd, SSL* ssl, const std::uint8_t* buf, std::size_t n, bool& wants_read,
-                  IoEnd& end) {
+long socket_write(net::Socket fd, SSL* ssl, const std::uint8_t* buf, std::size_t n,
+                  bool& wants_read, IoEnd& end) {
   if (ssl == nullptr) {
-    const ssize_t put = ::send(fd, buf, n, MSG_NOSIGNAL);
-    if (put >= 0) return put;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
-    end = IoEnd{IoEnd::Kind::failed, std::strerror(errno)};
-    return -1;
+    const long put = net::send_some(fd, buf, n);
+    if (put < 0) end = IoEnd{IoEnd::Kind::failed, net::last_error_text()};
+    return put;
   }
   ERR_clear_error();
   std::size_t put = 0;
   const int rc = SSL_write_ex(ssl, buf, n, &put);
-  if (rc == 1) {
-    wants_read = false;
-    return static_cast<long>(put);
-  }
-  switch (SSL_get_error(ssl, rc)) {
-    case SSL_ERROR_WANT_WRITE:
-      wants_read = false;
-      return 0;
-    case SSL_ERROR_WANT_READ:
-      wants_read = true;
-      return 0;
-    case SSL_ERROR_SYSCALL:
-      end = IoEnd{IoEnd::Kind::failed, errno ? std::strerror(errno) : "closed"};
-      ERR_clear_error();
-      return -1;
-    default:
-      end = IoEnd{IoEnd::Kind::tls, tls_error_text()};
-      return -1;
-  }
+  return tls_result(ssl, rc, put, SSL_ERROR_WANT_READ, wants_read, end);
 }
 
 }  // namespace tunnel

@@ -13,6 +13,8 @@
 #include <string>
 #include <string_view>
 
+#include "net_socket.h"
+
 namespace tunnel {
 
 struct IoEnd {
@@ -30,10 +32,11 @@ std::string tls_error_text();
 
 // Reads at most n bytes. `wants_write` is set when TLS needs the socket to be
 // writable before this read can go on (a renegotiation or key update).
-long socket_read(int fd, SSL* ssl, std::uint8_t* buf, std::size_t n, bool& wants_write, IoEnd& end);
+long socket_read(net::Socket fd, SSL* ssl, std::uint8_t* buf, std::size_t n, bool& wants_write,
+                 IoEnd& end);
 // Writes at most n bytes (TLS: whole records, SSL_MODE_ENABLE_PARTIAL_WRITE).
 // `wants_read` is set when TLS needs the socket to be readable first.
-long socket_write(int fd, SSL* ssl, const std::uint8_t* buf, std::size_t n, bool& wants_read,
-                  IoEnd& end);
+long socket_write(net::Socket fd, SSL* ssl, const std::uint8_t* buf, std::size_t n,
+                  bool& wants_read, IoEnd& end);
 
 }  // namespace tunnel

@@ -45,4 +45,12 @@ constexpr bool iequals(std::string_view a, std::string_view b) {
          });
 }
 
+// The name of an enum value from a table in the enum's declaration order
+// (the caller static_asserts that the table covers the last value).
+template <typename Enum, std::size_t N>
+constexpr std::string_view enum_name(Enum e, const std::string_view (&names)[N]) {
+  const auto i = static_cast<std::size_t>(e);
+  return i < N ? names[i] : std::string_view("?");
+}
+
 }  // namespace tunnel::text

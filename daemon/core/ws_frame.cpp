@@ -6,36 +6,27 @@
 #include <algorithm>
 #include <cstring>
 
+#include "text.h"
+
 namespace tunnel::ws {
 
 std::string_view to_string(FrameError e) {
-  switch (e) {
-    case FrameError::none:
-      return "no error";
-    case FrameError::reserved_bits:
-      return "WebSocket frame with reserved bits set";
-    case FrameError::reserved_opcode:
-      return "WebSocket frame with a reserved opcode";
-    case FrameError::text_frame:
-      return "text frame received (the protocol allows binary frames only)";
-    case FrameError::bad_masking:
-      return "WebSocket frame masked the wrong way for its direction";
-    case FrameError::control_too_long:
-      return "WebSocket control frame longer than 125 bytes";
-    case FrameError::control_fragmented:
-      return "fragmented WebSocket control frame";
-    case FrameError::bad_continuation:
-      return "WebSocket continuation frame with no message open";
-    case FrameError::expected_continuation:
-      return "new WebSocket message while a fragmented one is open";
-    case FrameError::message_too_large:
-      return "WebSocket message larger than the limit";
-    case FrameError::bad_length:
-      return "WebSocket frame length out of range";
-    case FrameError::bad_close_payload:
-      return "invalid WebSocket close frame";
-  }
-  return "?";
+  static constexpr std::string_view kNames[] = {
+      "no error",
+      "WebSocket frame with reserved bits set",
+      "WebSocket frame with a reserved opcode",
+      "text frame received (the protocol allows binary frames only)",
+      "WebSocket frame masked the wrong way for its direction",
+      "WebSocket control frame longer than 125 bytes",
+      "fragmented WebSocket control frame",
+      "WebSocket continuation frame with no message open",
+      "new WebSocket message while a fragmented one is open",
+      "WebSocket message larger than the limit",
+      "WebSocket frame length out of range",
+      "invalid WebSocket close frame",
+  };
+  static_assert(std::size(kNames) == static_cast<std::size_t>(FrameError::bad_close_payload) + 1);
+  return text::enum_name(e, kNames);
 }
 
 bool is_valid_close_code(int code) {
@@ -114,8 +105,8 @@ std::size_t write_frame_header(std::uint8_t* out, Opcode op, std::uint64_t paylo
   return n;
 }
 
-FrameDecoder::FrameDecoder(Role role, std::size_t max_message_size)
-    : role_(role), max_message_(max_message_size) {}
+FrameDecoder::FrameDecoder(Side side, std::size_t max_message_size)
+    : side_(side), max_message_(max_message_size) {}
 
 void FrameDecoder::reset() {
   error_ = FrameError::none;
@@ -143,7 +134,7 @@ FrameError FrameDecoder::parse_header() {
   if ((b0 & 0x70) != 0) return FrameError::reserved_bits;
   fin_ = (b0 & 0x80) != 0;
   masked_ = (b1 & 0x80) != 0;
-  if (masked_ != (role_ == Role::server)) return FrameError::bad_masking;
+  if (masked_ != (side_ == Side::server)) return FrameError::bad_masking;
   std::size_t idx = 2;
   std::uint64_t len = b1 & 0x7F;
   if (len == 126) {
@@ -188,94 +179,114 @@ FrameError FrameDecoder::parse_header() {
   return FrameError::none;
 }
 
+namespace {
+
+FrameEvent need_more(std::size_t consumed) {
+  FrameEvent ev;
+  ev.consumed = consumed;
+  return ev;
+}
+
+}  // namespace
+
+bool FrameDecoder::collect_header(std::span<const std::uint8_t> in, std::size_t& pos) {
+  while (hdr_len_ < hdr_need_) {
+    if (pos == in.size()) return false;
+    const std::size_t n = std::min(hdr_need_ - hdr_len_, in.size() - pos);
+    std::memcpy(hdr_.data() + hdr_len_, in.data() + pos, n);
+    hdr_len_ += n;
+    pos += n;
+    if (hdr_need_ == 2 && hdr_len_ == 2) {
+      // The second byte says how long the header is.
+      const std::uint8_t len7 = hdr_[1] & 0x7F;
+      hdr_need_ = 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + ((hdr_[1] & 0x80) ? 4 : 0);
+    }
+  }
+  return true;
+}
+
+bool FrameDecoder::data_piece(std::span<std::uint8_t> in, std::size_t& pos, FrameEvent& ev) {
+  const std::size_t n =
+      static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, in.size() - pos));
+  if (n == 0 && remaining_ > 0) {
+    ev = need_more(pos);
+    return true;
+  }
+  std::uint8_t* p = in.data() + pos;
+  if (masked_) apply_mask(p, n, mask_, mask_phase_);
+  mask_phase_ += n;
+  remaining_ -= n;
+  pos += n;
+  const bool frame_done = remaining_ == 0;
+  if (frame_done) in_frame_ = false;
+  const bool end = frame_done && fin_;
+  if (end) {
+    in_message_ = false;
+    message_bytes_ = 0;
+  }
+  if (n == 0 && !end) return false;  // an empty non-final fragment
+  ev.kind = FrameEvent::Kind::data;
+  ev.consumed = pos;
+  ev.payload = std::span<const std::uint8_t>(p, n);
+  ev.message_end = end;
+  return true;
+}
+
+bool FrameDecoder::collect_control(std::span<const std::uint8_t> in, std::size_t& pos) {
+  const std::size_t n =
+      static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, in.size() - pos));
+  std::memcpy(ctl_.data() + ctl_len_, in.data() + pos, n);
+  ctl_len_ += n;
+  remaining_ -= n;
+  pos += n;
+  return remaining_ == 0;
+}
+
+FrameEvent FrameDecoder::control_event(std::size_t consumed) {
+  in_frame_ = false;
+  if (masked_) apply_mask(ctl_.data(), ctl_len_, mask_, 0);
+  FrameEvent ev;
+  ev.consumed = consumed;
+  ev.payload = std::span<const std::uint8_t>(ctl_.data(), ctl_len_);
+  if (opcode_ == Opcode::ping) {
+    ev.kind = FrameEvent::Kind::ping;
+  } else if (opcode_ == Opcode::pong) {
+    ev.kind = FrameEvent::Kind::pong;
+  } else {
+    ev.kind = FrameEvent::Kind::close;
+    if (ctl_len_ == 0) {
+      ev.close_code = 1005;
+    } else if (ctl_len_ == 1) {
+      return fail(FrameError::bad_close_payload);
+    } else {
+      ev.close_code = (ctl_[0] << 8) | ctl_[1];
+      if (!is_valid_close_code(ev.close_code)) return fail(FrameError::bad_close_payload);
+      ev.close_reason =
+          std::string_view(reinterpret_cast<const char*>(ctl_.data()) + 2, ctl_len_ - 2);
+    }
+  }
+  return ev;
+}
+
 FrameEvent FrameDecoder::next(std::span<std::uint8_t> in) {
   if (error_ != FrameError::none) return fail(error_);
   std::size_t pos = 0;
   for (;;) {
     if (!in_frame_) {
-      while (hdr_len_ < hdr_need_) {
-        if (pos == in.size()) {
-          FrameEvent ev;
-          ev.consumed = pos;
-          return ev;
-        }
-        const std::size_t n = std::min(hdr_need_ - hdr_len_, in.size() - pos);
-        std::memcpy(hdr_.data() + hdr_len_, in.data() + pos, n);
-        hdr_len_ += n;
-        pos += n;
-        if (hdr_need_ == 2 && hdr_len_ == 2) {
-          const std::uint8_t len7 = hdr_[1] & 0x7F;
-          hdr_need_ = 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + ((hdr_[1] & 0x80) ? 4 : 0);
-        }
-      }
+      if (!collect_header(in, pos)) return need_more(pos);
       const FrameError err = parse_header();
       hdr_len_ = 0;
       hdr_need_ = 2;
       if (err != FrameError::none) return fail(err);
       in_frame_ = true;
     }
-    const std::size_t avail = in.size() - pos;
     if (opcode_ == Opcode::continuation || opcode_ == Opcode::binary) {
-      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, avail));
-      if (n == 0 && remaining_ > 0) {
-        FrameEvent ev;
-        ev.consumed = pos;
-        return ev;
-      }
-      std::uint8_t* p = in.data() + pos;
-      if (masked_) apply_mask(p, n, mask_, mask_phase_);
-      mask_phase_ += n;
-      remaining_ -= n;
-      pos += n;
-      const bool frame_done = remaining_ == 0;
-      if (frame_done) in_frame_ = false;
-      const bool end = frame_done && fin_;
-      if (end) {
-        in_message_ = false;
-        message_bytes_ = 0;
-      }
-      if (n == 0 && !end) continue;  // an empty non-final fragment
       FrameEvent ev;
-      ev.kind = FrameEvent::Kind::data;
-      ev.consumed = pos;
-      ev.payload = std::span<const std::uint8_t>(p, n);
-      ev.message_end = end;
-      return ev;
+      if (data_piece(in, pos, ev)) return ev;
+      continue;
     }
-    // Control frame: collect its (short) payload.
-    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, avail));
-    std::memcpy(ctl_.data() + ctl_len_, in.data() + pos, n);
-    ctl_len_ += n;
-    remaining_ -= n;
-    pos += n;
-    if (remaining_ > 0) {
-      FrameEvent ev;
-      ev.consumed = pos;
-      return ev;
-    }
-    in_frame_ = false;
-    if (masked_) apply_mask(ctl_.data(), ctl_len_, mask_, 0);
-    FrameEvent ev;
-    ev.consumed = pos;
-    ev.payload = std::span<const std::uint8_t>(ctl_.data(), ctl_len_);
-    if (opcode_ == Opcode::ping) {
-      ev.kind = FrameEvent::Kind::ping;
-    } else if (opcode_ == Opcode::pong) {
-      ev.kind = FrameEvent::Kind::pong;
-    } else {
-      ev.kind = FrameEvent::Kind::close;
-      if (ctl_len_ == 0) {
-        ev.close_code = 1005;
-      } else if (ctl_len_ == 1) {
-        return fail(FrameError::bad_close_payload);
-      } else {
-        ev.close_code = (ctl_[0] << 8) | ctl_[1];
-        if (!is_valid_close_code(ev.close_code)) return fail(FrameError::bad_close_payload);
-        ev.close_reason =
-            std::string_view(reinterpret_cast<const char*>(ctl_.data()) + 2, ctl_len_ - 2);
-      }
-    }
-    return ev;
+    if (!collect_control(in, pos)) return need_more(pos);
+    return control_event(pos);
   }
 }
 

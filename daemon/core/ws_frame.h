@@ -26,7 +26,7 @@ enum class Opcode : std::uint8_t {
 
 // Which end of the connection decodes: a client receives unmasked frames, a
 // server masked ones (RFC 6455 section 5.1: anything else fails the link).
-enum class Role { client, server };
+enum class Side { client, server };
 
 enum class FrameError {
   none,
@@ -73,7 +73,7 @@ struct FrameEvent {
 
 class FrameDecoder {
  public:
-  explicit FrameDecoder(Role role, std::size_t max_message_size);
+  explicit FrameDecoder(Side side, std::size_t max_message_size);
 
   // Decodes from `in` up to the next event. Call again with
   // in.subspan(event.consumed) until the event is need_more. Data payload
@@ -87,9 +87,17 @@ class FrameDecoder {
 
  private:
   FrameEvent fail(FrameError e);
+  // Gathers the header's bytes from in[pos..]; false: it needs more.
+  bool collect_header(std::span<const std::uint8_t> in, std::size_t& pos);
   FrameError parse_header();
+  // The next piece of a data frame's payload, unmasked in place; false when
+  // there is none to report (an empty non-final fragment).
+  bool data_piece(std::span<std::uint8_t> in, std::size_t& pos, FrameEvent& ev);
+  // Gathers a control frame's payload; false: it needs more.
+  bool collect_control(std::span<const std::uint8_t> in, std::size_t& pos);
+  FrameEvent control_event(std::size_t consumed);
 
-  Role role_;
+  Side side_;
   std::size_t max_message_;
   FrameError error_ = FrameError::none;
   // header being collected

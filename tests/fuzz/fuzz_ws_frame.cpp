@@ -20,7 +20,7 @@
 namespace {
 
 // Decodes `wire` fed `step` bytes at a time; returns a transcript of events.
-std::string run(tunnel::ws::Role role, std::size_t max_message, std::vector<std::uint8_t> wire,
+std::string run(tunnel::ws::Side role, std::size_t max_message, std::vector<std::uint8_t> wire,
                 std::size_t step) {
   using Kind = tunnel::ws::FrameEvent::Kind;
   tunnel::ws::FrameDecoder d(role, max_message);
@@ -64,7 +64,7 @@ std::string run(tunnel::ws::Role role, std::size_t max_message, std::vector<std:
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 2) return 0;
-  const auto role = (data[0] & 1) ? tunnel::ws::Role::server : tunnel::ws::Role::client;
+  const auto role = (data[0] & 1) ? tunnel::ws::Side::server : tunnel::ws::Side::client;
   const std::size_t max_message = (data[0] & 2) ? 131076 : 16 + data[0];
   const std::size_t step = 1 + data[1];
   const std::vector<std::uint8_t> wire(data + 2, data + size);

@@ -9,6 +9,8 @@ way take well under a second.
 Knobs (attributes, safe to change while it runs):
     user, password  when set, CONNECT needs "Proxy-Authorization: Basic ..."
                     with exactly these; otherwise 407 with Proxy-Authenticate
+    auth_failure    the status for missing or wrong credentials: 407, or 401
+                    as tinyproxy answers
     answer_407      answer every CONNECT with 407 (whatever the credentials)
     drop_next       this many next connections are closed right after their
                     CONNECT request arrived, without an answer
@@ -53,6 +55,7 @@ class ConnectProxy:
         self.user = user
         self.password = password
         self.answer_407 = False
+        self.auth_failure = 407
         self.drop_next = 0
         self.status: int | None = None
         self.connections = 0
@@ -177,8 +180,13 @@ class ConnectProxy:
                 self.drop_next -= 1
         if drop:
             return None
-        if self.answer_407 or not self._authorized(headers.get("proxy-authorization", "")):
+        if self.answer_407:
             self._reply(conn, 407, "Proxy Authentication Required",
+                        'Proxy-Authenticate: Basic realm="tunneld-test"\r\n')
+            return None
+        if not self._authorized(headers.get("proxy-authorization", "")):
+            reason = "Unauthorized" if self.auth_failure == 401 else "Proxy Authentication Required"
+            self._reply(conn, self.auth_failure, reason,
                         'Proxy-Authenticate: Basic realm="tunneld-test"\r\n')
             return None
         if self.status is not None:

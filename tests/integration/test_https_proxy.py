@@ -121,6 +121,39 @@ def _(h):
     print(f"  {[line for line in p.stderr_lines if '407' in line][-1].strip()[:160]}")
 
 
+@r.case("401 (tinyproxy's answer to wrong credentials) and 403: final like 407, naming the proxy")
+def _(h):
+    proxy, creds = proxy_with_auth(h)
+    proxy.auth_failure = 401
+    relay = h.start_relay()
+    t = relay.open_tunnel()
+    wrong = Credentials()
+    p = h.start_localproxy("source", t["sourceAccessToken"], relay, "0", verbosity=6,
+                           settings=FAST, env_extra={"HTTPS_PROXY": wrong.url(proxy)})
+    rc = p.wait_exit(5.0)
+    check(rc == 1, f"exit {rc} on a 401 from the proxy, want 1")
+    text = p.stderr_text()
+    check("401" in text and "refused the credentials" in text,
+          "stderr does not say the proxy refused the credentials (401)")
+    check(proxy.address in text, f"stderr does not name the proxy {proxy.address}")
+    check(proxy.connects == 1, f"the proxy saw {proxy.connects} CONNECTs; 401 must not be retried")
+    check_no_credentials(h, wrong, proxy)
+
+    forbidding = ConnectProxy()
+    h.servers.append(forbidding)
+    forbidding.status = 403
+    p = h.start_localproxy("source", t["sourceAccessToken"], relay, "0", verbosity=6,
+                           settings=FAST, env_extra={"HTTPS_PROXY": forbidding.url()})
+    rc = p.wait_exit(5.0)
+    check(rc == 1, f"exit {rc} on a 403 from the proxy, want 1")
+    text = p.stderr_text()
+    check("403" in text and "policy" in text, "stderr does not say the proxy's policy refused (403)")
+    check(forbidding.address in text, f"stderr does not name the proxy {forbidding.address}")
+    check(forbidding.connects == 1,
+          f"the proxy saw {forbidding.connects} CONNECTs; 403 must not be retried")
+    print(f"  {[line for line in p.stderr_lines if '403' in line][-1].strip()[:160]}")
+
+
 @r.case("the proxy drops the CONNECT twice, then answers 503: retried with backoff, then works")
 def _(h):
     proxy, creds = proxy_with_auth(h)

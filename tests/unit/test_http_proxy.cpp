@@ -371,3 +371,15 @@ TEST_SUITE("http_proxy") {
     CHECK(!r.proxy);
   }
 }
+
+TEST_CASE("proxy refusals that are final: 401, 403 and 407; the rest are retried") {
+  using tunnel::proxy_refusal_is_final;
+  // 401: what tinyproxy answers to wrong Basic credentials instead of 407.
+  CHECK(proxy_refusal_is_final(401));
+  CHECK(proxy_refusal_is_final(403));
+  CHECK(proxy_refusal_is_final(407));
+  for (const int retried : {400, 404, 405, 429, 500, 502, 503, 504}) {
+    CAPTURE(retried);
+    CHECK_FALSE(proxy_refusal_is_final(retried));
+  }
+}

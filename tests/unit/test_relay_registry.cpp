@@ -41,7 +41,11 @@ TunnelRegistry::TokenSource counting_tokens() {
 const std::string kClientA(40, 'a');
 const std::string kClientB(40, 'b');
 
-std::string rec(const Message& m) { return relay::encode_relay_record(m); }
+std::string rec(const Message& m) {
+  std::string out;
+  tunnel::encode_record(m, out);
+  return out;
+}
 
 Message data(std::int32_t stream, std::string payload) {
   Message m;

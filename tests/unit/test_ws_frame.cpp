@@ -60,7 +60,7 @@ struct Collected {
 
 // Feeds `wire` in pieces of `chunk` bytes (the input buffer is a copy, as the
 // server role unmasks in place).
-Collected decode(ws::Role role, const Bytes& wire, std::size_t chunk,
+Collected decode(ws::Side role, const Bytes& wire, std::size_t chunk,
                  std::size_t max_message = 131076) {
   ws::FrameDecoder d(role, max_message);
   Collected c;
@@ -127,16 +127,16 @@ TEST_CASE("frame header: every length form, minimal encoding") {
 TEST_CASE("RFC 6455 section 5.7 examples") {
   // A masked "Hello" is a text frame: the tunnel protocol refuses it.
   const Bytes masked_hello{0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58};
-  CHECK(decode(ws::Role::server, masked_hello, 64).error == ws::FrameError::text_frame);
+  CHECK(decode(ws::Side::server, masked_hello, 64).error == ws::FrameError::text_frame);
   // The same as binary: unmasked by the server role.
   Bytes bin = masked_hello;
   bin[0] = 0x82;
-  const auto c = decode(ws::Role::server, bin, 64);
+  const auto c = decode(ws::Side::server, bin, 64);
   CHECK(c.error == ws::FrameError::none);
   CHECK(std::string(c.data.begin(), c.data.end()) == "Hello");
   // Unmasked ping with a body, as a server sends it to a client.
   const Bytes ping{0x89, 0x05, 'H', 'e', 'l', 'l', 'o'};
-  const auto p = decode(ws::Role::client, ping, 64);
+  const auto p = decode(ws::Side::client, ping, 64);
   REQUIRE(p.control.size() == 1);
   CHECK(p.control[0] == Kind::ping);
   CHECK(std::string(p.last_ping.begin(), p.last_ping.end()) == "Hello");
@@ -144,11 +144,11 @@ TEST_CASE("RFC 6455 section 5.7 examples") {
   Bytes b256{0x82, 0x7E, 0x01, 0x00};
   const Bytes body256 = pattern(256, 1);
   b256.insert(b256.end(), body256.begin(), body256.end());
-  CHECK(decode(ws::Role::client, b256, 7).data == body256);
+  CHECK(decode(ws::Side::client, b256, 7).data == body256);
   Bytes b64k{0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0};
   const Bytes body64k = pattern(65536, 2);
   b64k.insert(b64k.end(), body64k.begin(), body64k.end());
-  CHECK(decode(ws::Role::client, b64k, 4096).data == body64k);
+  CHECK(decode(ws::Side::client, b64k, 4096).data == body64k);
 }
 
 TEST_CASE("decoding at every split point gives the same events") {
@@ -156,7 +156,7 @@ TEST_CASE("decoding at every split point gives the same events") {
   const Bytes mid = pattern(300, 4);
   const Bytes small = pattern(10, 5);
   for (bool masked : {false, true}) {
-    const ws::Role role = masked ? ws::Role::server : ws::Role::client;
+    const ws::Side role = masked ? ws::Side::server : ws::Side::client;
     const Bytes wire = cat({
         frame(ws::Opcode::binary, small, masked),
         frame(ws::Opcode::binary, mid, masked, false),     // first fragment
@@ -189,17 +189,17 @@ TEST_CASE("decoding at every split point gives the same events") {
 }
 
 TEST_CASE("close frames: no code, a code without reason, invalid forms") {
-  auto c = decode(ws::Role::client, frame(ws::Opcode::close, Bytes{}, false), 1);
+  auto c = decode(ws::Side::client, frame(ws::Opcode::close, Bytes{}, false), 1);
   CHECK(c.close_code == 1005);
-  c = decode(ws::Role::client, frame(ws::Opcode::close, Bytes{0x0F, 0xA0}, false), 1);
+  c = decode(ws::Side::client, frame(ws::Opcode::close, Bytes{0x0F, 0xA0}, false), 1);
   CHECK(c.close_code == 4000);
   CHECK(c.close_reason.empty());
-  CHECK(decode(ws::Role::client, frame(ws::Opcode::close, Bytes{0x03}, false), 1).error ==
+  CHECK(decode(ws::Side::client, frame(ws::Opcode::close, Bytes{0x03}, false), 1).error ==
         ws::FrameError::bad_close_payload);
   for (int code : {0, 999, 1004, 1005, 1006, 1015, 2999, 5000}) {
     CAPTURE(code);
     const Bytes payload{static_cast<std::uint8_t>(code >> 8), static_cast<std::uint8_t>(code)};
-    CHECK(decode(ws::Role::client, frame(ws::Opcode::close, payload, false), 64).error ==
+    CHECK(decode(ws::Side::client, frame(ws::Opcode::close, payload, false), 64).error ==
           ws::FrameError::bad_close_payload);
   }
   for (int code : {1000, 1001, 1002, 1011, 1012, 1014, 3000, 4999})
@@ -207,7 +207,7 @@ TEST_CASE("close frames: no code, a code without reason, invalid forms") {
 }
 
 TEST_CASE("invalid frames are errors, and the decoder stays failed") {
-  auto err = [](const Bytes& wire, ws::Role role = ws::Role::client, std::size_t max = 131076) {
+  auto err = [](const Bytes& wire, ws::Side role = ws::Side::client, std::size_t max = 131076) {
     return decode(role, wire, 1, max).error;
   };
   Bytes rsv = frame(ws::Opcode::binary, Bytes{1}, false);
@@ -219,7 +219,7 @@ TEST_CASE("invalid frames are errors, and the decoder stays failed") {
   }
   CHECK(err(frame(ws::Opcode::text, Bytes{'a'}, false)) == ws::FrameError::text_frame);
   CHECK(err(frame(ws::Opcode::binary, Bytes{1}, true)) == ws::FrameError::bad_masking);
-  CHECK(err(frame(ws::Opcode::binary, Bytes{1}, false), ws::Role::server) ==
+  CHECK(err(frame(ws::Opcode::binary, Bytes{1}, false), ws::Side::server) ==
         ws::FrameError::bad_masking);
   CHECK(err(frame(ws::Opcode::ping, pattern(126, 1), false)) == ws::FrameError::control_too_long);
   CHECK(err(frame(ws::Opcode::ping, Bytes{1}, false, false)) == ws::FrameError::control_fragmented);
@@ -233,17 +233,17 @@ TEST_CASE("invalid frames are errors, and the decoder stays failed") {
   // 64-bit length with the top bit set: refused before anything is read.
   CHECK(err(Bytes{0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 1}) == ws::FrameError::bad_length);
   // Message limit: one frame over it, and fragments adding up over it.
-  CHECK(err(frame(ws::Opcode::binary, pattern(101, 1), false), ws::Role::client, 100) ==
+  CHECK(err(frame(ws::Opcode::binary, pattern(101, 1), false), ws::Side::client, 100) ==
         ws::FrameError::message_too_large);
   CHECK(err(cat({frame(ws::Opcode::binary, pattern(60, 1), false, false),
                  frame(ws::Opcode::continuation, pattern(41, 1), false)}),
-            ws::Role::client, 100) == ws::FrameError::message_too_large);
-  CHECK(err(frame(ws::Opcode::binary, pattern(100, 1), false), ws::Role::client, 100) ==
+            ws::Side::client, 100) == ws::FrameError::message_too_large);
+  CHECK(err(frame(ws::Opcode::binary, pattern(100, 1), false), ws::Side::client, 100) ==
         ws::FrameError::none);
   // A huge declared length is refused at the header: nothing is buffered.
   CHECK(err(Bytes{0x82, 0x7F, 0, 0, 0, 1, 0, 0, 0, 0}) == ws::FrameError::message_too_large);
 
-  ws::FrameDecoder d(ws::Role::client, 131076);
+  ws::FrameDecoder d(ws::Side::client, 131076);
   Bytes text = frame(ws::Opcode::text, Bytes{'x'}, false);
   CHECK(d.next(text).kind == Kind::error);
   Bytes good = frame(ws::Opcode::binary, Bytes{1}, false);

@@ -1,4 +1,4 @@
-// The stream table's round robin and bookkeeping (no sockets: entries
+// The connection table's round robin and bookkeeping (no sockets: entries
 // without a LocalConnection).
 #include <doctest/doctest.h>
 
@@ -7,20 +7,20 @@
 #include <string>
 #include <vector>
 
-#include "stream_table.h"
+#include "connection_table.h"
 
+using tunnel::ConnectionEntry;
+using tunnel::ConnectionTable;
 using tunnel::ConnRef;
-using tunnel::StreamEntry;
-using tunnel::StreamTable;
 
 namespace {
 
 // Drains the table as the session does: one chunk of at most `chunk` bytes
 // per turn; returns "service/conn:bytes" per turn.
-std::vector<std::string> drain(StreamTable& t, std::size_t chunk, int max_turns = 100) {
+std::vector<std::string> drain(ConnectionTable& t, std::size_t chunk, int max_turns = 100) {
   std::vector<std::string> turns;
   while (max_turns-- > 0) {
-    StreamEntry* e = t.next_ready();
+    ConnectionEntry* e = t.next_ready();
     if (!e) break;
     const std::size_t n = std::min(chunk, e->pending_bytes());
     turns.push_back(e->ref.service + "/" + std::to_string(e->ref.connection_id) + ":" +
@@ -33,7 +33,7 @@ std::vector<std::string> drain(StreamTable& t, std::size_t chunk, int max_turns 
 }  // namespace
 
 TEST_CASE("stream table: round robin across connections, one chunk per turn") {
-  StreamTable t;
+  ConnectionTable t;
   auto& a = t.add(ConnRef{"A", 1, 1}, nullptr);
   auto& b = t.add(ConnRef{"A", 1, 2}, nullptr);
   auto& c = t.add(ConnRef{"B", 2, 1}, nullptr);
@@ -47,7 +47,7 @@ TEST_CASE("stream table: round robin across connections, one chunk per turn") {
 }
 
 TEST_CASE("stream table: removed entries leave the queue; refs are replaced") {
-  StreamTable t;
+  ConnectionTable t;
   auto& a = t.add(ConnRef{"", 1, 1}, nullptr);
   auto& b = t.add(ConnRef{"", 1, 2}, nullptr);
   t.stash(a, "x");
@@ -65,7 +65,7 @@ TEST_CASE("stream table: removed entries leave the queue; refs are replaced") {
 }
 
 TEST_CASE("stream table: bytes stashed while queued are appended in order") {
-  StreamTable t;
+  ConnectionTable t;
   auto& a = t.add(ConnRef{"S", 3, 1}, nullptr);
   t.stash(a, "he");
   t.stash(a, "llo");
@@ -76,7 +76,7 @@ TEST_CASE("stream table: bytes stashed while queued are appended in order") {
 TEST_CASE(
     "stream table: a connection over the limit is stuck only when its backlog stops shrinking") {
   using namespace std::chrono_literals;
-  StreamTable t;
+  ConnectionTable t;
   const ConnRef slow{"A", 1, 1};
   const ConnRef stuck{"A", 1, 2};
   const ConnRef light{"A", 1, 3};
@@ -84,7 +84,7 @@ TEST_CASE(
   t.add(stuck, nullptr);
   t.add(light, nullptr);
   std::map<ConnRef, std::size_t> backlog{{slow, 5000}, {stuck, 5000}, {light, 10}};
-  const auto of = [&](const StreamEntry& e) { return backlog.at(e.ref); };
+  const auto of = [&](const ConnectionEntry& e) { return backlog.at(e.ref); };
   const auto t0 = std::chrono::steady_clock::time_point{} + 1h;
 
   CHECK(t.any_over(4096, of));

@@ -30,7 +30,7 @@ namespace tunnel {
 
 class LocalConnection;
 
-struct StreamEntry {
+struct ConnectionEntry {
   ConnRef ref;
   LocalConnection* conn = nullptr;
   std::string pending;  // tunnel-bound bytes not yet handed to the machine
@@ -49,17 +49,18 @@ struct StreamEntry {
   std::size_t pending_bytes() const { return pending.size() - pending_off; }
 };
 
-class StreamTable {
+class ConnectionTable {
  public:
-  StreamTable() = default;
-  StreamTable(const StreamTable&) = delete;
-  StreamTable& operator=(const StreamTable&) = delete;
+  ConnectionTable() = default;
+  ConnectionTable(const ConnectionTable&) = delete;
+  ConnectionTable& operator=(const ConnectionTable&) = delete;
 
   // Replaces an entry with the same ref (the caller closed the old one).
-  StreamEntry& add(const ConnRef& ref, LocalConnection* conn,
-                   std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
-  StreamEntry* find(const ConnRef& ref);
-  StreamEntry* find(const LocalConnection* conn);
+  ConnectionEntry& add(
+      const ConnRef& ref, LocalConnection* conn,
+      std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+  ConnectionEntry* find(const ConnRef& ref);
+  ConnectionEntry* find(const LocalConnection* conn);
   // Forgets the entry; returns its connection for the caller to close.
   LocalConnection* remove(const ConnRef& ref);
   // Forgets every entry; returns their connections.
@@ -67,24 +68,24 @@ class StreamTable {
 
   // Tunnel-bound bytes read from e's socket: kept, and the socket paused
   // until they have been consumed.
-  void stash(StreamEntry& e, std::string_view bytes);
+  void stash(ConnectionEntry& e, std::string_view bytes);
   // The next connection with bytes waiting, in round-robin order; null if none.
-  StreamEntry* next_ready();
+  ConnectionEntry* next_ready();
   // True when no connection has bytes waiting: a connection that just read
   // may then hand its bytes on at once, without the stash copy, and still
   // not jump the round-robin queue.
   bool none_waiting() const { return ready_.empty(); }
   // n bytes of e's waiting bytes were sent. e goes to the back of the queue if
   // some remain; otherwise its socket reads again.
-  void consumed(StreamEntry& e, std::size_t n);
+  void consumed(ConnectionEntry& e, std::size_t n);
 
   // Local-bound bytes queued in every connection's write queue.
   std::size_t local_bound_bytes() const;
 
   // How many local-bound bytes a connection holds (its write queue; unit
   // tests pass their own).
-  using BacklogFn = std::function<std::size_t(const StreamEntry&)>;
-  static std::size_t write_backlog(const StreamEntry& e);
+  using BacklogFn = std::function<std::size_t(const ConnectionEntry&)>;
+  static std::size_t write_backlog(const ConnectionEntry& e);
   // Whether some connection holds more than `limit` local-bound bytes.
   bool any_over(std::size_t limit, const BacklogFn& backlog = write_backlog) const;
   // The connections over `limit` whose backlog has not shrunk for
@@ -97,10 +98,10 @@ class StreamTable {
                                          const BacklogFn& backlog = write_backlog);
   std::size_t size() const { return entries_.size(); }
   bool empty() const { return entries_.empty(); }
-  const std::map<ConnRef, StreamEntry>& entries() const { return entries_; }
+  const std::map<ConnRef, ConnectionEntry>& entries() const { return entries_; }
 
  private:
-  std::map<ConnRef, StreamEntry> entries_;
+  std::map<ConnRef, ConnectionEntry> entries_;
   std::unordered_map<const LocalConnection*, ConnRef> by_conn_;
   std::deque<ConnRef> ready_;
 };

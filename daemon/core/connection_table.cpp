@@ -1,13 +1,13 @@
-#include "stream_table.h"
+#include "connection_table.h"
 
 #include "local_connection.h"
 
 namespace tunnel {
 
-StreamEntry& StreamTable::add(const ConnRef& ref, LocalConnection* conn,
-                              std::chrono::steady_clock::time_point now) {
+ConnectionEntry& ConnectionTable::add(const ConnRef& ref, LocalConnection* conn,
+                                      std::chrono::steady_clock::time_point now) {
   remove(ref);
-  StreamEntry& e = entries_[ref];
+  ConnectionEntry& e = entries_[ref];
   e.ref = ref;
   e.conn = conn;
   e.started = now;
@@ -18,17 +18,17 @@ StreamEntry& StreamTable::add(const ConnRef& ref, LocalConnection* conn,
   return e;
 }
 
-StreamEntry* StreamTable::find(const ConnRef& ref) {
+ConnectionEntry* ConnectionTable::find(const ConnRef& ref) {
   const auto it = entries_.find(ref);
   return it == entries_.end() ? nullptr : &it->second;
 }
 
-StreamEntry* StreamTable::find(const LocalConnection* conn) {
+ConnectionEntry* ConnectionTable::find(const LocalConnection* conn) {
   const auto it = by_conn_.find(conn);
   return it == by_conn_.end() ? nullptr : find(it->second);
 }
 
-LocalConnection* StreamTable::remove(const ConnRef& ref) {
+LocalConnection* ConnectionTable::remove(const ConnRef& ref) {
   const auto it = entries_.find(ref);
   if (it == entries_.end()) return nullptr;
   LocalConnection* c = it->second.conn;
@@ -38,7 +38,7 @@ LocalConnection* StreamTable::remove(const ConnRef& ref) {
   return c;
 }
 
-std::vector<LocalConnection*> StreamTable::take_all() {
+std::vector<LocalConnection*> ConnectionTable::take_all() {
   std::vector<LocalConnection*> out;
   for (auto& [ref, e] : entries_) {
     if (e.conn) out.push_back(e.conn);
@@ -49,7 +49,7 @@ std::vector<LocalConnection*> StreamTable::take_all() {
   return out;
 }
 
-void StreamTable::stash(StreamEntry& e, std::string_view bytes) {
+void ConnectionTable::stash(ConnectionEntry& e, std::string_view bytes) {
   if (bytes.empty()) return;
   if (e.pending_off == e.pending.size()) {
     e.pending.assign(bytes);
@@ -64,9 +64,9 @@ void StreamTable::stash(StreamEntry& e, std::string_view bytes) {
   }
 }
 
-StreamEntry* StreamTable::next_ready() {
+ConnectionEntry* ConnectionTable::next_ready() {
   while (!ready_.empty()) {
-    StreamEntry* e = find(ready_.front());
+    ConnectionEntry* e = find(ready_.front());
     if (e && e->queued && e->pending_bytes() > 0) return e;
     if (e) e->queued = false;
     ready_.pop_front();
@@ -74,7 +74,7 @@ StreamEntry* StreamTable::next_ready() {
   return nullptr;
 }
 
-void StreamTable::consumed(StreamEntry& e, std::size_t n) {
+void ConnectionTable::consumed(ConnectionEntry& e, std::size_t n) {
   e.pending_off += std::min(n, e.pending_bytes());
   e.bytes_to_tunnel += n;
   if (!ready_.empty() && ready_.front() == e.ref) ready_.pop_front();
@@ -89,21 +89,21 @@ void StreamTable::consumed(StreamEntry& e, std::size_t n) {
   if (e.conn) e.conn->resume_reading();
 }
 
-std::size_t StreamTable::write_backlog(const StreamEntry& e) {
+std::size_t ConnectionTable::write_backlog(const ConnectionEntry& e) {
   return e.conn != nullptr ? e.conn->pending_write_bytes() : 0;
 }
 
-bool StreamTable::any_over(std::size_t limit, const BacklogFn& backlog) const {
+bool ConnectionTable::any_over(std::size_t limit, const BacklogFn& backlog) const {
   for (const auto& [ref, e] : entries_) {
     if (backlog(e) > limit) return true;
   }
   return false;
 }
 
-std::vector<ConnRef> StreamTable::stuck_connections(std::size_t limit,
-                                                    std::chrono::milliseconds stuck_after,
-                                                    std::chrono::steady_clock::time_point now,
-                                                    const BacklogFn& backlog) {
+std::vector<ConnRef> ConnectionTable::stuck_connections(std::size_t limit,
+                                                        std::chrono::milliseconds stuck_after,
+                                                        std::chrono::steady_clock::time_point now,
+                                                        const BacklogFn& backlog) {
   std::vector<ConnRef> stuck;
   for (auto& [ref, e] : entries_) {
     const std::size_t n = backlog(e);
@@ -122,7 +122,7 @@ std::vector<ConnRef> StreamTable::stuck_connections(std::size_t limit,
   return stuck;
 }
 
-std::size_t StreamTable::local_bound_bytes() const {
+std::size_t ConnectionTable::local_bound_bytes() const {
   std::size_t n = 0;
   for (const auto& [ref, e] : entries_) {
     if (e.conn) n += e.conn->pending_write_bytes();
