@@ -11,7 +11,7 @@
 #include "logging.h"
 #include "proxy_session.h"
 #include "settings.h"
-#include "ws_context.h"
+#include "loop_context.h"
 
 namespace lp = tunnel::localproxy;
 
@@ -67,9 +67,9 @@ int main(int argc, char** argv) {
   int exit_code = lp::kExitOk;
   std::string failure;
   {
-    std::unique_ptr<tunnel::WsContext> ws;
+    std::unique_ptr<tunnel::LoopContext> context;
     try {
-      ws = std::make_unique<tunnel::WsContext>(&loop);
+      context = std::make_unique<tunnel::LoopContext>(&loop);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "localproxy: %s\n", e.what());
       uv_loop_close(&loop);
@@ -81,13 +81,12 @@ int main(int argc, char** argv) {
               opts.config.endpoint.port);
     std::unique_ptr<tunnel::ProxySession> session;
     session = std::make_unique<tunnel::ProxySession>(
-        *ws, opts.config, [&](const tunnel::SessionOutcome& o) {
+        *context, opts.config, [&](const tunnel::SessionOutcome& o) {
           // A libuv close callback: the loop may be torn down from here.
           exit_code = o.ok ? lp::kExitOk : lp::kExitFailure;
           if (!o.ok) failure = o.reason;
           uv_close(reinterpret_cast<uv_handle_t*>(&sigterm.handle), nullptr);
           uv_close(reinterpret_cast<uv_handle_t*>(&sigint.handle), nullptr);
-          ws->begin_shutdown();
         });
     for (auto* s : {&sigterm, &sigint}) {
       uv_signal_init(&loop, &s->handle);
@@ -108,7 +107,7 @@ int main(int argc, char** argv) {
     session->start();
     uv_run(&loop, UV_RUN_DEFAULT);
     session.reset();
-    ws.reset();
+    context.reset();
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&loop) != 0) log->debug("event loop closed with handles still open");
