@@ -1,4 +1,4 @@
-// Decides a WebSocket upgrade request (protocol.md section 2, service side).
+// Decides a WebSocket upgrade request (docs/protocol.md section 2, service side).
 // Pure: the relay server copies what it needs out of the parsed request head into a
 // HandshakeRequest; the decision is an HTTP status, a reason and, when
 // admitted, the chosen subprotocol and the end to attach.

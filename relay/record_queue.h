@@ -1,11 +1,11 @@
 // The records waiting to be sent to one tunnel end.
 //
 // Bytes are stored in fixed chunks, each the size of the largest WebSocket
-// message (protocol.md section 3: tunnel::kMaxFrameSize, 131076 bytes) plus writable headroom in
-// front (for the WebSocket frame header), so a chunk is sent as one frame straight from where the
-// record bytes were first copied: one copy from the receive buffer, none on the way out. A record
-// never straddles two chunks, so every message carries whole records and a record the relay injects
-// (STREAM_RESET, SERVICE_IDS) always lands on a record boundary.
+// message (docs/protocol.md section 3: tunnel::kMaxFrameSize, 131076 bytes) plus writable headroom
+// in front (for the WebSocket frame header), so a chunk is sent as one frame straight from where
+// the record bytes were first copied: one copy from the receive buffer, none on the way out. A
+// record never straddles two chunks, so every message carries whole records and a record the relay
+// injects (STREAM_RESET, SERVICE_IDS) always lands on a record boundary.
 //
 // Producer side: a record is opened with its full size, filled as its bytes
 // arrive (possibly over several WebSocket fragments), then committed or

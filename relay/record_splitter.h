@@ -1,4 +1,4 @@
-// Cuts one sender's byte stream into whole records (protocol.md section 3:
+// Cuts one sender's byte stream into whole records (docs/protocol.md section 3:
 // [u16 BE length][body]) and copies them into the receiving end's queue as
 // they arrive. Only the length prefixes are looked at; bodies are copied once,
 // in bulk. A record's bytes become visible to the receiver only when the whole

@@ -40,7 +40,7 @@ std::optional<TunnelSpec> parse_tunnel_spec(std::string_view text, std::string& 
 
 // A service id as the open-tunnel API accepts it: 1..127 of [A-Za-z0-9_.-].
 bool valid_service_id(std::string_view id);
-// Up to 3 distinct valid service ids (protocol.md section 5).
+// Up to 3 distinct valid service ids (docs/protocol.md section 5).
 bool valid_service_list(const std::vector<std::string>& services, std::string& error);
 
 // --subprotocols "aws.iot.securetunneling-2.0,3.0": full names or bare versions

@@ -156,7 +156,7 @@ void RelayServer::detach(ClientConnection& c) {
   c.splitter.reset();
   // Records queued for the gone connection belong to its streams: dropped.
   p->queues[index_of(role)].drop_committed();
-  // Its streams are dead: tell the peer (protocol.md section 4, last rule).
+  // Its streams are dead: tell the peer (docs/protocol.md section 4, last rule).
   for (const std::string& rec : p->streams.take_resets())
     p->queues[index_of(peer)].push_back_record(bytes_of(rec));
   wake_writer(*p, peer);

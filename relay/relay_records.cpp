@@ -5,7 +5,7 @@ namespace relay {
 using tunnel::Message;
 
 void StreamTracker::started(const std::string& service_id, std::int32_t stream_id) {
-  // A STREAM_START replaces the service's active stream (protocol.md section 4).
+  // A STREAM_START replaces the service's active stream (docs/protocol.md section 4).
   active_[service_id] = stream_id;
 }
 

@@ -1,5 +1,5 @@
 // The few records the relay reads (control records, to follow the active
-// streams and enforce the client rules of protocol.md section 3) and the ones
+// streams and enforce the client rules of docs/protocol.md section 3) and the ones
 // it writes itself (STREAM_RESET when an end goes away, SERVICE_IDS on connect).
 // Pure: bytes in, bytes out.
 #pragma once
@@ -17,7 +17,7 @@
 namespace relay {
 
 // The active stream of each service of one tunnel, as announced by the
-// source's STREAM_START (protocol.md sections 4-6; V3 connections live inside
+// source's STREAM_START (docs/protocol.md sections 4-6; V3 connections live inside
 // a stream, so the stream is what a reset names).
 class StreamTracker {
  public:

@@ -72,7 +72,7 @@ class RelayServer final : public TunnelControl {
   bool close_tunnel(std::string_view id, std::string_view why) override;
   std::vector<TunnelView> tunnels() const override;
 
-  // Largest WebSocket message in either direction (protocol.md section 3).
+  // Largest WebSocket message in either direction (docs/protocol.md section 3).
   static constexpr std::size_t kMaxMessage = tunnel::kMaxFrameSize;
 
  private:

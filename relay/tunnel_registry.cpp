@@ -93,7 +93,7 @@ Admission TunnelRegistry::admit(std::string_view access_token, Role mode,
   const TunnelEnd& end = t.end(a.role);
   if (end.ever_connected) {
     // Tokens are single use; a reconnect is allowed only with the client
-    // token of the first connection (protocol.md section 2).
+    // token of the first connection (docs/protocol.md section 2).
     if (end.client_token.empty() || client_token != end.client_token) {
       a.http_status = 401;
       a.reason =

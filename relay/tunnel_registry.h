@@ -1,5 +1,5 @@
 // The tunnels a relay knows, their access tokens and the admission rules of
-// protocol.md section 2 seen from the service side. Pure: no sockets, no loop,
+// docs/protocol.md section 2 seen from the service side. Pure: no sockets, no loop,
 // no clock; the relay server drives it and owns the connections.
 #pragma once
 

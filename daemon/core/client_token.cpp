@@ -1,4 +1,4 @@
-// Client tokens (protocol.md section 2): one per session, reused on every
+// Client tokens (docs/protocol.md section 2): one per session, reused on every
 // reconnect so the service lets the same access token back in.
 #include <openssl/rand.h>
 

@@ -1,5 +1,5 @@
 // The local connections of one session, keyed by service, stream and
-// connection id (protocol.md sections 5 and 6), with what each one holds:
+// connection id (docs/protocol.md sections 5 and 6), with what each one holds:
 //
 //  - tunnel-bound: one read chunk at most per connection ("one buffer in
 //    flight per direction"). A connection with bytes waiting stops reading

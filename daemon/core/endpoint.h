@@ -1,4 +1,4 @@
-// Where the tunneling service is and how to reach it (protocol.md section 2).
+// Where the tunneling service is and how to reach it (docs/protocol.md section 2).
 #pragma once
 
 #include <cstdint>

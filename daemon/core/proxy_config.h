@@ -81,7 +81,7 @@ std::string service_id_error(std::string_view id);
 
 // A client token: 32 hex chars + dashes (UUIDv4 shape), from the OS CSPRNG.
 std::string generate_client_token();
-// 32..128 chars of [A-Za-z0-9-] (protocol.md section 2).
+// 32..128 chars of [A-Za-z0-9-] (docs/protocol.md section 2).
 bool is_valid_client_token(std::string_view token);
 
 }  // namespace tunnel

@@ -18,7 +18,7 @@ using Clock = std::chrono::steady_clock;
 
 std::uint64_t ms(int v) { return v > 0 ? static_cast<std::uint64_t>(v) : 1; }
 
-// Close codes after which the tunnel itself is over (protocol.md section 7).
+// Close codes after which the tunnel itself is over (docs/protocol.md section 7).
 // Going away / restart / try later mean a service instance went down: retry.
 bool close_code_is_transient(int code) {
   return code == 1001 || code == 1006 || code == 1011 || code == 1012 || code == 1013 ||

@@ -1,4 +1,4 @@
-// Record framing of the tunnel byte stream (protocol.md section 3):
+// Record framing of the tunnel byte stream (docs/protocol.md section 3):
 //   [u16 big-endian length N][N bytes: protobuf Message]
 // Records are not aligned with WebSocket frames, so decoding is incremental.
 #pragma once
@@ -80,7 +80,7 @@ bool encode_record(const Message& m, std::string& out);
 // masked into a WebSocket frame) without building the record first.
 // `payload_size` must not exceed kMaxPayloadSize, `service_id`
 // kMaxServiceIdSize. Empty service_id / connection_id 0 mean "absent" and
-// are not encoded (protocol.md section 3).
+// are not encoded (docs/protocol.md section 3).
 class DataRecordFraming {
  public:
   DataRecordFraming(std::int32_t stream_id, std::size_t payload_size,
@@ -103,7 +103,7 @@ class DataRecordFraming {
 // Appends a DATA record without building a Message (hot path: TCP -> tunnel).
 // `payload` must not exceed kMaxPayloadSize, `service_id` kMaxServiceIdSize.
 // The bytes equal what encode_record() writes for the same Message. Empty service_id /
-// connection_id 0 mean "absent" and are not encoded (protocol.md section 3).
+// connection_id 0 mean "absent" and are not encoded (docs/protocol.md section 3).
 void encode_data_record(std::int32_t stream_id, std::string_view payload, std::string& out,
                         std::string_view service_id = {}, std::uint32_t connection_id = 0);
 

@@ -4,7 +4,7 @@
 // its checks, and the liveness policy (pings, the pong timeout). The
 // socket, TLS, framing and backpressure are a WsConnection in the client
 // role. What it carries is opaque to it: a byte stream of records in each
-// direction (protocol.md section 3).
+// direction (docs/protocol.md section 3).
 //
 // Sending: the owner appends records to outbox() and calls flush(), or
 // gives a DATA record in pieces to send_record_parts(); records appended

@@ -134,7 +134,7 @@ void SessionMachine::on_link_up(int version) {
 void SessionMachine::on_link_down() {
   link_up_ = false;
   peer_ = PeerConnections::unknown;
-  // protocol.md section 7: losing the WebSocket kills every stream; the peer
+  // docs/protocol.md section 7: losing the WebSocket kills every stream; the peer
   // will not see our bytes, so local connections are aborted, not flushed.
   for (auto& s : services_) end_stream(s, false);
 }
@@ -160,7 +160,7 @@ void SessionMachine::on_record(Message& m) {
     return;
   }
   if (type == Message::SESSION_RESET) {
-    // protocol.md section 4: close whatever is active. The service may have
+    // docs/protocol.md section 4: close whatever is active. The service may have
     // reset only this end: tell the peer with a STREAM_RESET per stream, as
     // for a local close, or its clients would wait on a stream that is gone
     // (and a V3 source would keep opening connections on it). A peer that was
@@ -278,7 +278,7 @@ void SessionMachine::on_stream_start(Service& s, const Message& m) {
   }
   end_stream(s, false);
   if (version_ >= 3) {
-    // protocol.md section 6: the first STREAM_START tells the peer's version.
+    // docs/protocol.md section 6: the first STREAM_START tells the peer's version.
     // Every later one tells it again, on purpose: the source may have been
     // replaced by one of another version (same tunnel, new process), and a
     // source never mixes the two forms. Connections other services opened
@@ -311,7 +311,7 @@ void SessionMachine::on_connection_start(Service& s, const Message& m) {
   }
   peer_ = PeerConnections::multiple;
   if (s.conns.count(conn) != 0) {
-    // protocol.md section 6: a duplicate id is answered with CONNECTION_RESET;
+    // docs/protocol.md section 6: a duplicate id is answered with CONNECTION_RESET;
     // both ends then forget that id.
     effects_.note(
         fmt::format("CONNECTION_START for existing connection {} of stream {}", conn, id));
@@ -436,7 +436,7 @@ std::optional<ConnRef> SessionMachine::on_local_accepted(std::string_view servic
     send_control(Message::CONNECTION_START, *s, s->stream, conn);
     return ref(*s, conn);
   }
-  // Stream ids are never reused during the tunnel's life (protocol.md
+  // Stream ids are never reused during the tunnel's life (docs/protocol.md
   // section 4); after 2^31-1 streams there is no fresh id left.
   if (last_stream_id_ == std::numeric_limits<std::int32_t>::max()) {
     effects_.note("stream ids exhausted; local connection refused");

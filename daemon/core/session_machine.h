@@ -1,4 +1,4 @@
-// The local-proxy state machine for protocol V1, V2 and V3 (protocol.md
+// The local-proxy state machine for protocol V1, V2 and V3 (docs/protocol.md
 // sections 4-6), pure: records and local events in, effects out. No sockets,
 // no clocks, no libuv: the proxy loop (proxy_session.h) feeds it and carries
 // out its effects; the connection table (connection_table.h) holds the local connections.
@@ -50,7 +50,7 @@ struct ConnRef {
 };
 
 // Where a DATA record goes on the wire. Empty service_id / connection_id 0 are
-// not encoded (protocol.md section 3).
+// not encoded (docs/protocol.md section 3).
 struct WireAddress {
   std::string_view service_id;
   std::int32_t stream_id = 0;

@@ -22,7 +22,7 @@ constexpr int kOneDayMs = 24 * 60 * 60 * 1000;
 constexpr int kBufferMax = 64 * 1024 * 1024;
 constexpr int kWriteLimitMax = 1024 * 1024 * 1024;
 
-// The subprotocols a service may speak (protocol.md section 2). The setting
+// The subprotocols a service may speak (docs/protocol.md section 2). The setting
 // names the version we ask for; any of them is a valid request.
 constexpr std::array<std::string_view, 3> kSubprotocols = {
     "aws.iot.securetunneling-1.0",

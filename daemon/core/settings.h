@@ -1,5 +1,5 @@
 // Fine-grained settings: the reference localproxy's keys and defaults
-// (protocol.md section 8) plus tunneld's own additions, documented in
+// (docs/protocol.md section 8) plus tunneld's own additions, documented in
 // docs/settings.md. JSON in the reference's shape: nested objects under
 // "tunneling.proxy", values as strings (numbers also accepted on input).
 #pragma once

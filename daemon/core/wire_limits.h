@@ -1,4 +1,4 @@
-// The sizes the wire protocol fixes (protocol.md section 3), for every
+// The sizes the wire protocol fixes (docs/protocol.md section 3), for every
 // layer that needs one without the record codec itself.
 #pragma once
 
