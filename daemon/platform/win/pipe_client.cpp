@@ -84,12 +84,16 @@ std::optional<PipeConnection> PipeConnection::connect(const std::wstring& path, 
       *error = pipe_connect_error(e, shown);
       return std::nullopt;
     }
-    // Every instance is taken: wait for one, within the deadline.
+    // Every instance is taken: wait for one, within the deadline. The
+    // daemon creates the next instance right after a client connects, so a
+    // failed wait (the instance was taken by another client first) is
+    // retried until the deadline.
     const DWORD wait = ms_until(deadline);
-    if (wait == 0 || !::WaitNamedPipeW(path.c_str(), std::max<DWORD>(wait, 1))) {
+    if (wait == 0) {
       *error = pipe_connect_error(ERROR_PIPE_BUSY, shown);
       return std::nullopt;
     }
+    if (!::WaitNamedPipeW(path.c_str(), std::min<DWORD>(wait, 1000))) ::Sleep(10);
   }
 }
 

@@ -35,7 +35,14 @@ std::string account_name(PSID sid) {
   return to_utf8(full);
 }
 
-std::string quoted(const std::wstring& path) { return "\"" + to_utf8(path) + "\""; }
+// Appends instead of `"\"" + text + "\""`, which GCC 12 warns about
+// wrongly (-Wrestrict, GCC bug 105651).
+std::string quoted(const std::wstring& path) {
+  std::string out(1, '"');
+  out += to_utf8(path);
+  out += '"';
+  return out;
+}
 
 std::string icacls_fix(const std::wstring& path, bool directory) {
   const char* grant = directory ? ":(OI)(CI)F" : ":F";

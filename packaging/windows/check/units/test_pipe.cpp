@@ -2,10 +2,12 @@
 #include <uv.h>
 
 #include <aclapi.h>
+#include <io.h>
 #include <sddl.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -31,6 +33,28 @@ std::wstring test_pipe_name() {
 }
 
 auto deadline(std::chrono::milliseconds d) { return std::chrono::steady_clock::now() + d; }
+
+// Runs the loop until it has nothing left to do, or for at most `limit`:
+// then every handle is closed so that a broken test fails instead of hanging.
+// Returns false on the time-out.
+bool run_loop(uv_loop_t* loop, std::chrono::milliseconds limit = 30s) {
+  uv_timer_t watchdog;
+  uv_timer_init(loop, &watchdog);
+  bool fired = false;
+  watchdog.data = &fired;
+  uv_timer_start(
+      &watchdog,
+      [](uv_timer_t* t) {
+        *static_cast<bool*>(t->data) = true;
+        uv_stop(t->loop);
+      },
+      static_cast<std::uint64_t>(limit.count()), 0);
+  uv_unref(reinterpret_cast<uv_handle_t*>(&watchdog));
+  uv_run(loop, UV_RUN_DEFAULT);
+  uv_close(reinterpret_cast<uv_handle_t*>(&watchdog), nullptr);
+  uv_run(loop, UV_RUN_NOWAIT);
+  return !fired;
+}
 
 // One connection on the server side: reads, answers "echo:" + what it read
 // once it saw a '\n', and closes. Deletes itself when its handle is closed.
@@ -140,7 +164,8 @@ TEST_CASE("control pipe: clients in turn and at once get answers; the peer is id
     a.join();
     b.join();
   });
-  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(run_loop(&loop));
+  if (server.listener) server.listener->close();
   clients.join();
   const char* expected[] = {"one", "two", "three", "four", "five"};
   for (int i = 0; i < 5; ++i) {
@@ -255,6 +280,86 @@ TEST_CASE("control pipe client: a daemon that does not answer times out") {
   CHECK(error.kind == win::PipeErrorKind::timeout);
   listener.close();
   held.clear();
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
+TEST_CASE("control pipe: a client that leaves at once does not stop the next one") {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  Server server;
+  server.loop = &loop;
+  server.want = 1;
+  const std::wstring name = test_pipe_name();
+  int connections = 0;
+  server.listener = std::make_unique<win::ControlPipeListener>(
+      &loop, name,
+      [&](win::ConnectedPipe c) {
+        // A client that left is either handed over (its read ends at once)
+        // or, when it left before the listener looked, recycled unseen.
+        ++connections;
+        server.on_client(std::move(c));
+      },
+      [&](const std::string& e) { server.errors.push_back(e); });
+  server.listener->listen();
+  std::string answer;
+  win::PipeError error;
+  int left = 0;
+  std::thread client([&] {
+    for (int i = 0; i < 3; ++i) {
+      win::PipeError ignored;
+      // Closed right away, before the daemon read anything.
+      if (win::PipeConnection::connect(name, deadline(5s), &ignored)) ++left;
+    }
+    answer = ask(name, "after", &error);
+  });
+  CHECK(run_loop(&loop));
+  if (server.listener) server.listener->close();
+  client.join();
+  INFO(error.message);
+  CHECK(answer == "echo:after\n");
+  CHECK(left == 3);
+  CHECK(connections >= 1);
+  CHECK(connections <= 4);
+  CHECK(server.errors.empty());
+  server.listener.reset();
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
+TEST_CASE("control pipe: works in a process without standard descriptors, as a service") {
+  // A service has no console: C runtime descriptors 0-2 are free, and the
+  // connected instance gets descriptor 0, which libuv treats specially.
+  const int saved = ::_dup(0);
+  REQUIRE(saved >= 0);
+  ::_close(0);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  Server server;
+  server.loop = &loop;
+  server.want = 2;
+  const std::wstring name = test_pipe_name();
+  server.listener = std::make_unique<win::ControlPipeListener>(
+      &loop, name, [&](win::ConnectedPipe c) { server.on_client(std::move(c)); },
+      [&](const std::string& e) { server.errors.push_back(e); });
+  server.listener->listen();
+  std::string first;
+  std::string second;
+  win::PipeError error;
+  std::thread client([&] {
+    first = ask(name, "one", &error);
+    second = ask(name, "two", &error);
+  });
+  CHECK(run_loop(&loop));
+  if (server.listener) server.listener->close();
+  client.join();
+  ::_dup2(saved, 0);
+  ::_close(saved);
+  INFO(error.message);
+  CHECK(first == "echo:one\n");
+  CHECK(second == "echo:two\n");
+  CHECK(server.errors.empty());
+  server.listener.reset();
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&loop) == 0);
 }
