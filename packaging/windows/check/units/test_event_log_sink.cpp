@@ -48,3 +48,21 @@ TEST_CASE("event log sink: records reach the Event Log with their fields") {
   CHECK(asked == 3);
   CHECK(sink->dropped() == 0);
 }
+
+TEST_CASE("the message table: event 1 shows the event's own text") {
+  // The test program links tunneld_events.mc as tunneld.exe does; Event
+  // Viewer formats an event with it as below.
+  const std::wstring event = L"[session web] connected\r\nTUNNEL_MODE=source";
+  DWORD_PTR args[] = {reinterpret_cast<DWORD_PTR>(event.c_str())};
+  wchar_t* text = nullptr;
+  const DWORD n = ::FormatMessageW(
+      FORMAT_MESSAGE_FROM_HMODULE | FORMAT_MESSAGE_ALLOCATE_BUFFER | FORMAT_MESSAGE_ARGUMENT_ARRAY,
+      ::GetModuleHandleW(nullptr), win::kEventIdMessage,
+      MAKELANGID(LANG_ENGLISH, SUBLANG_ENGLISH_US), reinterpret_cast<wchar_t*>(&text), 0,
+      reinterpret_cast<va_list*>(args));
+  REQUIRE(n > 0);
+  std::wstring shown(text, n);
+  ::LocalFree(text);
+  while (!shown.empty() && (shown.back() == L'\n' || shown.back() == L'\r')) shown.pop_back();
+  CHECK(shown == event);
+}
